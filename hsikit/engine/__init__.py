@@ -1,0 +1,1 @@
+"""Tiled inference over whole scenes with bounded memory."""

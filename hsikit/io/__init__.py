@@ -1,0 +1,1 @@
+"""Geo-raster input and output."""

@@ -1,0 +1,158 @@
+"""The :class:`Scene`: a lazily read raster with its georeferencing and band metadata.
+
+A Scene never holds the whole cube unless it came from memory (``ArrayScene``). ``read(window)`` returns
+``(bands, rows, cols)`` for any window, ``read_valid(window)`` the validity mask. Windows are rasterio
+``Window`` objects (plain data: col_off, row_off, width, height).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, Sequence
+
+import numpy as np
+from affine import Affine
+from rasterio.windows import Window
+
+from hsikit.io.bandinfo import BandInfo
+
+
+class Scene(ABC):
+    """A raster scene: shape, dtype, CRS, transform, nodata, band metadata; windowed reads.
+
+    Subclasses implement :meth:`_read`; everything else is shared. Use as a context manager.
+    """
+
+    #: file the scene was opened from (or None for in-memory scenes)
+    path: str | None = None
+
+    def __init__(
+        self,
+        *,
+        width: int,
+        height: int,
+        count: int,
+        dtype: str,
+        crs: Any = None,
+        transform: Affine | None = None,
+        nodata: float | None = None,
+        bands: BandInfo | None = None,
+        class_names: Sequence[str] | None = None,
+        tags: dict[str, str] | None = None,
+    ) -> None:
+        self.width = int(width)
+        self.height = int(height)
+        self.count = int(count)
+        self.dtype = np.dtype(dtype).name
+        self.crs = crs
+        self.transform = transform if transform is not None else Affine.identity()
+        self.nodata = nodata
+        self.bands = bands if bands is not None else BandInfo.default(count)
+        if self.bands.count != self.count:
+            raise ValueError(f"band metadata lists {self.bands.count} bands for a {self.count}-band raster")
+        #: names of classes 1..K for label/ground-truth scenes (value 0 = unlabelled), else None
+        self.class_names = list(class_names) if class_names is not None else None
+        self.tags = dict(tags or {})
+
+    # -- shape -------------------------------------------------------------------------------------------------
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(bands, rows, cols)"""
+        return (self.count, self.height, self.width)
+
+    @property
+    def res(self) -> tuple[float, float]:
+        """Pixel size (x, y), positive."""
+        return (abs(self.transform.a), abs(self.transform.e))
+
+    @property
+    def is_georeferenced(self) -> bool:
+        return self.crs is not None
+
+    @property
+    def name(self) -> str:
+        from pathlib import Path
+
+        return Path(self.path).name if self.path else "<memory>"
+
+    def full_window(self) -> Window:
+        return Window(0, 0, self.width, self.height)
+
+    # -- reading -----------------------------------------------------------------------------------------------
+    def read(self, window: Window | None = None, bands: Sequence[int] | None = None) -> np.ndarray:
+        """Read ``(len(bands), h, w)`` in the file's dtype. ``bands`` are 0-based; default all.
+
+        The window must lie inside the raster; the engine handles padding beyond edges itself.
+        """
+        w = self._check_window(window)
+        idx = list(range(self.count)) if bands is None else [int(b) for b in bands]
+        for b in idx:
+            if not 0 <= b < self.count:
+                raise IndexError(f"band index {b} outside 0..{self.count - 1}")
+        return self._read(w, idx)
+
+    def read_valid(self, window: Window | None = None, data: np.ndarray | None = None) -> np.ndarray:
+        """Boolean ``(h, w)`` mask, True where the pixel holds data.
+
+        A pixel is invalid when any band equals nodata or is NaN, or the dataset's mask says so. Pass ``data``
+        (all bands of this window, as returned by :meth:`read`) to avoid a second read.
+        """
+        w = self._check_window(window)
+        if data is None:
+            data = self._read(w, list(range(self.count)))
+        valid = np.ones(data.shape[1:], dtype=bool)
+        if np.issubdtype(data.dtype, np.floating):
+            valid &= ~np.isnan(data).any(axis=0)
+        if self.nodata is not None and not (isinstance(self.nodata, float) and np.isnan(self.nodata)):
+            valid &= ~(data == np.asarray(self.nodata, dtype=data.dtype)).any(axis=0)
+        extra = self._mask(w)
+        if extra is not None:
+            valid &= extra
+        return valid
+
+    def _check_window(self, window: Window | None) -> Window:
+        if window is None:
+            return self.full_window()
+        w = Window(int(window.col_off), int(window.row_off), int(window.width), int(window.height))
+        if w.col_off < 0 or w.row_off < 0 or w.col_off + w.width > self.width or w.row_off + w.height > self.height:
+            raise ValueError(f"window {w} lies outside the {self.width}x{self.height} raster")
+        return w
+
+    @abstractmethod
+    def _read(self, window: Window, bands: list[int]) -> np.ndarray:
+        """Read an in-bounds window of the given 0-based bands."""
+
+    def _mask(self, window: Window) -> np.ndarray | None:
+        """Validity from an internal/external mask band, if the format has one (True = valid)."""
+        return None
+
+    # -- lifecycle ---------------------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Release file handles."""
+
+    def __enter__(self) -> "Scene":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        crs = self.crs.to_string() if self.crs is not None else "no CRS"
+        return f"<{type(self).__name__} {self.name} {self.count}x{self.height}x{self.width} {self.dtype} {crs}>"
+
+
+class ArrayScene(Scene):
+    """A scene held in memory: ``data`` is ``(bands, rows, cols)``. Used for benchmark cubes and tests."""
+
+    def __init__(self, data: np.ndarray, *, path: str | None = None, **kwargs: Any) -> None:
+        if data.ndim == 2:
+            data = data[None]
+        if data.ndim != 3:
+            raise ValueError(f"ArrayScene needs a (bands, rows, cols) array, got shape {data.shape}")
+        super().__init__(width=data.shape[2], height=data.shape[1], count=data.shape[0], dtype=data.dtype.name, **kwargs)
+        self.data = data
+        self.path = path
+
+    def _read(self, window: Window, bands: list[int]) -> np.ndarray:
+        r0, c0 = int(window.row_off), int(window.col_off)
+        return np.array(self.data[bands, r0 : r0 + int(window.height), c0 : c0 + int(window.width)])

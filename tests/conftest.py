@@ -1,0 +1,30 @@
+"""Shared fixtures: the real data in ../shared/data (skipped with a reason when absent) and tiny fake scenes."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("HSIKIT_SHARED_DATA", ROOT.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """Path of ../shared/data; tests using it skip when it is not beside the clone."""
+    if not (SHARED_DATA / "README.md").exists():
+        pytest.skip(f"real test data not found at {SHARED_DATA} (clone hsikit beside ../shared to run these)")
+    return SHARED_DATA
+
+
+@pytest.fixture
+def fake_geotiff(tmp_path):
+    """Factory writing a small georeferenced hyperspectral GeoTIFF; see tests/fakedata.py."""
+    from fakedata import write_fake_geotiff
+
+    def make(name: str = "scene.tif", **kwargs):
+        return write_fake_geotiff(tmp_path / name, **kwargs)
+
+    return make
