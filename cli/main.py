@@ -1,0 +1,240 @@
+"""`hsikit` command-line entry point.
+
+Every command is a thin wrapper over a documented Python function (``hsikit.classify``, ``hsikit.scene_info`` …).
+Heavy libraries (torch, the models) are imported inside the commands so ``hsikit --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import warnings
+from enum import Enum
+from pathlib import Path
+from typing import Optional, Tuple
+
+import click
+import typer
+
+from hsikit._version import __version__
+from hsikit.errors import HsikitError
+
+app = typer.Typer(
+    name="hsikit",
+    help="Hyperspectral and multispectral remote sensing: inspect, preprocess, train and classify whole scenes "
+    "in tiles, writing georeferenced Cloud-Optimised GeoTIFFs that open styled in QGIS.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+train_app = typer.Typer(help="Train models on labelled scenes.", no_args_is_help=True)
+app.add_typer(train_app, name="train")
+
+_state = {"debug": False, "progress": True}
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"hsikit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    """hsikit: read any GDAL raster, prepare its bands, run models over the whole scene in tiles."""
+    _state["debug"] = debug
+    _state["progress"] = not quiet and sys.stderr.isatty()
+
+
+def _command_line() -> str:
+    """The invoking command for provenance tags, with paths reduced to file names."""
+    parts = ["hsikit"]
+    for a in sys.argv[1:]:
+        parts.append(Path(a).name if (os.sep in a and Path(a).exists()) else a)
+    return " ".join(parts)
+
+
+Tuple2 = Tuple[float, float]
+
+
+class Fmt(str, Enum):
+    cog = "cog"
+    gtiff = "gtiff"
+
+
+class ProbFmt(str, Enum):
+    float32 = "float32"
+    uint8 = "uint8"
+
+
+# -- info ----------------------------------------------------------------------------------------------------------
+@app.command()
+def info(
+    scene: Path = typer.Argument(..., help="Any raster GDAL reads (GeoTIFF, ENVI .hdr, .lan, VRT, HDF5 subdataset) or a benchmark .mat cube."),
+    as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
+    variable: Optional[str] = typer.Option(None, help="Variable name inside a .mat file."),
+) -> None:
+    """Show a scene's size, bands, wavelength range, bad bands, CRS, resolution, nodata and dtype."""
+    from hsikit.pipelines.info import format_info, scene_info
+
+    d = scene_info(str(scene), variable=variable)
+    typer.echo(json.dumps(d, indent=2) if as_json else format_info(d))
+
+
+# -- models --------------------------------------------------------------------------------------------------------
+@app.command()
+def models(as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON.")) -> None:
+    """List the registered model architectures with their task and inputs."""
+    from hsikit.models.registry import list_models
+
+    entries = list_models()
+    if as_json:
+        typer.echo(json.dumps([{"name": e.name, "task": e.task, "inputs": e.inputs, "description": e.description}
+                               for e in entries], indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table("name", "task", "inputs", "description")
+    for e in entries:
+        t.add_row(e.name, e.task, e.inputs, e.description)
+    Console().print(t)
+
+
+# -- preprocess ----------------------------------------------------------------------------------------------------
+@app.command()
+def preprocess(
+    scene: Path = typer.Argument(..., help="Input scene."),
+    out: Path = typer.Option(..., "-o", "--out", help="Output GeoTIFF (float32, NaN nodata)."),
+    drop_bad_bands: bool = typer.Option(False, "--drop-bad-bands", help="Drop the file's bad bands and the 1340-1460 / 1790-1960 nm water-vapour bands."),
+    wavelength_range: Optional[Tuple2] = typer.Option(None, "--wavelength-range", help="Keep bands between MIN and MAX nm.", metavar="MIN MAX"),
+    resample_to: Optional[str] = typer.Option(None, "--resample-to", help="Resample spectrally to a sensor's bands (sentinel2, landsat8) with Gaussian responses."),
+    scale: Optional[float] = typer.Option(None, "--scale", help="Multiply values by this factor (e.g. 0.0001 for reflectance x 10000); default: the file's own scale/offset when set."),
+    normalize: bool = typer.Option(False, "--normalize", help="Standardise each band (z-score from streamed statistics)."),
+    pca: Optional[int] = typer.Option(None, "--pca", help="Keep N principal components (covariance streamed over the scene)."),
+    chain: Optional[Path] = typer.Option(None, "--chain", help="A preprocessing chain as JSON (e.g. from a checkpoint) instead of the options."),
+    fmt: Fmt = typer.Option(Fmt.cog, "--format", help="Output layout."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
+) -> None:
+    """Prepare a scene's bands (bad bands, subsetting, scaling, spectral resampling, normalisation, PCA)."""
+    from hsikit.pipelines.preprocess import preprocess as run_preprocess
+
+    res = run_preprocess(str(scene), out=out, chain=chain, drop_bad_bands=drop_bad_bands,
+                         wavelength_range=tuple(wavelength_range) if wavelength_range else None,
+                         resample_to=resample_to, scale=scale, normalize=normalize, pca=pca, fmt=fmt.value,
+                         overwrite=overwrite, progress=_state["progress"], command=_command_line())
+    typer.echo(f"wrote {res.out} ({res.bands_in} -> {res.bands_out} bands, {res.seconds:.1f} s)")
+
+
+# -- train ---------------------------------------------------------------------------------------------------------
+class ClsModel(str, Enum):
+    spectral_cnn = "spectral-cnn"
+    unet = "unet"
+
+
+@train_app.command("classifier")
+def train_classifier(
+    scene: Path = typer.Argument(..., help="Training scene."),
+    labels: Path = typer.Option(..., "--labels", "-l", help="Label raster on the scene grid, or polygons (GeoPackage/Shapefile) with a class attribute."),
+    out: Path = typer.Option(..., "-o", "--out", help="Checkpoint to write (.safetensors, JSON metadata inside)."),
+    model: ClsModel = typer.Option(ClsModel.spectral_cnn, "--model", "-m", help="Architecture."),
+    attribute: Optional[str] = typer.Option(None, "--attribute", help="Class column of vector labels."),
+    train: float = typer.Option(0.5, "--train", help="Training pixels per class: a fraction (<1) or a count (>=1)."),
+    val: float = typer.Option(0.2, "--val", help="Validation pixels per class: a fraction or a count."),
+    epochs: int = typer.Option(50, "--epochs", help="Maximum epochs."),
+    patience: int = typer.Option(8, "--patience", help="Stop after this many epochs without a better validation OA."),
+    lr: float = typer.Option(1e-3, "--lr", help="Learning rate (Adam)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Minibatch size (default depends on the model)."),
+    seed: int = typer.Option(0, "--seed", help="Random seed (splits, initialisation, batches)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    drop_bad_bands: bool = typer.Option(True, "--drop-bad-bands/--keep-bad-bands", help="Drop bad and water-vapour bands before the model."),
+    pca: Optional[int] = typer.Option(None, "--pca", help="Reduce to N principal components first."),
+    report_dir: Optional[Path] = typer.Option(None, "--report-dir", help="Where to write the report (default: <out>_report/)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing checkpoint/report."),
+) -> None:
+    """Train a pixel classifier; writes the checkpoint and a report (OA/AA/kappa, confusion matrix PNG/CSV)."""
+    from hsikit.pipelines.train_classifier import train_classifier as run_train
+
+    res = run_train(str(scene), str(labels), model=model.value, out=out, attribute=attribute, train=train, val=val,
+                    epochs=epochs, patience=patience, lr=lr, batch_size=batch_size, seed=seed, device=device,
+                    chain={"drop_bad_bands": drop_bad_bands, "pca": pca, "normalize": True},
+                    report_dir=report_dir, overwrite=overwrite, progress=_state["progress"])
+    m = res.metrics
+    typer.echo(f"wrote {res.checkpoint}")
+    typer.echo(f"test OA {m['oa']:.4f}  AA {m['aa']:.4f}  kappa {m['kappa']:.4f}  (report: {res.report_dir})")
+
+
+# -- classify ------------------------------------------------------------------------------------------------------
+@app.command()
+def classify(
+    scene: Path = typer.Argument(..., help="Scene to classify."),
+    out: Path = typer.Option(..., "-o", "--out", help="Class map to write (.tif; uint8, 0 = nodata)."),
+    model: Optional[Path] = typer.Option(None, "--model", "-m", help="Checkpoint (.safetensors); default: the bundled sample model."),
+    tile: int = typer.Option(512, "--tile", help="Tile size in pixels."),
+    overlap: Optional[int] = typer.Option(None, "--overlap", help="Tile overlap in pixels (default 25% of the tile, at least the model's receptive field)."),
+    batch_size: int = typer.Option(4, "--batch-size", help="Tiles per model call."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    probabilities: Optional[ProbFmt] = typer.Option(None, "--probabilities", help="Also write per-class probabilities (float32, or uint8 scaled by 254)."),
+    quicklook: bool = typer.Option(False, "--quicklook", help="Also write a PNG quicklook with a legend."),
+    legend: Optional[Path] = typer.Option(None, "--legend", help="Own class names/colours (.json, .csv or .clr: value, name, colour)."),
+    fmt: Fmt = typer.Option(Fmt.cog, "--format", help="Output layout."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
+) -> None:
+    """Classify a whole scene in tiles into a QGIS-ready class map (colour table, class names, .qml style)."""
+    from hsikit.pipelines.classify import classify as run_classify
+
+    res = run_classify(str(scene), out=out, model=model, tile=tile, overlap=overlap, batch_size=batch_size,
+                       device=device, probabilities=probabilities.value if probabilities else None,
+                       quicklook=quicklook, legend=legend, fmt=fmt.value, overwrite=overwrite,
+                       progress=_state["progress"], command=_command_line())
+    mpx = res.pixels / 1e6
+    typer.echo(f"wrote {res.class_map} (+ {res.qml.name}) in {res.seconds:.1f} s, {mpx / max(res.seconds, 1e-9):.2f} Mpx/s")
+    if res.probabilities:
+        typer.echo(f"wrote {res.probabilities}")
+    if res.quicklook:
+        typer.echo(f"wrote {res.quicklook}")
+    counts = ", ".join(f"{k} {v}" for k, v in res.class_counts.items() if v)
+    typer.echo(f"pixels per class: {counts}")
+
+
+# -- entry point ---------------------------------------------------------------------------------------------------
+def _warn_one_line(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Console-script entry: user errors print one line and exit 2; ``--debug`` shows tracebacks."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    if not debug:
+        warnings.showwarning = _warn_one_line
+    try:
+        app(args=args, prog_name="hsikit", standalone_mode=False)
+        code = 0
+    except click.exceptions.Exit as e:
+        code = e.exit_code
+    except click.ClickException as e:
+        e.show()
+        code = e.exit_code
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        print("aborted", file=sys.stderr)
+        code = 130
+    except HsikitError as e:
+        if debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        code = e.exit_code
+    except Exception as e:  # noqa: BLE001 - last resort: one line, traceback only with --debug
+        if debug:
+            raise
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        print(f"error: {type(e).__name__}: {msg} (run with --debug for the traceback)", file=sys.stderr)
+        code = 1
+    if argv is None:
+        sys.exit(code)
+    return code

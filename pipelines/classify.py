@@ -1,0 +1,187 @@
+"""Classify a whole scene with a trained model, in tiles, into a QGIS-ready class map."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from hsikit.errors import BandMismatchError, InputError, OptionError
+from hsikit.io.scene import Scene
+
+ProbMode = Literal["float32", "uint8"]
+
+
+@dataclass
+class ClassifyResult:
+    """What :func:`classify` wrote and how long it took."""
+
+    class_map: Path
+    probabilities: Path | None
+    quicklook: Path | None
+    qml: Path
+    seconds: float
+    pixels: int
+    skipped_tiles: int
+    class_counts: dict[str, int] = field(default_factory=dict)
+
+
+def output_paths(out: Path, probabilities: ProbMode | None, quicklook: bool) -> dict[str, Path]:
+    """Every file a classification writes, keyed by role."""
+    paths = {"class_map": out, "qml": out.with_suffix(".qml")}
+    if probabilities:
+        paths["probabilities"] = out.with_name(out.stem + "_probabilities.tif")
+    if quicklook:
+        paths["quicklook"] = out.with_suffix(".png")
+    return paths
+
+
+def classify(
+    scene: str | Path | Scene,
+    *,
+    out: str | Path,
+    model: str | Path | None = None,
+    tile: int = 512,
+    overlap: int | None = None,
+    batch_size: int = 4,
+    device: str = "auto",
+    probabilities: ProbMode | None = None,
+    quicklook: bool = False,
+    legend: str | Path | None = None,
+    fmt: Literal["cog", "gtiff"] = "cog",
+    overwrite: bool = False,
+    progress: bool = True,
+    command: str | None = None,
+) -> ClassifyResult:
+    """Classify ``scene`` with the checkpoint ``model`` and write ``out`` (uint8 class map, 0 = nodata).
+
+    Class i of the model is written as value i + 1 with the model's colours and names (GDAL colour table,
+    category names, ``.qml`` style). ``probabilities`` adds ``<out>_probabilities.tif`` with one band per class
+    (float32 with NaN nodata, or uint8 with value = round(p * 254) and nodata 255). ``quicklook`` writes a PNG.
+    The model's preprocessing chain is replayed exactly; tiles overlap by at least the model's receptive field.
+    """
+    from hsikit.checkpoint import checkpoint_sha256, load_checkpoint
+    from hsikit.engine.engine import TileSpec, run_tiled
+    from hsikit.engine.torch_predict import TorchPredictor
+    from hsikit.io.atomic import check_output
+    from hsikit.io.legend import Legend
+    from hsikit.io.open import open_scene
+    from hsikit.io.writer import RasterWriter
+    from hsikit.models.registry import get_entry
+    from hsikit.pipelines.common import check_georeferencing, default_model, provenance_tags
+    from hsikit.preprocess.chain import Chain
+
+    out = Path(out)
+    if fmt not in ("cog", "gtiff"):
+        raise OptionError(f"--format must be cog or gtiff, not {fmt!r}")
+    if probabilities not in (None, "float32", "uint8"):
+        raise OptionError(f"--probabilities must be float32 or uint8, not {probabilities!r}")
+    paths = output_paths(out, probabilities, quicklook)
+    for p in paths.values():
+        check_output(p, overwrite)
+    model_path = Path(model) if model is not None else default_model()
+
+    t0 = time.perf_counter()
+    own = not isinstance(scene, Scene)
+    sc = open_scene(scene) if own else scene
+    try:
+        check_georeferencing(sc)
+        net, meta = load_checkpoint(model_path, device="cpu")
+        if meta.task != "classification":
+            raise InputError(f"{model_path.name} is a {meta.task} model, not a classifier")
+        chain = Chain.from_dict(meta.preprocessing)
+        chain.check_input(sc.bands)
+        n_cls = len(meta.class_names)
+        lg = Legend.read(legend, n_cls) if legend else Legend.from_names(meta.class_names, meta.class_colors)
+        if lg.count != n_cls:
+            raise BandMismatchError(f"legend has {lg.count} classes, the model {n_cls}")
+
+        entry = get_entry(meta.arch)
+        cfg = entry.config_cls(**meta.config)
+        context = int(entry.receptive_field(cfg))
+        spec = TileSpec(tile=tile, overlap=overlap, batch_size=batch_size)
+        predictor = TorchPredictor(net, device=device, softmax=True, size_multiple=entry.size_multiple)
+        tile_tag = {"tile": tile, "overlap": overlap, "context": context, "blend": "raised-cosine"}
+        tags = provenance_tags(
+            scene=sc,
+            command=command,
+            model=meta.arch,
+            checkpoint_sha256=checkpoint_sha256(model_path),
+            bands_used=list(sc.bands.names) if chain.steps else None,
+            normalization="checkpoint statistics: " + " > ".join(s.op for s in chain.steps),
+            tile=tile_tag,
+            extra={"HSIKIT_CLASS_OFFSET": "1"},
+        )
+        counts = np.zeros(n_cls + 1, dtype=np.int64)
+        common = dict(width=sc.width, height=sc.height, crs=sc.crs, transform=sc.transform, overwrite=overwrite,
+                      tags=tags, fmt=fmt)
+        cls_writer = RasterWriter(paths["class_map"], count=1, dtype="uint8" if n_cls <= 254 else "uint16", nodata=0,
+                                  kind="categorical", legend=lg, band_descriptions=["class"], **common)
+        prob_writer = None
+        if probabilities:
+            is_u8 = probabilities == "uint8"
+            prob_writer = RasterWriter(
+                paths["probabilities"], count=n_cls, dtype="uint8" if is_u8 else "float32",
+                nodata=255 if is_u8 else float("nan"), kind="continuous",
+                band_descriptions=[f"p({n})" for n in lg.names],
+                scales=[1 / 254] * n_cls if is_u8 else None, offsets=[0.0] * n_cls if is_u8 else None, **common)
+
+        def sink(window, values: np.ndarray, valid: np.ndarray) -> None:
+            labels = (np.argmax(values, axis=0) + 1).astype(cls_writer.dtype)
+            labels[~valid] = 0
+            counts[:] += np.bincount(labels.ravel(), minlength=n_cls + 1)[: n_cls + 1]
+            cls_writer.write(labels[None], window)
+            if prob_writer is not None:
+                if probabilities == "uint8":
+                    p = np.round(np.clip(values, 0, 1) * 254).astype(np.uint8)
+                    p[:, ~valid] = 255
+                else:
+                    p = values.astype(np.float32, copy=True)
+                    p[:, ~valid] = np.nan
+                prob_writer.write(p, window)
+
+        with cls_writer:
+            if prob_writer is not None:
+                with prob_writer:
+                    stats = run_tiled(sc, predictor, out_channels=n_cls, sink=sink, spec=spec, context=context,
+                                      size_multiple=entry.size_multiple, transform_input=chain.apply,
+                                      progress=progress, pixel_local=context == 0)
+            else:
+                stats = run_tiled(sc, predictor, out_channels=n_cls, sink=sink, spec=spec, context=context,
+                                  size_multiple=entry.size_multiple, transform_input=chain.apply,
+                                  progress=progress, pixel_local=context == 0)
+
+        ql = None
+        if quicklook:
+            from hsikit.io.quicklook import save_class_quicklook
+
+            save_class_quicklook(_read_decimated(paths["class_map"]), lg, paths["quicklook"])
+            ql = paths["quicklook"]
+    finally:
+        if own:
+            sc.close()
+
+    return ClassifyResult(
+        class_map=paths["class_map"],
+        probabilities=paths.get("probabilities"),
+        quicklook=ql,
+        qml=paths["qml"],
+        seconds=time.perf_counter() - t0,
+        pixels=int(stats.pixels),
+        skipped_tiles=int(stats.skipped_tiles),
+        class_counts={"nodata": int(counts[0]), **{lg.names[i]: int(counts[i + 1]) for i in range(n_cls)}},
+    )
+
+
+def _read_decimated(path: Path, max_size: int = 1024) -> np.ndarray:
+    """Band 1 at most ``max_size`` px on a side, from the overviews (nearest), for quicklooks."""
+    import rasterio
+    from rasterio.enums import Resampling
+
+    with rasterio.open(path) as src:
+        f = max(1, int(np.ceil(max(src.width, src.height) / max_size)))
+        shape = (max(1, src.height // f), max(1, src.width // f))
+        return src.read(1, out_shape=shape, resampling=Resampling.nearest)

@@ -1,0 +1,89 @@
+"""Pieces shared by the pipelines: provenance tags, default model lookup, georeferencing checks."""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from hsikit._version import __version__
+from hsikit.errors import InputError, OptionError
+from hsikit.io.scene import Scene
+
+#: the model `hsikit classify` uses when no --model is given (the one trained on the embedded sample)
+SAMPLE_MODEL = Path(__file__).resolve().parents[1] / "sample_data" / "sample_model.safetensors"
+
+
+def default_model() -> Path:
+    """$HSIKIT_DEFAULT_MODEL, else the sample model of a source checkout."""
+    env = os.environ.get("HSIKIT_DEFAULT_MODEL")
+    if env:
+        return Path(env)
+    if SAMPLE_MODEL.exists():
+        return SAMPLE_MODEL
+    raise OptionError("no --model given and no default model found (set HSIKIT_DEFAULT_MODEL or pass --model)")
+
+
+def check_georeferencing(scene: Scene) -> None:
+    """Refuse GCP-only scenes; warn once for scenes with no georeferencing (outputs get none either)."""
+    if scene.tags.get("georef") == "gcps":
+        raise InputError(
+            f"{scene.name} is georeferenced by GCPs/RPCs only; warp it to a map grid first (e.g. gdalwarp) "
+            "so outputs can carry a transform"
+        )
+    if scene.crs is None:
+        warnings.warn(f"{scene.name} has no CRS: outputs are written on its pixel grid without georeferencing", stacklevel=2)
+
+
+def provenance_tags(
+    *,
+    scene: Scene,
+    command: str | None,
+    model: str | None = None,
+    checkpoint_sha256: str | None = None,
+    bands_used: list[str] | None = None,
+    normalization: str | None = None,
+    tile: dict[str, Any] | None = None,
+    extra: dict[str, str] | None = None,
+) -> dict[str, str]:
+    """Dataset-level provenance tags (conventions §6): no absolute paths, user or host names."""
+    tags = {
+        "HSIKIT_VERSION": __version__,
+        "HSIKIT_INPUT": scene.name,
+        "HSIKIT_CREATED": datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
+    }
+    if command:
+        tags["HSIKIT_COMMAND"] = command
+    if model:
+        tags["HSIKIT_MODEL"] = model
+    if checkpoint_sha256:
+        tags["HSIKIT_CHECKPOINT_SHA256"] = checkpoint_sha256
+    if bands_used is not None:
+        tags["HSIKIT_BANDS_USED"] = json.dumps(bands_used)
+    if normalization:
+        tags["HSIKIT_NORMALIZATION"] = normalization
+    if tile:
+        tags["HSIKIT_TILE"] = json.dumps(tile)
+    tags.update(extra or {})
+    return tags
+
+
+def spectral_band_tags(bands) -> list[dict[str, str]]:
+    """Per-band metadata items (wavelength, wavelength_units, fwhm, bad_band) for spectral outputs."""
+    out = []
+    units = bands.wavelength_units or "nm"
+    micro = units.lower().startswith("micro")
+    for i in range(bands.count):
+        t: dict[str, str] = {}
+        if bands.wavelengths is not None:
+            wl = bands.wavelengths[i] / 1000.0 if micro else bands.wavelengths[i]
+            t["wavelength"] = f"{wl:g}"
+            t["wavelength_units"] = "micrometers" if micro else "nm"
+        if bands.fwhm is not None:
+            t["fwhm"] = f"{(bands.fwhm[i] / 1000.0 if micro else bands.fwhm[i]):g}"
+        t["bad_band"] = "0" if bands.bad[i] else "1"
+        out.append(t)
+    return out

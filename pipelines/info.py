@@ -1,0 +1,121 @@
+"""`hsikit info`: what a scene holds, as a plain dict (JSON-serialisable)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from hsikit.io.scene import Scene
+
+
+def scene_info(scene: str | Path | Scene, *, variable: str | None = None) -> dict[str, Any]:
+    """Size, bands, wavelength range, bad bands, CRS, resolution, nodata and dtype of a scene."""
+    from hsikit.io.open import open_scene
+
+    own = not isinstance(scene, Scene)
+    sc = open_scene(scene, variable=variable) if own else scene
+    try:
+        return _describe(sc)
+    finally:
+        if own:
+            sc.close()
+
+
+def _describe(sc: Scene) -> dict[str, Any]:
+    b = sc.bands
+    info: dict[str, Any] = {
+        "file": sc.name,
+        "width": sc.width,
+        "height": sc.height,
+        "bands": sc.count,
+        "dtype": sc.dtype,
+        "nodata": _num(sc.nodata),
+        "crs": sc.crs.to_string() if sc.crs is not None else None,
+        "epsg": sc.crs.to_epsg() if sc.crs is not None else None,
+        "resolution": list(sc.res) if sc.crs is not None else None,
+        "transform": list(sc.transform)[:6],
+        "bounds": _bounds(sc) if sc.crs is not None else None,
+        "band_names": list(b.names),
+        "wavelength_range_nm": [min(b.wavelengths), max(b.wavelengths)] if b.wavelengths else None,
+        "wavelength_units": b.wavelength_units,
+        "fwhm_range_nm": [min(b.fwhm), max(b.fwhm)] if b.fwhm else None,
+        "bad_bands": [i + 1 for i, bad in enumerate(b.bad) if bad],
+        "scale": _uniform(b.scale),
+        "offset": _uniform(b.offset),
+        "class_names": sc.class_names,
+    }
+    if sc.tags.get("georef") == "gcps":
+        info["georeferencing"] = "GCPs only (warp the scene before processing)"
+    return info
+
+
+def _num(v: Any) -> Any:
+    if v is None:
+        return None
+    f = float(v)
+    if f != f:
+        return "nan"
+    return int(f) if f.is_integer() else f
+
+
+def _uniform(values: tuple[float, ...] | None) -> Any:
+    """One number when every band shares it, else the list."""
+    if values is None:
+        return None
+    return values[0] if len(set(values)) == 1 else list(values)
+
+
+def _bounds(sc: Scene) -> list[float]:
+    t = sc.transform
+    xs = [t.c, t.c + t.a * sc.width + t.b * sc.height, t.c + t.b * sc.height, t.c + t.a * sc.width]
+    ys = [t.f, t.f + t.d * sc.width + t.e * sc.height, t.f + t.e * sc.height, t.f + t.d * sc.width]
+    return [min(xs), min(ys), max(xs), max(ys)]
+
+
+def format_info(info: dict[str, Any]) -> str:
+    """Human-readable summary, one fact a line."""
+    lines = [
+        f"file:        {info['file']}",
+        f"size:        {info['width']} x {info['height']} px, {info['bands']} bands, {info['dtype']}",
+    ]
+    if info["crs"]:
+        rx, ry = info["resolution"]
+        lines.append(f"crs:         {info['crs']}" + (f" (EPSG:{info['epsg']})" if info["epsg"] and "EPSG" not in info["crs"] else ""))
+        lines.append(f"resolution:  {rx:g} x {ry:g}")
+        lines.append("bounds:      " + ", ".join(f"{v:.3f}" for v in info["bounds"]))
+    else:
+        lines.append("crs:         none (pixel grid only)")
+    if info.get("georeferencing"):
+        lines.append(f"georef:      {info['georeferencing']}")
+    lines.append(f"nodata:      {info['nodata']}")
+    if info["wavelength_range_nm"]:
+        lo, hi = info["wavelength_range_nm"]
+        lines.append(f"wavelengths: {lo:.1f}-{hi:.1f} nm")
+    else:
+        lines.append("wavelengths: unknown")
+    bad = info["bad_bands"]
+    lines.append(f"bad bands:   {len(bad)}" + (f" ({_ranges(bad)})" if bad else ""))
+    if info["scale"] is not None:
+        lines.append(f"scale:       {info['scale'] if not isinstance(info['scale'], list) else 'per band'}")
+    names = info["band_names"]
+    shown = ", ".join(names[:6]) + (f", ... ({len(names)} in all)" if len(names) > 6 else "")
+    lines.append(f"band names:  {shown}")
+    if info["class_names"]:
+        lines.append("classes:     " + ", ".join(f"{i + 1}={n}" for i, n in enumerate(info["class_names"])))
+    return "\n".join(lines)
+
+
+def _ranges(values: list[int]) -> str:
+    """[1,2,3,7] -> '1-3, 7' (1-based band numbers)."""
+    out, start, prev = [], None, None
+    for v in values:
+        if start is None:
+            start = prev = v
+        elif v == prev + 1:
+            prev = v
+        else:
+            out.append(f"{start}-{prev}" if prev != start else f"{start}")
+            start = prev = v
+    if start is not None:
+        out.append(f"{start}-{prev}" if prev != start else f"{start}")
+    return ", ".join(out)
