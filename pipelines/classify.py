@@ -25,6 +25,7 @@ class ClassifyResult:
     qml: Path
     seconds: float
     pixels: int
+    tiles: int
     skipped_tiles: int
     class_counts: dict[str, int] = field(default_factory=dict)
 
@@ -171,6 +172,7 @@ def classify(
         qml=paths["qml"],
         seconds=time.perf_counter() - t0,
         pixels=int(stats.pixels),
+        tiles=int(stats.tiles),
         skipped_tiles=int(stats.skipped_tiles),
         class_counts={"nodata": int(counts[0]), **{lg.names[i]: int(counts[i + 1]) for i in range(n_cls)}},
     )

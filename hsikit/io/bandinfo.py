@@ -10,14 +10,15 @@ _NANO_UNITS = {"nanometers", "nanometer", "nm"}
 
 
 def to_nanometres(values: Sequence[float], units: str | None) -> tuple[float, ...]:
-    """Convert wavelengths to nm. ``units`` None guesses micrometres when every value is below 30."""
+    """Convert wavelengths to nm. Missing or unrecognised units (ENVI's "Unknown") are guessed from the values:
+    micrometres when every value is below 30."""
     vals = [float(v) for v in values]
     u = (units or "").strip().lower()
-    if u in _MICRO_UNITS or (not u and vals and max(vals) < 30.0):
-        return tuple(v * 1000.0 for v in vals)
-    if u in _NANO_UNITS or not u:
+    if u in _NANO_UNITS:
         return tuple(vals)
-    raise ValueError(f"unknown wavelength units {units!r}")
+    if u in _MICRO_UNITS or (vals and max(vals) < 30.0):
+        return tuple(v * 1000.0 for v in vals)
+    return tuple(vals)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,133 @@
+"""Tiled classification benchmark: throughput, engine overhead and peak memory versus scene size.
+
+    python bench/bench_tiled.py --sizes 1024 4096 8192 [--bands 100] [--tile 512] [--device cpu]
+
+Each size runs in a fresh child process so its peak RSS (ru_maxrss) is its own. The model is a spectral-cnn with
+random weights (speed does not depend on training); its checkpoint is written to bench/_scenes/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SCENES = HERE / "_scenes"
+
+
+def ensure_scene(size: int, bands: int) -> Path:
+    from hsikit.synthetic import make_large_scene_file
+
+    path = SCENES / f"scene_{size}x{size}x{bands}.tif"
+    if not path.exists():
+        SCENES.mkdir(parents=True, exist_ok=True)
+        t0 = time.perf_counter()
+        tmp = path.with_suffix(".tmp.tif")
+        make_large_scene_file(tmp, height=size, width=size, bands=bands, seed=size)
+        tmp.rename(path)
+        print(f"generated {path.name} in {time.perf_counter() - t0:.0f} s", flush=True)
+    return path
+
+
+def ensure_model(bands: int, classes: int = 8) -> Path:
+    """A spectral-cnn checkpoint with a fixed scale+normalise chain (no fitting pass over huge scenes)."""
+    import torch
+
+    from hsikit.checkpoint import CheckpointMeta, save_checkpoint
+    from hsikit.io.bandinfo import BandInfo
+    from hsikit.models.registry import create_model
+    from hsikit.preprocess.chain import Chain, Step
+
+    path = SCENES / f"model_{bands}b.safetensors"
+    if path.exists():
+        return path
+    torch.manual_seed(0)
+    config = {"in_bands": bands, "num_classes": classes}
+    net = create_model("spectral-cnn", **config)
+    chain = Chain([Step("scale", {"factor": 1e-4}), Step("normalize", {"mean": [0.25] * bands, "std": [0.15] * bands})])
+    meta = CheckpointMeta(arch="spectral-cnn", config=config, task="classification",
+                          bands=BandInfo.default(bands).to_dict(), preprocessing=chain.to_dict(),
+                          class_names=[f"class {i + 1}" for i in range(classes)], class_colors=None,
+                          provenance={"note": "random weights for benchmarking"})
+    save_checkpoint(path, net, meta, overwrite=True)
+    return path
+
+
+def child(size: int, bands: int, tile: int, device: str) -> dict:
+    """Runs in its own process: classify the scene, then time the bare model on the same tiles in memory."""
+    import numpy as np
+    import torch
+
+    from hsikit.checkpoint import load_checkpoint
+    from hsikit.engine.torch_predict import TorchPredictor
+    from hsikit.pipelines.classify import classify
+
+    scene = SCENES / f"scene_{size}x{size}x{bands}.tif"
+    model = SCENES / f"model_{bands}b.safetensors"
+    out = SCENES / f"classes_{size}.tif"
+    torch.set_num_threads(torch.get_num_threads())
+    res = classify(str(scene), model=model, out=out, tile=tile, device=device, overwrite=True, progress=False)
+    rss_engine = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    # bare forward: the same number of tile x tile model inputs, already in memory and preprocessed
+    net, _ = load_checkpoint(model)
+    pred = TorchPredictor(net, device=device, softmax=True)
+    batch = np.random.default_rng(0).normal(size=(4, bands, tile, tile)).astype(np.float32)
+    n_tiles = res.tiles - res.skipped_tiles
+    pred(batch[:1])  # warm-up
+    t0 = time.perf_counter()
+    done = 0
+    while done < n_tiles:
+        k = min(4, n_tiles - done)
+        pred(batch[:k])
+        done += k
+    bare = time.perf_counter() - t0
+    return {
+        "size": size, "bands": bands, "tile": tile, "device": device,
+        "seconds": res.seconds, "megapixels": size * size / 1e6, "mpx_per_s": size * size / 1e6 / res.seconds,
+        "tiles": res.tiles, "skipped_tiles": res.skipped_tiles, "bare_forward_seconds": bare,
+        "overhead_pct": 100.0 * (res.seconds - bare) / bare, "peak_rss_mb": rss_engine,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[1024, 4096, 8192])
+    ap.add_argument("--bands", type=int, default=100)
+    ap.add_argument("--tile", type=int, default=512)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--keep-outputs", action="store_true")
+    a = ap.parse_args()
+    if a.child:
+        print(json.dumps(child(a.child, a.bands, a.tile, a.device)))
+        return
+    ensure_model(a.bands)
+    rows = []
+    for size in a.sizes:
+        ensure_scene(size, a.bands)
+        cmd = [sys.executable, __file__, "--child", str(size), "--bands", str(a.bands), "--tile", str(a.tile),
+               "--device", a.device]
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode != 0:
+            sys.exit(f"size {size} failed:\n{r.stderr[-3000:]}")
+        row = json.loads(r.stdout.strip().splitlines()[-1])
+        rows.append(row)
+        print(f"{size}x{size}x{a.bands}: {row['mpx_per_s']:.3f} Mpx/s, {row['seconds']:.1f} s, "
+              f"bare forward {row['bare_forward_seconds']:.1f} s, overhead {row['overhead_pct']:.1f} %, "
+              f"peak RSS {row['peak_rss_mb']:.0f} MB", flush=True)
+        if not a.keep_outputs:
+            for f in SCENES.glob(f"classes_{size}*"):
+                f.unlink()
+    print(json.dumps({"machine": f"{platform.node() and 'local'} {platform.machine()} "
+                                 f"{__import__('os').cpu_count()} cpus", "rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

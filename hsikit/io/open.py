@@ -1,0 +1,54 @@
+"""``open_scene``: one entry point for every raster hsikit reads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rasterio.errors import RasterioIOError
+
+from hsikit.errors import InputError
+from hsikit.io.scene import Scene
+
+_GDAL_PREFIXES = ("HDF5:", "HDF4_", "NETCDF:", "/vsi", "GTIFF_DIR:", "SENTINEL2_")
+
+
+def open_scene(path: str | Path, *, variable: str | None = None) -> Scene:
+    """Open a raster lazily: GeoTIFF/COG, ENVI (header or data file), ERDAS .lan, VRT, HDF5/NetCDF subdatasets
+    (``HDF5:"file.h5"://name``) or a MATLAB ``.mat`` benchmark cube (``variable`` picks the array).
+
+    Raises :class:`InputError` for a missing file or one GDAL cannot read.
+    """
+    text = str(path)
+    if text.startswith(_GDAL_PREFIXES):
+        return _open_gdal(text, text)
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"file not found: {p}")
+    if p.is_dir():
+        raise InputError(f"{p} is a directory, not a raster file")
+    if p.suffix.lower() == ".mat":
+        from hsikit.io.benchmark import open_mat
+
+        return open_mat(p, variable)
+    if p.suffix.lower() == ".hdr":
+        from hsikit.io.envi import data_file_for
+
+        data = data_file_for(p)
+        if data is None:
+            raise InputError(f"ENVI header {p.name} has no data file beside it")
+        p = data
+    return _open_gdal(str(p), p.name)
+
+
+def _open_gdal(path: str, label: str) -> Scene:
+    from hsikit.io.benchmark import class_names_for
+    from hsikit.io.rasterio_scene import RasterioScene
+
+    try:
+        sc = RasterioScene(path)
+    except RasterioIOError as e:
+        reason = str(e).split(":")[-1].strip() or "unrecognised format"
+        raise InputError(f"{label} is not a raster GDAL can read ({reason})") from None
+    if sc.driver == "LAN" and sc.count == 1:
+        sc.class_names = class_names_for(path, (sc.height, sc.width))
+    return sc
