@@ -1,0 +1,223 @@
+"""QGIS-ready GeoTIFF/COG writer (see ``shared/specs/conventions.md`` §1-§7).
+
+Windows are streamed into an uncompressed tiled work file; on completion it is copied to the final layout
+(COG with overviews, or tiled GeoTIFF with internal overviews), sidecars (GDAL category names, QGIS ``.qml``)
+are written, and everything is renamed into place atomically. Nothing appears under the final names until all
+is complete; on error every temporary file is removed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+import xml.etree.ElementTree as ET
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+import numpy as np
+import rasterio
+import rasterio.shutil
+from rasterio.enums import Resampling
+from rasterio.errors import NotGeoreferencedWarning
+from rasterio.windows import Window
+
+from hsikit.errors import OptionError
+from hsikit.io.atomic import atomic_outputs, check_output, remove_with_sidecars, temp_path
+from hsikit.io.legend import Legend
+from hsikit.io.qml import write_qml_paletted
+
+Kind = Literal["categorical", "continuous"]
+
+
+def block_size(width: int, height: int) -> int:
+    """512 px blocks, or 256 for rasters under about 2048 px on both sides."""
+    return 256 if max(width, height) < 2048 else 512
+
+
+def overview_factors(width: int, height: int, block: int) -> list[int]:
+    """2, 4, 8, ... until the smallest level fits in one block."""
+    out, f = [], 2
+    while max(width, height) / (f // 2) > block:
+        out.append(f)
+        f *= 2
+    return out
+
+
+class RasterWriter:
+    """Write a raster window by window; finalised atomically when the ``with`` block ends without error.
+
+    ``kind`` "categorical": single band uint8/uint16 class map, nearest overviews, colour table + category names +
+    ``.qml`` from ``legend``. "continuous": any band count, average overviews. ``band_tags`` are per-band metadata
+    items (wavelength, fwhm, ...); ``tags`` dataset-level items (provenance).
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        width: int,
+        height: int,
+        count: int,
+        dtype: str,
+        crs: Any,
+        transform: Any,
+        nodata: float | None,
+        kind: Kind,
+        overwrite: bool = False,
+        legend: Legend | None = None,
+        band_descriptions: Sequence[str] | None = None,
+        band_tags: Sequence[dict[str, str]] | None = None,
+        tags: dict[str, str] | None = None,
+        fmt: Literal["cog", "gtiff"] = "cog",
+        scales: Sequence[float] | None = None,
+        offsets: Sequence[float] | None = None,
+    ) -> None:
+        self.path = Path(path)
+        check_output(self.path, overwrite)
+        if kind not in ("categorical", "continuous"):
+            raise OptionError(f"unknown output kind {kind!r}")
+        if fmt not in ("cog", "gtiff"):
+            raise OptionError(f"output format must be cog or gtiff, not {fmt!r}")
+        if kind == "categorical" and (count != 1 or np.dtype(dtype).kind != "u"):
+            raise OptionError("class maps are single-band unsigned integer rasters")
+        for name, seq in (("band_descriptions", band_descriptions), ("band_tags", band_tags), ("scales", scales),
+                          ("offsets", offsets)):
+            if seq is not None and len(seq) != count:
+                raise ValueError(f"{name} has {len(seq)} entries for {count} bands")
+        self.width, self.height, self.count = int(width), int(height), int(count)
+        self.dtype = np.dtype(dtype).name
+        self.crs, self.transform, self.nodata = crs, transform, nodata
+        self.kind, self.fmt, self.overwrite, self.legend = kind, fmt, overwrite, legend
+        self.band_descriptions, self.band_tags = band_descriptions, band_tags
+        self.tags = dict(tags or {})
+        self.scales, self.offsets = scales, offsets
+        self.block = block_size(self.width, self.height)
+        self._stack: ExitStack | None = None
+        self._dst = None
+
+    # -- files -------------------------------------------------------------------------------------------------
+    @property
+    def aux_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".aux.xml")
+
+    @property
+    def qml_path(self) -> Path:
+        return self.path.with_suffix(".qml")
+
+    def _finals(self) -> list[Path]:
+        finals = [self.path]
+        if self.kind == "categorical" and self.legend is not None:
+            finals += [self.aux_path, self.qml_path]
+        return finals
+
+    # -- context -----------------------------------------------------------------------------------------------
+    def __enter__(self) -> "RasterWriter":
+        self._stack = ExitStack()
+        self._temps = self._stack.enter_context(atomic_outputs(self._finals(), self.overwrite))
+        self._work = temp_path(self.path.with_name(self.path.stem + ".work.tif"))
+        self._stack.callback(remove_with_sidecars, self._work)
+        profile = dict(driver="GTiff", width=self.width, height=self.height, count=self.count, dtype=self.dtype,
+                       transform=self.transform, nodata=self.nodata, tiled=True, blockxsize=self.block,
+                       blockysize=self.block, interleave="band", bigtiff="IF_SAFER", compress="NONE")
+        if self.crs is not None:
+            profile["crs"] = self.crs
+        else:
+            warnings.warn(f"{self.path.name}: no CRS, written on the pixel grid without georeferencing", stacklevel=2)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            self._dst = rasterio.open(self._work, "w", **profile)
+        self._describe(self._dst)
+        return self
+
+    def write(self, array: np.ndarray, window: Window) -> None:
+        """Write ``array`` (count, h, w) at ``window`` (any position, any order)."""
+        if array.ndim == 2:
+            array = array[None]
+        if array.shape[0] != self.count:
+            raise ValueError(f"array has {array.shape[0]} bands, the output {self.count}")
+        self._dst.write(array.astype(self.dtype, copy=False), window=window)
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        stack, self._stack = self._stack, None
+        try:
+            if self._dst is not None:
+                self._dst.close()
+                self._dst = None
+            if exc_type is None:
+                self._finalise()
+        except BaseException:
+            stack.__exit__(*__import__("sys").exc_info())
+            raise
+        stack.__exit__(exc_type, exc, tb)
+        if exc_type is None and self.overwrite:
+            # a stale sidecar of a replaced output would be applied to the new file
+            if self.aux_path not in self._finals() and self.aux_path.exists():
+                self.aux_path.unlink()
+
+    # -- internals ---------------------------------------------------------------------------------------------
+    def _describe(self, dst) -> None:
+        for i in range(self.count):
+            if self.band_descriptions is not None:
+                dst.set_band_description(i + 1, self.band_descriptions[i])
+            if self.band_tags is not None and self.band_tags[i]:
+                dst.update_tags(i + 1, **self.band_tags[i])
+        if self.scales is not None:
+            dst.scales = tuple(float(s) for s in self.scales)
+        if self.offsets is not None:
+            dst.offsets = tuple(float(o) for o in self.offsets)
+        tags = dict(self.tags)
+        if self.kind == "categorical" and self.legend is not None:
+            dst.write_colormap(1, self.legend.colormap())
+            tags["HSIKIT_CLASS_NAMES"] = json.dumps(list(self.legend.names))
+            tags["HSIKIT_CLASS_COLORS"] = json.dumps(list(self.legend.colors))
+        if tags:
+            dst.update_tags(**tags)
+
+    def _finalise(self) -> None:
+        final_tmp = self._temps[self.path]
+        resampling = "NEAREST" if self.kind == "categorical" else "AVERAGE"
+        predictor = "2" if np.dtype(self.dtype).kind in "iu" else "3"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            if self.fmt == "cog":
+                rasterio.shutil.copy(
+                    self._work, final_tmp, driver="COG", BLOCKSIZE=self.block, COMPRESS="DEFLATE", LEVEL=6,
+                    PREDICTOR=predictor, OVERVIEWS="AUTO", RESAMPLING=resampling, BIGTIFF="IF_SAFER",
+                    NUM_THREADS="ALL_CPUS",
+                )
+            else:
+                factors = overview_factors(self.width, self.height, self.block)
+                if factors:
+                    with rasterio.open(self._work, "r+") as dst:
+                        dst.build_overviews(factors, getattr(Resampling, resampling.lower()))
+                rasterio.shutil.copy(
+                    self._work, final_tmp, driver="GTiff", TILED="YES", BLOCKXSIZE=self.block,
+                    BLOCKYSIZE=self.block, COMPRESS="DEFLATE", ZLEVEL=6, PREDICTOR=predictor, BIGTIFF="IF_SAFER",
+                    COPY_SRC_OVERVIEWS="YES", INTERLEAVE="BAND", NUM_THREADS="ALL_CPUS",
+                )
+        if self.kind == "categorical" and self.legend is not None:
+            self._write_categories(final_tmp, self._temps[self.aux_path])
+            write_qml_paletted(self._temps[self.qml_path], self.legend)
+
+    def _write_categories(self, raster_tmp: Path, aux_tmp: Path) -> None:
+        """GDAL category names in the PAM sidecar, merged with whatever PAM content GDAL wrote itself."""
+        gdal_aux = raster_tmp.with_name(raster_tmp.name + ".aux.xml")
+        root = ET.parse(gdal_aux).getroot() if gdal_aux.exists() else ET.Element("PAMDataset")
+        band = root.find("./PAMRasterBand[@band='1']")
+        if band is None:
+            band = ET.SubElement(root, "PAMRasterBand", {"band": "1"})
+        old = band.find("CategoryNames")
+        if old is not None:
+            band.remove(old)
+        cats = ET.Element("CategoryNames")
+        for name in ("no data", *self.legend.names):
+            ET.SubElement(cats, "Category").text = name
+        band.insert(0, cats)
+        ET.indent(root)
+        aux_tmp.write_text(ET.tostring(root, encoding="unicode") + "\n", encoding="utf-8")
+        if gdal_aux.exists():
+            os.remove(gdal_aux)
+
+
