@@ -94,12 +94,16 @@ class Scene(ABC):
     def read_valid(self, window: Window | None = None, data: np.ndarray | None = None) -> np.ndarray:
         """Boolean ``(h, w)`` mask, True where the pixel holds data.
 
-        A pixel is invalid when any band equals nodata or is NaN, or the dataset's mask says so. Pass ``data``
+        A pixel is invalid when any band not flagged bad equals nodata or is NaN, or the dataset's mask says so.
+        Bad bands are ignored because products fill them with nodata everywhere (EnMAP L2A does). Pass ``data``
         (all bands of this window, as returned by :meth:`read`) to avoid a second read.
         """
         w = self._check_window(window)
         if data is None:
             data = self._read(w, list(range(self.count)))
+        good = self.bands.good_indices()
+        if good and len(good) < data.shape[0]:
+            data = data[good]
         valid = np.ones(data.shape[1:], dtype=bool)
         if np.issubdtype(data.dtype, np.floating):
             valid &= ~np.isnan(data).any(axis=0)

@@ -1,0 +1,275 @@
+"""Tiled inference over a whole scene with blending and bounded memory (``shared/specs/conventions.md`` §9-§15).
+
+Tiles of ``tile`` px overlap by ``overlap`` px; the last row/column is shifted inward to end at the scene edge.
+Each tile is weighted by a separable window: ``margin`` px discarded and a raised-cosine ramp over the rest of
+the overlap on sides with a neighbour, flat at the scene edge. Rule: with ``margin >= context`` (the model's
+receptive-field radius) and ``overlap >= 2 * margin``, every output pixel comes from tile positions that saw its
+full context, so the result does not depend on the tile size.
+
+Memory: tiles are processed row by row inside a super-column of at most ``max_strip_width`` px; accumulators hold
+one tile row of that super-column and finished rows are handed to ``sink`` at once. Consecutive super-columns
+compute one shared tile column twice, so each emitted pixel has all its contributions and the result equals a
+single pass over the full width. Nothing of full-scene size is allocated.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import numpy as np
+from rasterio.windows import Window
+
+from hsikit.engine.tiling import AxisPlan, axis_weights, column_groups, plan_axis
+from hsikit.errors import OptionError
+from hsikit.io.scene import Scene
+
+Predict = Callable[[np.ndarray], np.ndarray]
+Sink = Callable[[Window, np.ndarray, np.ndarray], None]
+TransformInput = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+@dataclass
+class TileSpec:
+    """Tiling options. ``overlap``/``margin`` None choose defaults from the model (see :func:`resolve`)."""
+
+    tile: int = 512
+    overlap: int | None = None
+    margin: int | None = None
+    batch_size: int = 2
+    max_strip_width: int = 4096
+
+
+@dataclass
+class EngineStats:
+    tiles: int = 0
+    skipped_tiles: int = 0
+    predict_calls: int = 0
+    pixels: int = 0
+    seconds: float = 0.0
+    predict_seconds: float = 0.0
+    read_seconds: float = 0.0
+    max_accumulator_pixels: int = 0
+    tile: int = 0
+    overlap: int = 0
+    margin: int = 0
+
+
+def resolve(spec: TileSpec, context: int, pixel_local: bool) -> tuple[int, int]:
+    """(overlap, margin) in px. Defaults: pixel-local models need none; others discard
+    ``max(tile/32, 4, context)`` px per side and overlap by ``max(tile/4, 2 * margin)``."""
+    tile = int(spec.tile)
+    if tile < 1:
+        raise OptionError(f"tile size must be positive, not {tile}")
+    if spec.margin is not None:
+        margin = int(spec.margin)
+    else:
+        margin = 0 if pixel_local else max(tile // 32, 4, int(context))
+    if margin < context:
+        raise OptionError(f"margin {margin} px is smaller than the model's receptive field ({context} px)")
+    if spec.overlap is not None:
+        overlap = int(spec.overlap)
+    else:
+        overlap = 0 if pixel_local else max(tile // 4, 2 * margin)
+    if overlap < 2 * margin:
+        if spec.overlap is not None and spec.margin is None and not pixel_local and overlap >= 2 * context:
+            margin = overlap // 2  # the user asked for less overlap: shrink the default margin to fit
+        else:
+            raise OptionError(
+                f"overlap {overlap} px is too small for this model: it needs at least {2 * max(margin, context)} px "
+                f"(twice its receptive field of {context} px); raise --overlap or the tile size"
+            )
+    if overlap > tile // 2:
+        raise OptionError(f"overlap {overlap} px exceeds half the tile ({tile} px); use a larger --tile")
+    if overlap == 0 and not pixel_local:
+        warnings.warn("overlap 0 with a model that uses spatial context: expect seams at tile borders", stacklevel=3)
+    return overlap, margin
+
+
+def run_tiled(
+    scene: Scene,
+    predict: Predict,
+    *,
+    out_channels: int,
+    sink: Sink,
+    spec: TileSpec | None = None,
+    context: int = 0,
+    size_multiple: int = 1,
+    transform_input: TransformInput | None = None,
+    progress: bool = True,
+    pixel_local: bool = False,
+) -> EngineStats:
+    """Run ``predict`` over ``scene`` in blended tiles and hand finished blocks to ``sink``.
+
+    ``predict``: (N, F, h, w) float32 -> (N, out_channels, h, w) float32 (probabilities or values; blended
+    linearly). ``transform_input(raw, valid)`` maps raw tiles to model features (e.g. ``Chain.apply``); invalid
+    pixels are then set to 0, the neutral value after standardisation. Tiles with no valid pixel are skipped.
+    ``sink(window, values (C, h, w), valid (h, w))`` gets every pixel of the scene exactly once, strip by strip.
+    """
+    spec = spec or TileSpec()
+    overlap, margin = resolve(spec, context, pixel_local)
+    rows = plan_axis(scene.height, spec.tile, overlap)
+    cols = plan_axis(scene.width, spec.tile, overlap)
+    groups = column_groups(cols, spec.max_strip_width)
+    stats = EngineStats(tile=spec.tile, overlap=overlap, margin=margin)
+    total = len(rows.starts) * sum(b - a + 1 for a, b, _, _ in groups)
+    t0 = time.perf_counter()
+    with _Progress(progress, total, scene.name) as bar:
+        for a, b, own0, own1 in groups:
+            _run_group(scene, predict, rows, cols, a, b, own0, own1, out_channels, margin, size_multiple,
+                       transform_input, max(1, spec.batch_size), sink, stats, bar)
+    stats.seconds = time.perf_counter() - t0
+    stats.pixels = scene.width * scene.height
+    return stats
+
+
+def _run_group(scene, predict, rows: AxisPlan, cols: AxisPlan, a, b, own0, own1, C, margin, size_multiple,
+               transform_input, batch_size, sink, stats: EngineStats, bar) -> None:
+    th, tw = rows.size, cols.size
+    gx0 = cols.starts[a]
+    gw = cols.starts[b] + tw - gx0
+    acc = np.zeros((C, th, gw), dtype=np.float32)
+    wsum = np.zeros((th, gw), dtype=np.float32)
+    valid_acc = np.zeros((th, gw), dtype=bool)
+    stats.max_accumulator_pixels = max(stats.max_accumulator_pixels, th * gw)
+    wx = {j: axis_weights(tw, cols.overlap_before(j), cols.overlap_after(j), margin) for j in range(a, b + 1)}
+    top = rows.starts[0]
+    emitted = 0
+    tiles = [(i, j) for i in range(len(rows.starts)) for j in range(a, b + 1)]
+    reader = _prefetch(scene, rows, cols, tiles, stats, queue_size=2 * batch_size)
+    for i in range(len(rows.starts)):
+        wy = axis_weights(th, rows.overlap_before(i), rows.overlap_after(i), margin)
+        y0 = rows.starts[i]
+        if y0 != top:  # shift the accumulators down to this tile row
+            shift = y0 - top
+            for arr in (acc, wsum, valid_acc):
+                arr[..., : th - shift, :] = arr[..., shift:, :]
+                arr[..., th - shift:, :] = 0
+            top = y0
+        batch: list[tuple[int, np.ndarray, np.ndarray]] = []
+        for _ in range(a, b + 1):
+            j, raw, valid = next(reader)
+            x0 = cols.starts[j] - gx0
+            valid_acc[:, x0 : x0 + tw] |= valid
+            if not valid.any():
+                stats.skipped_tiles += 1
+                bar.advance(skipped=True)
+                continue
+            feats = transform_input(raw, valid) if transform_input is not None else raw.astype(np.float32)
+            feats = np.where(valid[None], feats, np.float32(0.0)) if not valid.all() else feats
+            batch.append((x0, feats, np.outer(wy, wx[j]).astype(np.float32)))
+            if len(batch) == batch_size:
+                _predict_batch(predict, batch, acc, wsum, size_multiple, C, stats, bar)
+                batch = []
+        if batch:
+            _predict_batch(predict, batch, acc, wsum, size_multiple, C, stats, bar)
+        # rows above the next tile row receive no more contributions: emit them
+        end = rows.starts[i + 1] if i + 1 < len(rows.starts) else rows.length
+        if end > emitted:
+            r0, r1 = emitted - top, end - top
+            c0, c1 = own0 - gx0, own1 - gx0
+            w = wsum[r0:r1, c0:c1]
+            ok = valid_acc[r0:r1, c0:c1] & (w > 0)
+            vals = np.divide(acc[:, r0:r1, c0:c1], w[None], out=np.zeros((C, r1 - r0, c1 - c0), np.float32),
+                             where=ok[None])
+            sink(Window(own0, emitted, own1 - own0, end - emitted), vals, ok)
+            emitted = end
+
+
+def _predict_batch(predict, batch, acc, wsum, size_multiple, C, stats: EngineStats, bar) -> None:
+    x = np.stack([f for _, f, _ in batch])
+    n, _, h, w = x.shape
+    ph, pw = (-h) % size_multiple, (-w) % size_multiple
+    if ph or pw:
+        x = _pad_reflect(x, ph, pw)
+    t = time.perf_counter()
+    y = np.asarray(predict(x), dtype=np.float32)
+    stats.predict_seconds += time.perf_counter() - t
+    stats.predict_calls += 1
+    if y.shape[:2] != (n, C):
+        raise ValueError(f"model returned shape {y.shape}, expected ({n}, {C}, ...)")
+    y = y[:, :, :h, :w]
+    for k, (x0, _, wt) in enumerate(batch):
+        acc[:, :, x0 : x0 + w] += y[k] * wt[None]
+        wsum[:, x0 : x0 + w] += wt
+        stats.tiles += 1
+        bar.advance(pixels=h * w)
+
+
+def _pad_reflect(x: np.ndarray, ph: int, pw: int) -> np.ndarray:
+    h, w = x.shape[-2:]
+    mode = "reflect" if ph < h and pw < w and min(h, w) > 1 else "symmetric"
+    if mode == "symmetric" and (ph > h or pw > w):
+        mode = "edge"
+    return np.pad(x, ((0, 0), (0, 0), (0, ph), (0, pw)), mode=mode)
+
+
+def _prefetch(scene: Scene, rows: AxisPlan, cols: AxisPlan, tiles, stats: EngineStats,
+              queue_size: int) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """Read tiles in a background thread (GDAL releases the GIL) while the model runs on earlier ones."""
+    q: queue.Queue = queue.Queue(maxsize=queue_size)
+    stop = threading.Event()
+
+    def work() -> None:
+        try:
+            for i, j in tiles:
+                if stop.is_set():
+                    return
+                t = time.perf_counter()
+                win = Window(cols.starts[j], rows.starts[i], cols.size, rows.size)
+                raw = scene.read(win)
+                valid = scene.read_valid(win, raw)
+                stats.read_seconds += time.perf_counter() - t
+                q.put((j, raw, valid))
+        except BaseException as e:  # hand the error to the consumer
+            q.put(e)
+
+    th = threading.Thread(target=work, daemon=True, name="hsikit-reader")
+    th.start()
+    try:
+        for _ in tiles:
+            item = q.get()
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while th.is_alive():
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                th.join(0.05)
+
+
+class _Progress:
+    """Rich progress over tiles with megapixels/s and ETA; a no-op when disabled."""
+
+    def __init__(self, enabled: bool, total: int, label: str) -> None:
+        self.enabled, self.total, self.label = enabled, total, label
+        self.px, self.skipped, self.t0 = 0, 0, time.perf_counter()
+
+    def __enter__(self) -> "_Progress":
+        if self.enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                               TextColumn("tiles  {task.fields[rate]:.2f} Mpx/s  {task.fields[skipped]} skipped"),
+                               TimeRemainingColumn())
+            self._p.__enter__()
+            self._task = self._p.add_task(self.label, total=self.total, rate=0.0, skipped=0)
+        return self
+
+    def advance(self, pixels: int = 0, skipped: bool = False) -> None:
+        self.px += pixels
+        self.skipped += int(skipped)
+        if self.enabled:
+            rate = self.px / 1e6 / max(time.perf_counter() - self.t0, 1e-9)
+            self._p.update(self._task, advance=1, rate=rate, skipped=self.skipped)
+
+    def __exit__(self, *exc) -> None:
+        if self.enabled:
+            self._p.__exit__(*exc)

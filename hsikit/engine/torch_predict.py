@@ -1,0 +1,66 @@
+"""Run a torch model as the engine's ``predict`` callable (the only engine module that imports torch)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from hsikit.errors import OptionError
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """"auto" picks CUDA when available, else CPU; "cuda"/"cuda:N" without a GPU is an error."""
+    d = (device or "auto").lower()
+    if d == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if d.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise OptionError(f"--device {device}: no CUDA GPU is available here (use --device cpu or auto)")
+        dev = torch.device(d)
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise OptionError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) present")
+        return dev
+    if d == "cpu":
+        return torch.device("cpu")
+    raise OptionError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
+
+
+class TorchPredictor:
+    """``predict(x: (N, F, h, w) float32) -> (N, C, h, w) float32`` with a torch module in eval mode.
+
+    ``pixel_local`` models (no spatial context) are fed all pixels of the batch as one long row in chunks of
+    ``chunk_pixels``, so their activation memory stays small whatever the tile size. Other inputs are padded by
+    reflection to ``size_multiple`` and cropped back.
+    """
+
+    def __init__(self, model: torch.nn.Module, device: str = "auto", *, softmax: bool = True, size_multiple: int = 1,
+                 pixel_local: bool = False, chunk_pixels: int = 65536, amp: bool = False) -> None:
+        self.device = resolve_device(device)
+        self.model = model.to(self.device).eval()
+        self.softmax, self.size_multiple = softmax, max(1, int(size_multiple))
+        self.pixel_local, self.chunk_pixels, self.amp = pixel_local, int(chunk_pixels), amp
+
+    @torch.inference_mode()
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+        if self.pixel_local:
+            n, f, h, w = t.shape
+            flat = t.permute(1, 0, 2, 3).reshape(f, -1)
+            outs = [self._forward(flat[:, s : s + self.chunk_pixels][None, :, None, :])[0, :, 0, :]
+                    for s in range(0, flat.shape[1], self.chunk_pixels)]
+            y = torch.cat(outs, dim=1)
+            return y.reshape(-1, n, h, w).permute(1, 0, 2, 3).contiguous().numpy()
+        h, w = t.shape[-2:]
+        ph, pw = (-h) % self.size_multiple, (-w) % self.size_multiple
+        if ph or pw:
+            t = F.pad(t, (0, pw, 0, ph), mode="reflect" if ph < h and pw < w else "replicate")
+        return self._forward(t)[:, :, :h, :w].contiguous().numpy()
+
+    def _forward(self, t: torch.Tensor) -> torch.Tensor:
+        t = t.to(self.device, non_blocking=True)
+        with torch.autocast(self.device.type, enabled=self.amp and self.device.type == "cuda"):
+            y = self.model(t)
+        if self.softmax:
+            y = torch.softmax(y.float(), dim=1)
+        return y.float().cpu()

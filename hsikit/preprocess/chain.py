@@ -1,0 +1,277 @@
+"""Preprocessing chains: steps + parameters as plain data, fitted once, stored in checkpoints, replayed exactly.
+
+Every step is per-pixel, so applying a chain to tiles equals applying it to the whole scene. ``fit`` resolves
+everything that depends on the scene (band indices, scale factors, statistics, PCA axes) into the step
+parameters, so replaying a fitted chain never looks at the new scene's flags or statistics.
+
+Ops (params before fit -> after fit):
+- ``select_bands`` {indices}
+- ``drop_bad_bands`` {windows} -> + {indices}: keep bands neither flagged bad nor inside the windows (nm)
+- ``wavelength_range`` {min, max} -> + {indices}
+- ``scale`` {factor?} -> {scale, offset}: physical = stored * scale + offset (default: the file's own)
+- ``resample`` {sensor | centers+fwhm+names} -> + {matrix, names, centers, fwhm}: Gaussian SRF resampling
+- ``normalize`` {} -> {mean, std}: z-score with statistics of the (already transformed) scene
+- ``pca`` {n_components} -> + {mean, components}
+- ``fill_invalid`` {value=0}: invalid pixels set to ``value`` (the neutral value after normalisation)
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from hsikit.errors import BandMismatchError, OptionError
+from hsikit.io.bandinfo import BandInfo
+from hsikit.io.scene import Scene
+from hsikit.preprocess.bands import WATER_VAPOUR_WINDOWS, good_band_indices, select_by_wavelength
+
+OPS = ("select_bands", "drop_bad_bands", "wavelength_range", "scale", "resample", "normalize", "pca", "fill_invalid")
+_STD_FLOOR = 1e-6
+
+
+@dataclass
+class Step:
+    op: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.op not in OPS:
+            raise OptionError(f"unknown preprocessing step {self.op!r}; known: {', '.join(OPS)}")
+
+    @property
+    def fitted(self) -> bool:
+        need = {"drop_bad_bands": "indices", "wavelength_range": "indices", "scale": "scale",
+                "resample": "matrix", "normalize": "mean", "pca": "components"}.get(self.op)
+        return need is None or need in self.params
+
+
+@dataclass
+class Chain:
+    steps: list[Step] = field(default_factory=list)
+    #: bands of the scene the chain was fitted on: {"count", "wavelengths", "names", "fwhm"}
+    input_bands: dict[str, Any] | None = None
+
+    # -- construction ------------------------------------------------------------------------------------------
+    @classmethod
+    def from_options(
+        cls,
+        *,
+        drop_bad_bands: bool = False,
+        bad_band_windows: Any = WATER_VAPOUR_WINDOWS,
+        wavelength_range: tuple[float, float] | None = None,
+        bands: list[int] | None = None,
+        scale: float | bool | None = None,
+        resample_to: str | None = None,
+        normalize: bool = False,
+        pca: int | None = None,
+        fill_invalid: bool = True,
+    ) -> "Chain":
+        """The usual chain from CLI-style options, in a fixed sensible order.
+
+        ``scale``: a factor, True for the file's own scale/offset, None to apply the file's scale when it has one.
+        """
+        steps: list[Step] = []
+        if bands is not None:
+            steps.append(Step("select_bands", {"indices": [int(i) for i in bands]}))
+        if drop_bad_bands:
+            steps.append(Step("drop_bad_bands", {"windows": [list(w) for w in (bad_band_windows or [])]}))
+        if wavelength_range is not None:
+            steps.append(Step("wavelength_range", {"min": float(wavelength_range[0]), "max": float(wavelength_range[1])}))
+        if scale is not False:
+            steps.append(Step("scale", {} if scale in (None, True) else {"factor": float(scale)}))
+        if resample_to:
+            steps.append(Step("resample", {"sensor": resample_to}))
+        if normalize:
+            steps.append(Step("normalize"))
+        if pca:
+            steps.append(Step("pca", {"n_components": int(pca)}))
+        if fill_invalid:
+            steps.append(Step("fill_invalid", {"value": 0.0}))
+        return cls(steps)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"steps": [{"op": s.op, "params": _jsonable(s.params)} for s in self.steps],
+                "input_bands": _jsonable(self.input_bands)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> "Chain":
+        if not d:
+            return cls([])
+        try:
+            return cls([Step(s["op"], dict(s.get("params") or {})) for s in d.get("steps", [])], d.get("input_bands"))
+        except (KeyError, TypeError) as e:
+            raise OptionError(f"malformed preprocessing chain: {e}") from None
+
+    @property
+    def fitted(self) -> bool:
+        return self.input_bands is not None and all(s.fitted for s in self.steps)
+
+    # -- fitting -----------------------------------------------------------------------------------------------
+    def fit(self, scene: Scene, *, block: int = 512, refit: bool = False) -> "Chain":
+        """A new chain with every scene-dependent parameter resolved; statistics are streamed over windows.
+
+        Steps already fitted keep their parameters unless ``refit``.
+        """
+        from hsikit.preprocess.pca import streaming_pca
+        from hsikit.preprocess.stats import band_statistics
+
+        bands = scene.bands
+        done: list[Step] = []
+        for step in self.steps:
+            p = dict(step.params)
+            if refit or not step.fitted:
+                prefix = Chain(list(done))
+                tf = prefix.apply if done else _as_float
+                if step.op == "drop_bad_bands":
+                    p["indices"] = good_band_indices(bands, p.get("windows") or None)
+                elif step.op == "wavelength_range":
+                    p["indices"] = select_by_wavelength(bands, p["min"], p["max"])
+                elif step.op == "scale":
+                    p.update(_scale_params(bands, p.get("factor")))
+                elif step.op == "resample":
+                    p.update(_resample_params(bands, p))
+                elif step.op == "normalize":
+                    st = band_statistics(scene, block=block, transform=tf)
+                    p["mean"] = st.mean.tolist()
+                    p["std"] = np.maximum(st.std, _STD_FLOOR).tolist()
+                elif step.op == "pca":
+                    m = streaming_pca(scene, int(p["n_components"]), block=block, transform=tf)
+                    p["mean"] = m.mean.tolist()
+                    p["components"] = m.components.tolist()
+                    p["explained_variance_ratio"] = m.explained_variance_ratio.tolist()
+            new = Step(step.op, p)
+            done.append(new)
+            bands = _step_bands(new, bands)
+        inb = self.input_bands if (self.input_bands is not None and not refit) else _band_summary(scene.bands)
+        return Chain(done, inb)
+
+    # -- application -------------------------------------------------------------------------------------------
+    def apply(self, raw: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+        """Apply the fitted chain to ``raw`` (B, h, w) in the scene's dtype; returns float32 (B', h, w)."""
+        x = np.asarray(raw, dtype=np.float32)
+        for step in self.steps:
+            if not step.fitted:
+                raise OptionError(f"preprocessing step {step.op!r} is not fitted; call Chain.fit(scene) first")
+            p = step.params
+            if step.op in ("select_bands", "drop_bad_bands", "wavelength_range"):
+                x = x[p["indices"]]
+            elif step.op == "scale":
+                x = x * np.asarray(p["scale"], np.float32)[:, None, None] + np.asarray(p["offset"], np.float32)[:, None, None]
+            elif step.op == "resample":
+                x = np.tensordot(np.asarray(p["matrix"], np.float32), x, axes=1)
+            elif step.op == "normalize":
+                x = (x - np.asarray(p["mean"], np.float32)[:, None, None]) / np.asarray(p["std"], np.float32)[:, None, None]
+            elif step.op == "pca":
+                comps = np.asarray(p["components"], np.float32)
+                x = np.tensordot(comps, x - np.asarray(p["mean"], np.float32)[:, None, None], axes=1)
+            elif step.op == "fill_invalid" and valid is not None:
+                x = np.where(valid[None], x, np.float32(p.get("value", 0.0)))
+        if valid is not None:
+            x = np.where(np.isfinite(x), x, np.float32(0.0)) if not np.isfinite(x).all() else x
+        return np.ascontiguousarray(x, dtype=np.float32)
+
+    def output_bands(self, bands: BandInfo) -> BandInfo:
+        """Band metadata after the chain (names/wavelengths follow selections; resample and PCA rename)."""
+        for step in self.steps:
+            bands = _step_bands(step, bands)
+        return bands
+
+    def check_input(self, bands: BandInfo) -> None:
+        """Raise BandMismatchError when ``bands`` differ from those the chain was fitted on."""
+        ref = self.input_bands
+        if not ref:
+            return
+        want, have = int(ref["count"]), bands.count
+        if want != have:
+            raise BandMismatchError(
+                f"model expects {want} bands{_range(ref.get('wavelengths'))}, scene has {have} bands"
+                f"{_range(bands.wavelengths)}"
+            )
+        wl = ref.get("wavelengths")
+        if wl is not None and bands.wavelengths is not None:
+            fw = ref.get("fwhm") or [0.0] * want
+            tol = np.maximum(1.0, 0.25 * np.asarray(fw))
+            diff = np.abs(np.asarray(wl) - np.asarray(bands.wavelengths))
+            if (diff > tol).any():
+                i = int(np.argmax(diff - tol))
+                raise BandMismatchError(
+                    f"model expects band {i + 1} at {wl[i]:.1f} nm, scene has it at {bands.wavelengths[i]:.1f} nm "
+                    f"({int((diff > tol).sum())} bands differ by more than the tolerance)"
+                )
+
+
+# -- helpers -------------------------------------------------------------------------------------------------------
+def _as_float(raw: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+    return np.asarray(raw, dtype=np.float32)
+
+
+def _range(wl) -> str:
+    return f" ({min(wl):.0f}-{max(wl):.0f} nm)" if wl else ""
+
+
+def _band_summary(b: BandInfo) -> dict[str, Any]:
+    return {"count": b.count, "names": list(b.names),
+            "wavelengths": None if b.wavelengths is None else list(b.wavelengths),
+            "fwhm": None if b.fwhm is None else list(b.fwhm)}
+
+
+def _scale_params(bands: BandInfo, factor: float | None) -> dict[str, Any]:
+    n = bands.count
+    if factor is not None:
+        return {"factor": float(factor), "scale": [float(factor)] * n, "offset": [0.0] * n}
+    scale = list(bands.scale) if bands.scale is not None else [1.0] * n
+    offset = list(bands.offset) if bands.offset is not None else [0.0] * n
+    return {"scale": scale, "offset": offset}
+
+
+def _resample_params(bands: BandInfo, p: dict[str, Any]) -> dict[str, Any]:
+    from hsikit.preprocess.resample import resampling_matrix, target_coverage
+    from hsikit.preprocess.sensors import get_sensor
+
+    if bands.wavelengths is None:
+        raise BandMismatchError("spectral resampling needs band wavelengths, and the scene has none")
+    if "sensor" in p:
+        s = get_sensor(p["sensor"])
+        names, centers, fwhm = list(s.bands), list(s.centers), list(s.fwhm)
+    else:
+        centers, fwhm = list(p["centers"]), list(p["fwhm"])
+        names = list(p.get("names") or [f"R{i + 1}" for i in range(len(centers))])
+    cov = target_coverage(bands.wavelengths, bands.fwhm, centers, fwhm)
+    keep = [i for i, c in enumerate(cov) if c >= 0.9]
+    if not keep:
+        raise BandMismatchError("no target band is covered by the scene's bands")
+    if len(keep) < len(names):
+        dropped = [names[i] for i in range(len(names)) if i not in keep]
+        warnings.warn(f"resampling: target band(s) {', '.join(dropped)} not covered by the scene's bands; left out",
+                      stacklevel=3)
+    names, centers, fwhm = [names[i] for i in keep], [centers[i] for i in keep], [fwhm[i] for i in keep]
+    m = resampling_matrix(bands.wavelengths, bands.fwhm, centers, fwhm)
+    return {"matrix": m.tolist(), "names": names, "centers": centers, "fwhm": fwhm}
+
+
+def _step_bands(step: Step, bands: BandInfo) -> BandInfo:
+    p = step.params
+    if step.op in ("select_bands", "drop_bad_bands", "wavelength_range") and "indices" in p:
+        return bands.subset(p["indices"])
+    if step.op == "scale" and "scale" in p:
+        return BandInfo(bands.names, bands.wavelengths, bands.fwhm, bands.bad, None, None, bands.wavelength_units)
+    if step.op == "resample" and "matrix" in p:
+        return BandInfo(tuple(p["names"]), tuple(p["centers"]), tuple(p["fwhm"]), wavelength_units="nm")
+    if step.op == "pca" and "components" in p:
+        return BandInfo(tuple(f"PC{i + 1}" for i in range(len(p["components"]))))
+    return bands
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {k: _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
