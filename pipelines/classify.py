@@ -104,7 +104,8 @@ def classify(
         cfg = entry.config_cls(**meta.config)
         context = int(entry.receptive_field(cfg))
         spec = TileSpec(tile=tile, overlap=overlap, batch_size=batch_size)
-        predictor = TorchPredictor(net, device=device, softmax=True, size_multiple=entry.size_multiple)
+        predictor = TorchPredictor(net, device=device, softmax=True, size_multiple=entry.size_multiple,
+                                    pixel_local=context == 0)
         tile_tag = {"tile": tile, "overlap": overlap, "context": context, "blend": "raised-cosine"}
         tags = provenance_tags(
             scene=sc,

@@ -59,12 +59,15 @@ class EngineStats:
     margin: int = 0
 
 
-def resolve(spec: TileSpec, context: int, pixel_local: bool) -> tuple[int, int]:
+def resolve(spec: TileSpec, context: int, pixel_local: bool, shape: tuple[int, int] | None = None) -> tuple[int, int]:
     """(overlap, margin) in px. Defaults: pixel-local models need none; others discard
-    ``max(tile/32, 4, context)`` px per side and overlap by ``max(tile/4, 2 * margin)``."""
+    ``max(tile/32, 4, context)`` px per side and overlap by ``max(tile/4, 2 * margin)``.
+    A scene (rows, cols) that fits in one tile needs no overlap at all."""
     tile = int(spec.tile)
     if tile < 1:
         raise OptionError(f"tile size must be positive, not {tile}")
+    if shape is not None and max(shape) <= tile:
+        return 0, 0
     if spec.margin is not None:
         margin = int(spec.margin)
     else:
@@ -84,7 +87,9 @@ def resolve(spec: TileSpec, context: int, pixel_local: bool) -> tuple[int, int]:
                 f"(twice its receptive field of {context} px); raise --overlap or the tile size"
             )
     if overlap > tile // 2:
-        raise OptionError(f"overlap {overlap} px exceeds half the tile ({tile} px); use a larger --tile")
+        raise OptionError(
+            f"overlap {overlap} px exceeds half the tile ({tile} px); use --tile {max(4 * max(context, 1), 2 * overlap)} or more"
+        )
     if overlap == 0 and not pixel_local:
         warnings.warn("overlap 0 with a model that uses spatial context: expect seams at tile borders", stacklevel=3)
     return overlap, margin
@@ -111,7 +116,7 @@ def run_tiled(
     ``sink(window, values (C, h, w), valid (h, w))`` gets every pixel of the scene exactly once, strip by strip.
     """
     spec = spec or TileSpec()
-    overlap, margin = resolve(spec, context, pixel_local)
+    overlap, margin = resolve(spec, context, pixel_local, (scene.height, scene.width))
     rows = plan_axis(scene.height, spec.tile, overlap)
     cols = plan_axis(scene.width, spec.tile, overlap)
     groups = column_groups(cols, spec.max_strip_width)

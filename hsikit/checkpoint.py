@@ -1,0 +1,111 @@
+"""Checkpoints: a ``.safetensors`` file (weights) whose header metadata holds hsikit's JSON description.
+
+Loading never unpickles: weights come from safetensors, the architecture is rebuilt from the registry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hsikit._version import __version__
+from hsikit.errors import InputError
+from hsikit.io.atomic import check_output, temp_path
+
+_KEY = "hsikit"
+
+
+@dataclass
+class CheckpointMeta:
+    """Everything needed to use a model on a new scene.
+
+    ``bands``: BandInfo dict of the scene bands the model consumes *before* preprocessing; ``preprocessing``: the
+    fitted Chain dict replayed at inference; ``class_names``/``class_colors`` for outputs 0..K-1 (written as 1..K).
+    """
+
+    arch: str
+    config: dict[str, Any]
+    task: str
+    bands: dict[str, Any] | None = None
+    preprocessing: dict[str, Any] | None = None
+    class_names: list[str] | None = None
+    class_colors: list[str] | None = None
+    provenance: dict[str, Any] = field(default_factory=dict)
+    hsikit_version: str = __version__
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> "CheckpointMeta":
+        d = json.loads(text)
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def save_checkpoint(path: str | Path, model, meta: CheckpointMeta, *, overwrite: bool = False) -> Path:
+    """Write weights + metadata atomically (temp file in the target directory, then rename)."""
+    from safetensors.torch import save_file
+
+    p = check_output(Path(path), overwrite)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tmp = temp_path(p)
+    try:
+        save_file(state, str(tmp), metadata={_KEY: meta.to_json()})
+        os.replace(tmp, p)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return p
+
+
+def read_checkpoint_meta(path: str | Path) -> CheckpointMeta:
+    """Metadata only, from the safetensors header (8-byte length + JSON); imports no torch."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"model file not found: {p}")
+    try:
+        with p.open("rb") as f:
+            (n,) = struct.unpack("<Q", f.read(8))
+            if not 2 <= n <= 100_000_000:
+                raise ValueError("bad header length")
+            header = json.loads(f.read(n))
+    except (struct.error, ValueError, UnicodeDecodeError):
+        raise InputError(f"{p.name} is not a safetensors checkpoint (hsikit never unpickles model files)") from None
+    meta = (header.get("__metadata__") or {}).get(_KEY)
+    if not meta:
+        raise InputError(f"{p.name} is a safetensors file without hsikit metadata")
+    try:
+        return CheckpointMeta.from_json(meta)
+    except (ValueError, TypeError) as e:
+        raise InputError(f"{p.name}: malformed hsikit metadata ({e})") from None
+
+
+def load_checkpoint(path: str | Path, device: str = "cpu"):
+    """(model in eval mode, CheckpointMeta); the model is rebuilt from the registry, weights from safetensors."""
+    from safetensors.torch import load_file
+
+    from hsikit.models.registry import create_model
+
+    meta = read_checkpoint_meta(path)
+    model = create_model(meta.arch, **meta.config)
+    state = load_file(str(path), device=str(device))
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise InputError(f"{Path(path).name}: weights do not match architecture {meta.arch!r} ({str(e).splitlines()[0]})") from None
+    return model.eval(), meta
+
+
+def checkpoint_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -1,0 +1,1 @@
+"""Pipelines: compositions of I/O, preprocessing, the tiled engine and models (classify, train, preprocess)."""
