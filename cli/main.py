@@ -216,12 +216,9 @@ def run(argv: list[str] | None = None) -> int:
     try:
         app(args=args, prog_name="hsikit", standalone_mode=False)
         code = 0
-    except click.exceptions.Exit as e:
+    except (typer.Exit, click.exceptions.Exit) as e:
         code = e.exit_code
-    except click.ClickException as e:
-        e.show()
-        code = e.exit_code
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except (typer.Abort, click.exceptions.Abort, KeyboardInterrupt):
         print("aborted", file=sys.stderr)
         code = 130
     except HsikitError as e:
@@ -230,11 +227,18 @@ def run(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         code = e.exit_code
     except Exception as e:  # noqa: BLE001 - last resort: one line, traceback only with --debug
+        if hasattr(e, "show") and hasattr(e, "exit_code"):  # click/typer usage errors (typer vendors click)
+            e.show()
+            return _finish(argv, e.exit_code)
         if debug:
             raise
         msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
         print(f"error: {type(e).__name__}: {msg} (run with --debug for the traceback)", file=sys.stderr)
         code = 1
+    return _finish(argv, code)
+
+
+def _finish(argv: list[str] | None, code: int) -> int:
     if argv is None:
         sys.exit(code)
     return code

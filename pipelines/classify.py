@@ -83,12 +83,11 @@ def classify(
     paths = output_paths(out, probabilities, quicklook)
     for p in paths.values():
         check_output(p, overwrite)
-    model_path = Path(model) if model is not None else default_model()
-
     t0 = time.perf_counter()
     own = not isinstance(scene, Scene)
     sc = open_scene(scene) if own else scene
     try:
+        model_path = Path(model) if model is not None else default_model()
         check_georeferencing(sc)
         net, meta = load_checkpoint(model_path, device="cpu")
         if meta.task != "classification":

@@ -217,7 +217,7 @@ class _PixelTrainer(_Trainer):
             self.opt.zero_grad()
             loss.backward()
             self.opt.step()
-            total += float(loss) * sel.size
+            total += loss.item() * sel.size
             n += sel.size
         return total / max(n, 1)
 
@@ -277,7 +277,7 @@ class _TileTrainer(_Trainer):
             self.opt.zero_grad()
             loss.backward()
             self.opt.step()
-            total += float(loss)
+            total += loss.item()
             done += 1
         return total / max(done, 1)
 
