@@ -21,6 +21,7 @@ $(STAMP): pyproject.toml $(BIN)/python
 install: $(STAMP)
 
 demo: $(STAMP)
+	mkdir -p $(OUT)
 	$(BIN)/hsikit classify sample_data/sample_scene.tif --model sample_data/sample_model.safetensors \
 		-o $(OUT)/sample_classes.tif --quicklook --overwrite
 	@echo ""

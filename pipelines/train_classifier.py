@@ -117,7 +117,7 @@ def train_classifier(
             arch=model, config=cfg, task="classification", bands=sc.bands.to_dict(), preprocessing=ch.to_dict(),
             class_names=names, class_colors=colors,
             provenance={"command": command, "scene": sc.name, "labels": getattr(labels, "name", None) or Path(str(labels)).name,
-                        "created": datetime.now(timezone.utc).replace(microsecond=0).isoformat(), "seed": seed,
+                        "created": _created(), "seed": seed,
                         "test_oa": metrics["oa"], "test_kappa": metrics["kappa"], "epochs_run": len(history)},
         )
         save_checkpoint(out, tr.best_model(), meta, overwrite=overwrite)
@@ -301,6 +301,15 @@ class _TileTrainer(_Trainer):
                   out_channels=k or int(self.labels.max()), sink=sink, spec=spec, size_multiple=self.size_multiple,
                   progress=False, context=min(self.context, tile // 4))
         return pred[mask]
+
+
+def _created() -> str:
+    """Creation time in ISO 8601 UTC; ``SOURCE_DATE_EPOCH`` fixes it for reproducible builds."""
+    import os
+
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    t = datetime.fromtimestamp(int(epoch), timezone.utc) if epoch else datetime.now(timezone.utc)
+    return t.replace(microsecond=0).isoformat()
 
 
 def _pad_to(a: np.ndarray, size: int, fill: float = 0.0) -> np.ndarray:

@@ -36,10 +36,11 @@ def block_size(width: int, height: int) -> int:
     return 256 if max(width, height) < 2048 else 512
 
 
-def overview_factors(width: int, height: int, block: int) -> list[int]:
-    """2, 4, 8, ... until the smallest level fits in one block."""
+def overview_factors(width: int, height: int, block: int, min_size: int = 128) -> list[int]:
+    """2, 4, 8, ... until the smallest level fits in one block, and at least until it is under ``min_size`` px,
+    so even small maps get a zoomed-out level in QGIS."""
     out, f = [], 2
-    while max(width, height) / (f // 2) > block:
+    while max(width, height) / (f // 2) > min(block, min_size) or (not out and max(width, height) > min_size):
         out.append(f)
         f *= 2
     return out
@@ -185,6 +186,7 @@ class RasterWriter:
                 rasterio.shutil.copy(
                     self._work, final_tmp, driver="COG", BLOCKSIZE=self.block, COMPRESS="DEFLATE", LEVEL=6,
                     PREDICTOR=predictor, OVERVIEWS="AUTO", RESAMPLING=resampling, BIGTIFF="IF_SAFER",
+                    OVERVIEW_COUNT=len(overview_factors(self.width, self.height, self.block)),
                     NUM_THREADS="ALL_CPUS",
                 )
             else:
