@@ -22,7 +22,8 @@ def _source_width(src: np.ndarray, src_fwhm: Sequence[float] | None) -> np.ndarr
     if src.size == 1:
         return np.array([10.0])
     gaps = np.diff(src)
-    return np.concatenate([[gaps[0]], (gaps[1:] + gaps[:-1]) / 2, [gaps[-1]]])
+    # the smaller neighbour spacing, so a band beside a removed range does not stretch over the gap
+    return np.concatenate([[gaps[0]], np.minimum(gaps[1:], gaps[:-1]), [gaps[-1]]])
 
 
 def _grid(src, sfw, dst, dfw, step) -> np.ndarray:
@@ -32,11 +33,12 @@ def _grid(src, sfw, dst, dfw, step) -> np.ndarray:
 
 
 def target_coverage(src_wl, src_fwhm, dst_wl, dst_fwhm, *, step: float = 1.0) -> np.ndarray:
-    """Fraction (0..1) of each target band's response that falls where some source band responds (> half max)."""
+    """Fraction (0..1) of each target band's response that falls where some source band responds (> 5 % of its
+    peak, i.e. within about 2.4 sigma of a band centre: undersampled spectra still count, real gaps do not)."""
     src, dst = np.asarray(src_wl, float), np.asarray(dst_wl, float)
     sfw, dfw = _source_width(src, src_fwhm), np.asarray(dst_fwhm, float)
     grid = _grid(src, sfw, dst, dfw, step)
-    covered = np.stack([gaussian_srf(grid, c, f) for c, f in zip(src, sfw)]).max(axis=0) > 0.5
+    covered = np.stack([gaussian_srf(grid, c, f) for c, f in zip(src, sfw)]).max(axis=0) > 0.05
     t = np.stack([gaussian_srf(grid, c, f) for c, f in zip(dst, dfw)])
     return (t * covered).sum(axis=1) / t.sum(axis=1)
 
@@ -53,7 +55,7 @@ def resampling_matrix(
     """Weights ``(n_dst, n_src)`` with rows summing to 1: target band = weights @ source spectrum.
 
     Each source band is taken as a Gaussian of its FWHM (when FWHM is unknown, as wide as the spacing to its
-    neighbours); the source responses are normalised to a partition of unity, and a target band's weight on a
+    nearer neighbour); the source responses are normalised to a partition of unity, and a target band's weight on a
     source band is the integral of the target response times that band's share. A target band whose response
     is covered by source bands for less than ``min_coverage`` (e.g. it falls in a dropped water-vapour gap) is an
     error; use :func:`target_coverage` to choose the bands that can be made.
