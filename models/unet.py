@@ -37,7 +37,7 @@ def build_unet(cfg: UNetConfig) -> nn.Module:
     import segmentation_models_pytorch as smp
 
     depth = int(cfg.encoder_depth)
-    return smp.Unet(
+    net = smp.Unet(
         encoder_name=cfg.encoder,
         encoder_depth=depth,
         encoder_weights=None,  # no pretrained download: hyperspectral inputs have their own band count anyway
@@ -45,3 +45,9 @@ def build_unet(cfg: UNetConfig) -> nn.Module:
         in_channels=int(cfg.in_bands),
         classes=int(cfg.num_classes),
     )
+    # ResNet encoders keep their deeper stages even when encoder_depth leaves them unused: drop them so every
+    # parameter trains and checkpoints carry no dead weights.
+    for k in range(depth, 5):
+        if hasattr(net.encoder, f"layer{k}"):
+            setattr(net.encoder, f"layer{k}", nn.Identity())
+    return net

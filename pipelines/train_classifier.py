@@ -196,8 +196,9 @@ class _PixelTrainer(_Trainer):
             x = self.chain.apply(raw, self.scene.read_valid(w, raw))
             feats[self.index[r0 : r0 + h, c0 : c0 + wd][m]] = x[:, m].T
         self.feats = feats
-        self.batch_size = self.batch_size or 256
         self.train_idx = self.index[self.split.train]
+        # at least ~8 optimiser steps per epoch on small training sets
+        self.batch_size = self.batch_size or int(np.clip(self.train_idx.size // 8, 16, 256))
         self.train_y = self.labels[self.split.train] - 1
 
     def train_epoch(self) -> float:
