@@ -177,7 +177,7 @@ def classify(
     model: Optional[Path] = typer.Option(None, "--model", "-m", help="Checkpoint (.safetensors); default: the bundled sample model."),
     tile: int = typer.Option(512, "--tile", help="Tile size in pixels."),
     overlap: Optional[int] = typer.Option(None, "--overlap", help="Tile overlap in pixels (default 25% of the tile, at least the model's receptive field)."),
-    batch_size: int = typer.Option(4, "--batch-size", help="Tiles per model call."),
+    batch_size: int = typer.Option(2, "--batch-size", help="Tiles per model call (image models; pixel models are fed in pixel chunks)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     probabilities: Optional[ProbFmt] = typer.Option(None, "--probabilities", help="Also write per-class probabilities (float32, or uint8 scaled by 254)."),
     quicklook: bool = typer.Option(False, "--quicklook", help="Also write a PNG quicklook with a legend."),

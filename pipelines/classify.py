@@ -47,7 +47,7 @@ def classify(
     model: str | Path | None = None,
     tile: int = 512,
     overlap: int | None = None,
-    batch_size: int = 4,
+    batch_size: int = 2,
     device: str = "auto",
     probabilities: ProbMode | None = None,
     quicklook: bool = False,
@@ -102,7 +102,8 @@ def classify(
         entry = get_entry(meta.arch)
         cfg = entry.config_cls(**meta.config)
         context = int(entry.receptive_field(cfg))
-        spec = TileSpec(tile=tile, overlap=overlap, batch_size=batch_size)
+        # pixel-local models are fed in pixel chunks by the predictor: batching whole tiles only costs memory
+        spec = TileSpec(tile=tile, overlap=overlap, batch_size=batch_size if context > 0 else 1)
         predictor = TorchPredictor(net, device=device, softmax=True, size_multiple=entry.size_multiple,
                                     pixel_local=context == 0)
         tile_tag = {"tile": tile, "overlap": overlap, "context": context, "blend": "raised-cosine"}

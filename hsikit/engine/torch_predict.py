@@ -35,22 +35,28 @@ class TorchPredictor:
     """
 
     def __init__(self, model: torch.nn.Module, device: str = "auto", *, softmax: bool = True, size_multiple: int = 1,
-                 pixel_local: bool = False, chunk_pixels: int = 65536, amp: bool = False) -> None:
+                 pixel_local: bool = False, chunk_pixels: int | None = None, amp: bool = False) -> None:
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.softmax, self.size_multiple = softmax, max(1, int(size_multiple))
-        self.pixel_local, self.chunk_pixels, self.amp = pixel_local, int(chunk_pixels), amp
+        self.pixel_local, self.amp = pixel_local, amp
+        # small chunks keep a per-pixel CNN's activations in the CPU caches (measured 4x faster than 64k pixels)
+        self.chunk_pixels = int(chunk_pixels or (2048 if self.device.type == "cpu" else 262144))
 
     @torch.inference_mode()
     def __call__(self, x: np.ndarray) -> np.ndarray:
         t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
         if self.pixel_local:
             n, f, h, w = t.shape
-            flat = t.permute(1, 0, 2, 3).reshape(f, -1)
-            outs = [self._forward(flat[:, s : s + self.chunk_pixels][None, :, None, :])[0, :, 0, :]
-                    for s in range(0, flat.shape[1], self.chunk_pixels)]
-            y = torch.cat(outs, dim=1)
-            return y.reshape(-1, n, h, w).permute(1, 0, 2, 3).contiguous().numpy()
+            out = None
+            for i in range(n):
+                flat = t[i].reshape(f, h * w)  # a view: no copy of the tile
+                for s in range(0, h * w, self.chunk_pixels):
+                    y = self._forward(flat[:, s : s + self.chunk_pixels].contiguous()[None, :, None, :])[0, :, 0, :]
+                    if out is None:
+                        out = np.empty((n, y.shape[0], h * w), dtype=np.float32)
+                    out[i, :, s : s + y.shape[1]] = y.numpy()
+            return out.reshape(n, -1, h, w)
         h, w = t.shape[-2:]
         ph, pw = (-h) % self.size_multiple, (-w) % self.size_multiple
         if ph or pw:

@@ -151,27 +151,46 @@ class Chain:
     # -- application -------------------------------------------------------------------------------------------
     def apply(self, raw: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
         """Apply the fitted chain to ``raw`` (B, h, w) in the scene's dtype; returns float32 (B', h, w)."""
-        x = np.asarray(raw, dtype=np.float32)
+        x = np.asarray(raw)
+        gain = bias = None  # consecutive per-band affine steps (scale, normalize) fused into one pass
+
+        def flush(x):
+            nonlocal gain, bias
+            if gain is not None:
+                x = x.astype(np.float32) if (x.dtype != np.float32 or x is raw) else x
+                x *= gain.astype(np.float32)[:, None, None]
+                x += bias.astype(np.float32)[:, None, None]
+                gain = bias = None
+            return x
+
         for step in self.steps:
             if not step.fitted:
                 raise OptionError(f"preprocessing step {step.op!r} is not fitted; call Chain.fit(scene) first")
             p = step.params
             if step.op in ("select_bands", "drop_bad_bands", "wavelength_range"):
-                x = x[p["indices"]]
-            elif step.op == "scale":
-                x = x * np.asarray(p["scale"], np.float32)[:, None, None] + np.asarray(p["offset"], np.float32)[:, None, None]
-            elif step.op == "resample":
+                x = flush(x)[p["indices"]]  # before the float conversion when it comes first: less to copy
+                continue
+            if step.op in ("scale", "normalize"):
+                a, b = ((np.asarray(p["scale"], np.float64), np.asarray(p["offset"], np.float64)) if step.op == "scale"
+                        else (1 / np.asarray(p["std"], np.float64), -np.asarray(p["mean"], np.float64) / np.asarray(p["std"], np.float64)))
+                gain, bias = (a, b) if gain is None else (gain * a, bias * a + b)
+                continue
+            x = flush(x)
+            if x.dtype != np.float32 or x is raw:
+                x = x.astype(np.float32)  # a private copy: the steps below work in place
+            if step.op == "resample":
                 x = np.tensordot(np.asarray(p["matrix"], np.float32), x, axes=1)
-            elif step.op == "normalize":
-                x = (x - np.asarray(p["mean"], np.float32)[:, None, None]) / np.asarray(p["std"], np.float32)[:, None, None]
             elif step.op == "pca":
-                comps = np.asarray(p["components"], np.float32)
-                x = np.tensordot(comps, x - np.asarray(p["mean"], np.float32)[:, None, None], axes=1)
+                x -= np.asarray(p["mean"], np.float32)[:, None, None]
+                x = np.tensordot(np.asarray(p["components"], np.float32), x, axes=1)
             elif step.op == "fill_invalid" and valid is not None:
-                x = np.where(valid[None], x, np.float32(p.get("value", 0.0)))
-        if valid is not None:
-            x = np.where(np.isfinite(x), x, np.float32(0.0)) if not np.isfinite(x).all() else x
-        return np.ascontiguousarray(x, dtype=np.float32)
+                x[:, ~valid] = np.float32(p.get("value", 0.0))
+        x = flush(x)
+        if x.dtype != np.float32 or x is raw:
+            x = x.astype(np.float32)
+        if valid is not None and not np.isfinite(x).all():
+            x[~np.isfinite(x)] = 0.0
+        return np.ascontiguousarray(x)
 
     def output_bands(self, bands: BandInfo) -> BandInfo:
         """Band metadata after the chain (names/wavelengths follow selections; resample and PCA rename)."""
