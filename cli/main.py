@@ -122,7 +122,7 @@ def preprocess(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
 ) -> None:
     """Prepare a scene's bands (bad bands, subsetting, scaling, spectral resampling, normalisation, PCA)."""
-    from hsikit.pipelines.preprocess import preprocess as run_preprocess
+    from hsikit.pipelines.preprocess import preprocess_scene as run_preprocess
 
     res = run_preprocess(str(scene), out=out, chain=chain, drop_bad_bands=drop_bad_bands,
                          wavelength_range=tuple(wavelength_range) if wavelength_range else None,

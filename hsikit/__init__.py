@@ -30,7 +30,7 @@ _LAZY = {
     "load_checkpoint": "hsikit.checkpoint:load_checkpoint",
     "save_checkpoint": "hsikit.checkpoint:save_checkpoint",
     "scene_info": "hsikit.pipelines.info:scene_info",
-    "preprocess": "hsikit.pipelines.preprocess:preprocess",
+    "preprocess_scene": "hsikit.pipelines.preprocess:preprocess_scene",
     "classify": "hsikit.pipelines.classify:classify",
     "train_classifier": "hsikit.pipelines.train_classifier:train_classifier",
 }

@@ -22,7 +22,7 @@ class PreprocessResult:
     seconds: float
 
 
-def preprocess(
+def preprocess_scene(
     scene: str | Path | Scene,
     *,
     out: str | Path,

@@ -7,6 +7,7 @@ A Scene never holds the whole cube unless it came from memory (``ArrayScene``). 
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
 from typing import Any, Sequence
 
@@ -53,6 +54,8 @@ class Scene(ABC):
         #: names of classes 1..K for label/ground-truth scenes (value 0 = unlabelled), else None
         self.class_names = list(class_names) if class_names is not None else None
         self.tags = dict(tags or {})
+        # GDAL dataset handles are not thread-safe: reads from several threads (dask, prefetch) take turns
+        self._lock = threading.RLock()
 
     # -- shape -------------------------------------------------------------------------------------------------
     @property
@@ -89,7 +92,8 @@ class Scene(ABC):
         for b in idx:
             if not 0 <= b < self.count:
                 raise IndexError(f"band index {b} outside 0..{self.count - 1}")
-        return self._read(w, idx)
+        with self._lock:
+            return self._read(w, idx)
 
     def read_valid(self, window: Window | None = None, data: np.ndarray | None = None) -> np.ndarray:
         """Boolean ``(h, w)`` mask, True where the pixel holds data.
@@ -100,7 +104,8 @@ class Scene(ABC):
         """
         w = self._check_window(window)
         if data is None:
-            data = self._read(w, list(range(self.count)))
+            with self._lock:
+                data = self._read(w, list(range(self.count)))
         good = self.bands.good_indices()
         if good and len(good) < data.shape[0]:
             data = data[good]
@@ -109,10 +114,51 @@ class Scene(ABC):
             valid &= ~np.isnan(data).any(axis=0)
         if self.nodata is not None and not (isinstance(self.nodata, float) and np.isnan(self.nodata)):
             valid &= ~(data == np.asarray(self.nodata, dtype=data.dtype)).any(axis=0)
-        extra = self._mask(w)
+        with self._lock:
+            extra = self._mask(w)
         if extra is not None:
             valid &= extra
         return valid
+
+    def to_xarray(self, chunks: int = 512):
+        """A lazily read ``xarray.DataArray`` (band, y, x) with pixel-centre coordinates, band names and
+        wavelengths as coordinates, and CRS/transform/nodata attached through rioxarray.
+
+        Data are read window by window only when computed (dask chunks of ``chunks`` px).
+        """
+        import dask.array as da
+        import rioxarray  # noqa: F401  (registers the .rio accessor)
+        import xarray as xr
+
+        arr = da.map_blocks(
+            self._dask_block,
+            dtype=np.dtype(self.dtype),
+            chunks=(
+                (self.count,),
+                _chunk_sizes(self.height, chunks),
+                _chunk_sizes(self.width, chunks),
+            ),
+            meta=np.empty((0, 0, 0), dtype=self.dtype),
+        )
+        t = self.transform
+        coords = {
+            "band": list(self.bands.names),
+            "y": t.f + t.e * (np.arange(self.height) + 0.5),
+            "x": t.c + t.a * (np.arange(self.width) + 0.5),
+        }
+        if self.bands.wavelengths is not None:
+            coords["wavelength"] = ("band", list(self.bands.wavelengths))
+        out = xr.DataArray(arr, dims=("band", "y", "x"), coords=coords, name=self.name)
+        out.attrs["wavelength_units"] = "nm"
+        if self.crs is not None:
+            out = out.rio.write_crs(self.crs).rio.write_transform(self.transform)
+        if self.nodata is not None:
+            out = out.rio.write_nodata(self.nodata)
+        return out
+
+    def _dask_block(self, block=None, block_info=None):
+        (r0, r1), (c0, c1) = block_info[None]["array-location"][1:]
+        return self.read(Window(c0, r0, c1 - c0, r1 - r0))
 
     def _check_window(self, window: Window | None) -> Window:
         if window is None:
@@ -143,6 +189,10 @@ class Scene(ABC):
     def __repr__(self) -> str:
         crs = self.crs.to_string() if self.crs is not None else "no CRS"
         return f"<{type(self).__name__} {self.name} {self.count}x{self.height}x{self.width} {self.dtype} {crs}>"
+
+
+def _chunk_sizes(n: int, size: int) -> tuple[int, ...]:
+    return tuple(min(size, n - i) for i in range(0, n, size)) or (0,)
 
 
 class ArrayScene(Scene):
