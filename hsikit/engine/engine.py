@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import numpy as np
+import rasterio
 from rasterio.windows import Window
 
 from hsikit.engine.tiling import AxisPlan, axis_weights, column_groups, plan_axis
@@ -107,6 +108,7 @@ def run_tiled(
     transform_input: TransformInput | None = None,
     progress: bool = True,
     pixel_local: bool = False,
+    gdal_cache_mb: int = 256,
 ) -> EngineStats:
     """Run ``predict`` over ``scene`` in blended tiles and hand finished blocks to ``sink``.
 
@@ -114,6 +116,8 @@ def run_tiled(
     linearly). ``transform_input(raw, valid)`` maps raw tiles to model features (e.g. ``Chain.apply``); invalid
     pixels are then set to 0, the neutral value after standardisation. Tiles with no valid pixel are skipped.
     ``sink(window, values (C, h, w), valid (h, w))`` gets every pixel of the scene exactly once, strip by strip.
+    GDAL's block cache is held to ``gdal_cache_mb`` meanwhile (its default, 5 % of RAM, would grow with the
+    scene until full).
     """
     spec = spec or TileSpec()
     overlap, margin = resolve(spec, context, pixel_local, (scene.height, scene.width))
@@ -123,7 +127,7 @@ def run_tiled(
     stats = EngineStats(tile=spec.tile, overlap=overlap, margin=margin)
     total = len(rows.starts) * sum(b - a + 1 for a, b, _, _ in groups)
     t0 = time.perf_counter()
-    with _Progress(progress, total, scene.name) as bar:
+    with rasterio.Env(GDAL_CACHEMAX=gdal_cache_mb), _Progress(progress, total, scene.name) as bar:
         for a, b, own0, own1 in groups:
             _run_group(scene, predict, rows, cols, a, b, own0, own1, out_channels, margin, size_multiple,
                        transform_input, max(1, spec.batch_size), sink, stats, bar)
@@ -142,6 +146,7 @@ def _run_group(scene, predict, rows: AxisPlan, cols: AxisPlan, a, b, own0, own1,
     valid_acc = np.zeros((th, gw), dtype=bool)
     stats.max_accumulator_pixels = max(stats.max_accumulator_pixels, th * gw)
     wx = {j: axis_weights(tw, cols.overlap_before(j), cols.overlap_after(j), margin) for j in range(a, b + 1)}
+    disjoint = rows.overlap_after(0) <= 0 and all(cols.overlap_after(j) <= 0 for j in range(a, b))
     top = rows.starts[0]
     emitted = 0
     tiles = [(i, j) for i in range(len(rows.starts)) for j in range(a, b + 1)]
@@ -166,7 +171,7 @@ def _run_group(scene, predict, rows: AxisPlan, cols: AxisPlan, a, b, own0, own1,
                 continue
             feats = transform_input(raw, valid) if transform_input is not None else raw.astype(np.float32)
             feats = np.where(valid[None], feats, np.float32(0.0)) if not valid.all() else feats
-            batch.append((x0, feats, np.outer(wy, wx[j]).astype(np.float32)))
+            batch.append((x0, feats, None if disjoint else np.outer(wy, wx[j]).astype(np.float32)))
             if len(batch) == batch_size:
                 _predict_batch(predict, batch, acc, wsum, size_multiple, C, stats, bar)
                 batch = []
@@ -199,8 +204,12 @@ def _predict_batch(predict, batch, acc, wsum, size_multiple, C, stats: EngineSta
         raise ValueError(f"model returned shape {y.shape}, expected ({n}, {C}, ...)")
     y = y[:, :, :h, :w]
     for k, (x0, _, wt) in enumerate(batch):
-        acc[:, :, x0 : x0 + w] += y[k] * wt[None]
-        wsum[:, x0 : x0 + w] += wt
+        if wt is None:  # no overlap: tiles are disjoint, plain assignment (the accumulators held zeros)
+            acc[:, :, x0 : x0 + w] = y[k]
+            wsum[:, x0 : x0 + w] = 1.0
+        else:
+            acc[:, :, x0 : x0 + w] += y[k] * wt[None]
+            wsum[:, x0 : x0 + w] += wt
         stats.tiles += 1
         bar.advance(pixels=h * w)
 
