@@ -1,9 +1,10 @@
 """Tiled classification benchmark: throughput, engine overhead and peak memory versus scene size.
 
-    python bench/bench_tiled.py --sizes 1024 4096 8192 [--bands 100] [--tile 512] [--device cpu]
+    python bench/bench_tiled.py --sizes 1024 4096 8192 [--bands 100] [--tile 512] [--device cpu] [--model unet]
 
-Each size runs in a fresh child process so its peak RSS (ru_maxrss) is its own. The model is a spectral-cnn with
-random weights (speed does not depend on training); its checkpoint is written to bench/_scenes/.
+Each size runs in a fresh child process so its peak RSS (ru_maxrss) is its own. The model (spectral-cnn by default, or
+unet) has random weights (speed does not depend on training); its checkpoint is written to bench/_scenes/.
+"Bare forward" runs the same predictor on as many in-memory tiles as the engine sent to the model.
 """
 
 from __future__ import annotations
@@ -36,8 +37,8 @@ def ensure_scene(size: int, bands: int) -> Path:
     return path
 
 
-def ensure_model(bands: int, classes: int = 8) -> Path:
-    """A spectral-cnn checkpoint with a fixed scale+normalise chain (no fitting pass over huge scenes)."""
+def ensure_model(bands: int, arch: str = "spectral-cnn", classes: int = 8) -> Path:
+    """A checkpoint with random weights and a fixed scale+normalise chain (no fitting pass over huge scenes)."""
     import torch
 
     from hsikit.checkpoint import CheckpointMeta, save_checkpoint
@@ -45,15 +46,15 @@ def ensure_model(bands: int, classes: int = 8) -> Path:
     from hsikit.models.registry import create_model
     from hsikit.preprocess.chain import Chain, Step
 
-    path = SCENES / f"model_{bands}b.safetensors"
+    path = SCENES / f"model_{arch}_{bands}b.safetensors"
     if path.exists():
         return path
     SCENES.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     config = {"in_bands": bands, "num_classes": classes}
-    net = create_model("spectral-cnn", **config)
+    net = create_model(arch, **config)
     chain = Chain([Step("scale", {"scale": [1e-4] * bands, "offset": [0.0] * bands}), Step("normalize", {"mean": [0.25] * bands, "std": [0.15] * bands})])
-    meta = CheckpointMeta(arch="spectral-cnn", config=config, task="classification",
+    meta = CheckpointMeta(arch=arch, config=config, task="classification",
                           bands=BandInfo.default(bands).to_dict(), preprocessing=chain.to_dict(),
                           class_names=[f"class {i + 1}" for i in range(classes)], class_colors=None,
                           provenance={"note": "random weights for benchmarking"})
@@ -61,7 +62,7 @@ def ensure_model(bands: int, classes: int = 8) -> Path:
     return path
 
 
-def child(size: int, bands: int, tile: int, device: str) -> dict:
+def child(size: int, bands: int, tile: int, device: str, arch: str) -> dict:
     """Runs in its own process: classify the scene, then time the bare model on the same tiles in memory."""
     import numpy as np
     import torch
@@ -71,26 +72,31 @@ def child(size: int, bands: int, tile: int, device: str) -> dict:
     from hsikit.pipelines.classify import classify
 
     scene = SCENES / f"scene_{size}x{size}x{bands}.tif"
-    model = SCENES / f"model_{bands}b.safetensors"
+    model = SCENES / f"model_{arch}_{bands}b.safetensors"
     out = SCENES / f"classes_{size}.tif"
     res = classify(str(scene), model=model, out=out, tile=tile, device=device, overwrite=True, progress=False)
     rss_engine = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     # bare forward: the same number of tile x tile model inputs, already in memory and preprocessed
-    net, _ = load_checkpoint(model)
-    pred = TorchPredictor(net, device=device, softmax=True, pixel_local=True)
-    batch = np.random.default_rng(0).standard_normal(size=(1, bands, tile, tile), dtype=np.float32)
+    from hsikit.models.registry import get_entry
+
+    net, meta = load_checkpoint(model)
+    entry = get_entry(arch)
+    local = entry.receptive_field(entry.config_cls(**meta.config)) == 0
+    per_call = 1 if local else 2  # what classify feeds per model call
+    pred = TorchPredictor(net, device=device, softmax=True, pixel_local=local, size_multiple=entry.size_multiple)
+    batch = np.random.default_rng(0).standard_normal(size=(per_call, bands, tile, tile), dtype=np.float32)
     n_tiles = res.tiles - res.skipped_tiles
     pred(batch[:1])  # warm-up
     t0 = time.perf_counter()
     done = 0
     while done < n_tiles:
-        k = 1
+        k = min(per_call, n_tiles - done)
         pred(batch[:k])
         done += k
     bare = time.perf_counter() - t0
     return {
-        "size": size, "bands": bands, "tile": tile, "device": device,
+        "size": size, "bands": bands, "tile": tile, "device": device, "model": arch,
         "seconds": res.seconds, "megapixels": size * size / 1e6, "mpx_per_s": size * size / 1e6 / res.seconds,
         "tiles": res.tiles, "skipped_tiles": res.skipped_tiles, "bare_forward_seconds": bare,
         "overhead_pct": 100.0 * (res.seconds - bare) / bare, "peak_rss_mb": rss_engine,
@@ -103,24 +109,25 @@ def main() -> None:
     ap.add_argument("--bands", type=int, default=100)
     ap.add_argument("--tile", type=int, default=512)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--model", default="spectral-cnn", choices=["spectral-cnn", "unet"])
     ap.add_argument("--child", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--keep-outputs", action="store_true")
     a = ap.parse_args()
     if a.child:
-        print(json.dumps(child(a.child, a.bands, a.tile, a.device)))
+        print(json.dumps(child(a.child, a.bands, a.tile, a.device, a.model)))
         return
-    ensure_model(a.bands)
+    ensure_model(a.bands, a.model)
     rows = []
     for size in a.sizes:
         ensure_scene(size, a.bands)
         cmd = [sys.executable, __file__, "--child", str(size), "--bands", str(a.bands), "--tile", str(a.tile),
-               "--device", a.device]
+               "--device", a.device, "--model", a.model]
         r = subprocess.run(cmd, capture_output=True, text=True)
         if r.returncode != 0:
             sys.exit(f"size {size} failed:\n{r.stderr[-3000:]}")
         row = json.loads(r.stdout.strip().splitlines()[-1])
         rows.append(row)
-        print(f"{size}x{size}x{a.bands}: {row['mpx_per_s']:.3f} Mpx/s, {row['seconds']:.1f} s, "
+        print(f"{a.model} {size}x{size}x{a.bands}: {row['mpx_per_s']:.3f} Mpx/s, {row['seconds']:.1f} s, "
               f"bare forward {row['bare_forward_seconds']:.1f} s, overhead {row['overhead_pct']:.1f} %, "
               f"peak RSS {row['peak_rss_mb']:.0f} MB", flush=True)
         if not a.keep_outputs:

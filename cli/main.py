@@ -180,6 +180,7 @@ def classify(
     batch_size: int = typer.Option(2, "--batch-size", help="Tiles per model call (image models; pixel models are fed in pixel chunks)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     probabilities: Optional[ProbFmt] = typer.Option(None, "--probabilities", help="Also write per-class probabilities (float32, or uint8 scaled by 254)."),
+    confidence: bool = typer.Option(False, "--confidence", help="Also write the winning class's probability (float32)."),
     quicklook: bool = typer.Option(False, "--quicklook", help="Also write a PNG quicklook with a legend."),
     legend: Optional[Path] = typer.Option(None, "--legend", help="Own class names/colours (.json, .csv or .clr: value, name, colour)."),
     fmt: Fmt = typer.Option(Fmt.cog, "--format", help="Output layout."),
@@ -190,14 +191,15 @@ def classify(
 
     res = run_classify(str(scene), out=out, model=model, tile=tile, overlap=overlap, batch_size=batch_size,
                        device=device, probabilities=probabilities.value if probabilities else None,
-                       quicklook=quicklook, legend=legend, fmt=fmt.value, overwrite=overwrite,
+                       confidence=confidence, quicklook=quicklook, legend=legend, fmt=fmt.value, overwrite=overwrite,
                        progress=_state["progress"], command=_command_line())
     mpx = res.pixels / 1e6
     typer.echo(f"wrote {res.class_map} (+ {res.qml.name}) in {res.seconds:.1f} s, {mpx / max(res.seconds, 1e-9):.2f} Mpx/s")
     if res.probabilities:
         typer.echo(f"wrote {res.probabilities}")
-    if res.quicklook:
-        typer.echo(f"wrote {res.quicklook}")
+    for extra in (res.confidence, res.quicklook):
+        if extra:
+            typer.echo(f"wrote {extra}")
     counts = ", ".join(f"{k} {v}" for k, v in res.class_counts.items() if v)
     typer.echo(f"pixels per class: {counts}")
 

@@ -58,6 +58,9 @@ def save_checkpoint(path: str | Path, model, meta: CheckpointMeta, *, overwrite:
     tmp = temp_path(p)
     try:
         save_file(state, str(tmp), metadata={_KEY: meta.to_json()})
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # the writer creates it private; outputs get the usual permissions
         os.replace(tmp, p)
     finally:
         if tmp.exists():

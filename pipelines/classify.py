@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -21,6 +22,7 @@ class ClassifyResult:
 
     class_map: Path
     probabilities: Path | None
+    confidence: Path | None
     quicklook: Path | None
     qml: Path
     seconds: float
@@ -30,11 +32,13 @@ class ClassifyResult:
     class_counts: dict[str, int] = field(default_factory=dict)
 
 
-def output_paths(out: Path, probabilities: ProbMode | None, quicklook: bool) -> dict[str, Path]:
+def output_paths(out: Path, probabilities: ProbMode | None, quicklook: bool, confidence: bool = False) -> dict[str, Path]:
     """Every file a classification writes, keyed by role."""
     paths = {"class_map": out, "qml": out.with_suffix(".qml")}
     if probabilities:
         paths["probabilities"] = out.with_name(out.stem + "_probabilities.tif")
+    if confidence:
+        paths["confidence"] = out.with_name(out.stem + "_confidence.tif")
     if quicklook:
         paths["quicklook"] = out.with_suffix(".png")
     return paths
@@ -50,6 +54,7 @@ def classify(
     batch_size: int = 2,
     device: str = "auto",
     probabilities: ProbMode | None = None,
+    confidence: bool = False,
     quicklook: bool = False,
     legend: str | Path | None = None,
     fmt: Literal["cog", "gtiff"] = "cog",
@@ -61,7 +66,8 @@ def classify(
 
     Class i of the model is written as value i + 1 with the model's colours and names (GDAL colour table,
     category names, ``.qml`` style). ``probabilities`` adds ``<out>_probabilities.tif`` with one band per class
-    (float32 with NaN nodata, or uint8 with value = round(p * 254) and nodata 255). ``quicklook`` writes a PNG.
+    (float32 with NaN nodata, or uint8 with value = round(p * 254) and nodata 255); ``confidence`` adds
+    ``<out>_confidence.tif``, the winning class's probability (float32). ``quicklook`` writes a PNG.
     The model's preprocessing chain is replayed exactly; tiles overlap by at least the model's receptive field.
     """
     from hsikit.checkpoint import checkpoint_sha256, load_checkpoint
@@ -80,7 +86,7 @@ def classify(
         raise OptionError(f"--format must be cog or gtiff, not {fmt!r}")
     if probabilities not in (None, "float32", "uint8"):
         raise OptionError(f"--probabilities must be float32 or uint8, not {probabilities!r}")
-    paths = output_paths(out, probabilities, quicklook)
+    paths = output_paths(out, probabilities, quicklook, confidence)
     for p in paths.values():
         check_output(p, overwrite)
     t0 = time.perf_counter()
@@ -131,6 +137,12 @@ def classify(
                 band_descriptions=[f"p({n})" for n in lg.names],
                 scales=[1 / 254] * n_cls if is_u8 else None, offsets=[0.0] * n_cls if is_u8 else None, **common)
 
+        conf_writer = None
+        if confidence:
+            conf_writer = RasterWriter(paths["confidence"], count=1, dtype="float32", nodata=float("nan"),
+                                       kind="continuous", band_descriptions=["confidence"], **common)
+        extra_writers = [w for w in (prob_writer, conf_writer) if w is not None]
+
         def sink(window, values: np.ndarray, valid: np.ndarray) -> None:
             labels = (np.argmax(values, axis=0) + 1).astype(cls_writer.dtype)
             labels[~valid] = 0
@@ -144,17 +156,17 @@ def classify(
                     p = values.astype(np.float32, copy=True)
                     p[:, ~valid] = np.nan
                 prob_writer.write(p, window)
+            if conf_writer is not None:
+                c = values.max(axis=0).astype(np.float32)
+                c[~valid] = np.nan
+                conf_writer.write(c[None], window)
 
-        with cls_writer:
-            if prob_writer is not None:
-                with prob_writer:
-                    stats = run_tiled(sc, predictor, out_channels=n_cls, sink=sink, spec=spec, context=context,
-                                      size_multiple=entry.size_multiple, transform_input=chain.apply,
-                                      progress=progress, pixel_local=context == 0)
-            else:
-                stats = run_tiled(sc, predictor, out_channels=n_cls, sink=sink, spec=spec, context=context,
-                                  size_multiple=entry.size_multiple, transform_input=chain.apply,
-                                  progress=progress, pixel_local=context == 0)
+        with ExitStack() as stack:
+            for w in (cls_writer, *extra_writers):
+                stack.enter_context(w)
+            stats = run_tiled(sc, predictor, out_channels=n_cls, sink=sink, spec=spec, context=context,
+                              size_multiple=entry.size_multiple, transform_input=chain.apply,
+                              progress=progress, pixel_local=context == 0)
 
         ql = None
         if quicklook:
@@ -169,6 +181,7 @@ def classify(
     return ClassifyResult(
         class_map=paths["class_map"],
         probabilities=paths.get("probabilities"),
+        confidence=paths.get("confidence"),
         quicklook=ql,
         qml=paths["qml"],
         seconds=time.perf_counter() - t0,

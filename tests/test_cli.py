@@ -135,7 +135,7 @@ def test_train_then_classify(capsys, trained):
     d, scene, labels, model = trained
     out = d / "classes.tif"
     code, stdout, err = cli(capsys, "classify", scene, "--model", model, "-o", out, "--tile", "32",
-                            "--probabilities", "float32", "--quicklook")
+                            "--probabilities", "float32", "--confidence", "--quicklook")
     assert code == 0, err
     assert out.exists() and out.with_suffix(".qml").exists() and out.with_suffix(".png").exists()
     probs = d / "classes_probabilities.tif"
@@ -157,6 +157,10 @@ def test_train_then_classify(capsys, trained):
         v = ~np.isnan(arr[0])
         assert np.allclose(arr[:, v].sum(axis=0), 1.0, atol=1e-4)
         assert np.isnan(arr[:, :2, :]).all()
+    with rasterio.open(d / "classes_confidence.tif") as c:
+        conf = c.read(1)
+        np.testing.assert_allclose(conf[v], arr[:, v].max(axis=0), atol=1e-6)
+        assert c.descriptions == ("confidence",) and np.isnan(conf[:2]).all()
 
 
 @pytest.mark.skipif(shutil.which("gdalinfo") is None, reason="gdalinfo (Debian gdal-bin) not installed")

@@ -31,6 +31,20 @@ def _band_tag(tags: dict[str, str], key: str) -> str | None:
     return None
 
 
+def _per_band_values(key: str, envi: dict[str, Any], dom: dict[str, str], per_band: list[dict[str, str]],
+                     alias: str | None = None) -> list[float] | None:
+    """One number per band from the ENVI header (via spectral), GDAL's ENVI domain, or per-band metadata items
+    (EnMAP-Box/GDAL style; every band must have the item)."""
+    if envi.get(key) is not None:
+        return [float(v) for v in envi[key]]
+    if dom.get(key):
+        return [float(v) for v in _parse_list(dom[key])]
+    vals = [_band_tag(t, key) or (alias and _band_tag(t, alias)) for t in per_band]
+    if vals and all(v is not None for v in vals):
+        return [float(v) for v in vals]
+    return None
+
+
 class RasterioScene(Scene):
     """A raster opened with rasterio; windows are read on demand, nothing else is loaded."""
 
@@ -90,29 +104,10 @@ class RasterioScene(Scene):
         names = list(envi.get("band_names") or [])
         if len(names) != n:
             names = [d if d else f"band_{i + 1}" for i, d in enumerate(ds.descriptions)]
-        wl_raw = envi.get("wavelength")
-        units = envi.get("wavelength_units") or dom.get("wavelength_units")
-        if wl_raw is None and dom.get("wavelength"):
-            wl_raw = [float(v) for v in _parse_list(dom["wavelength"])]
-        if wl_raw is None:
-            vals = [_band_tag(t, "wavelength") for t in per_band]
-            if all(v is not None for v in vals):
-                wl_raw = [float(v) for v in vals]
-                units = units or _band_tag(per_band[0], "wavelength_units")
-        fwhm_raw = envi.get("fwhm")
-        if fwhm_raw is None and dom.get("fwhm"):
-            fwhm_raw = [float(v) for v in _parse_list(dom["fwhm"])]
-        if fwhm_raw is None:
-            vals = [_band_tag(t, "fwhm") for t in per_band]
-            if all(v is not None for v in vals):
-                fwhm_raw = [float(v) for v in vals]
-        bbl = envi.get("bbl")
-        if bbl is None and dom.get("bbl"):
-            bbl = [int(float(v)) for v in _parse_list(dom["bbl"])]
-        if bbl is None:
-            vals = [_band_tag(t, "bbl") or _band_tag(t, "bad_band") for t in per_band]
-            if any(v is not None for v in vals):
-                bbl = [int(float(v)) if v is not None else 1 for v in vals]
+        wl_raw = _per_band_values("wavelength", envi, dom, per_band)
+        units = envi.get("wavelength_units") or dom.get("wavelength_units") or _band_tag(per_band[0], "wavelength_units")
+        fwhm_raw = _per_band_values("fwhm", envi, dom, per_band)
+        bbl = _per_band_values("bbl", envi, dom, per_band, alias="bad_band")
 
         wavelengths = fwhm = None
         if wl_raw is not None and len(wl_raw) == n:
@@ -132,7 +127,7 @@ class RasterioScene(Scene):
             names=tuple(str(x) for x in names),
             wavelengths=wavelengths,
             fwhm=fwhm,
-            bad=tuple(b == 0 for b in bbl) if bbl is not None and len(bbl) == n else (),
+            bad=tuple(int(b) == 0 for b in bbl) if bbl is not None and len(bbl) == n else (),
             scale=scale,
             offset=offset,
             wavelength_units=units_of(wl_raw, units) if wavelengths is not None else None,

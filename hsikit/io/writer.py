@@ -46,6 +46,12 @@ def overview_factors(width: int, height: int, block: int, min_size: int = 128) -
     return out
 
 
+def _gdal_at_least(major: int, minor: int) -> bool:
+    """The COG driver learnt INTERLEAVE=BAND in GDAL 3.11; older builds write multi-band COGs pixel-interleaved."""
+    v = tuple(int(x) for x in rasterio.__gdal_version__.split(".")[:2])
+    return v >= (major, minor)
+
+
 class RasterWriter:
     """Write a raster window by window; finalised atomically when the ``with`` block ends without error.
 
@@ -183,11 +189,12 @@ class RasterWriter:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             if self.fmt == "cog":
+                extra = {"INTERLEAVE": "BAND"} if self.count > 1 and _gdal_at_least(3, 11) else {}
                 rasterio.shutil.copy(
                     self._work, final_tmp, driver="COG", BLOCKSIZE=self.block, COMPRESS="DEFLATE", LEVEL=6,
                     PREDICTOR=predictor, OVERVIEWS="AUTO", RESAMPLING=resampling, BIGTIFF="IF_SAFER",
                     OVERVIEW_COUNT=len(overview_factors(self.width, self.height, self.block)),
-                    NUM_THREADS="ALL_CPUS",
+                    NUM_THREADS="ALL_CPUS", **extra,
                 )
             else:
                 factors = overview_factors(self.width, self.height, self.block)
