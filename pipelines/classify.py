@@ -10,6 +10,7 @@ from typing import Literal
 
 import numpy as np
 
+from hsikit.engine.engine import EngineStats
 from hsikit.errors import BandMismatchError, InputError, OptionError
 from hsikit.io.scene import Scene
 
@@ -30,6 +31,7 @@ class ClassifyResult:
     tiles: int
     skipped_tiles: int
     class_counts: dict[str, int] = field(default_factory=dict)
+    engine: EngineStats | None = None
 
 
 def output_paths(out: Path, probabilities: ProbMode | None, quicklook: bool, confidence: bool = False) -> dict[str, Path]:
@@ -189,6 +191,7 @@ def classify(
         tiles=int(stats.tiles),
         skipped_tiles=int(stats.skipped_tiles),
         class_counts={"nodata": int(counts[0]), **{lg.names[i]: int(counts[i + 1]) for i in range(n_cls)}},
+        engine=stats,
     )
 
 
