@@ -78,10 +78,10 @@ def _reproject_nearest(lab: Scene, scene: Scene) -> np.ndarray:
     from rasterio.warp import Resampling, reproject
 
     src = lab.read()[0].astype(np.float64)
-    nod = lab.nodata if lab.nodata is not None else -1e30
-    dst = np.full((scene.height, scene.width), nod, dtype=np.float64)
+    # scene pixels outside the label raster (or on its nodata) come out NaN, which _to_int_labels makes 0
+    dst = np.full((scene.height, scene.width), np.nan, dtype=np.float64)
     reproject(src, dst, src_transform=lab.transform, src_crs=lab.crs, dst_transform=scene.transform,
-              dst_crs=scene.crs, resampling=Resampling.nearest, src_nodata=nod, dst_nodata=nod)
+              dst_crs=scene.crs, resampling=Resampling.nearest, src_nodata=lab.nodata, dst_nodata=np.nan)
     return dst
 
 

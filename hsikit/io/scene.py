@@ -112,7 +112,7 @@ class Scene(ABC):
         valid = np.ones(data.shape[1:], dtype=bool)
         if np.issubdtype(data.dtype, np.floating):
             valid &= ~np.isnan(data).any(axis=0)
-        if self.nodata is not None and not (isinstance(self.nodata, float) and np.isnan(self.nodata)):
+        if _matchable_nodata(self.nodata, data.dtype):
             valid &= ~(data == np.asarray(self.nodata, dtype=data.dtype)).any(axis=0)
         with self._lock:
             extra = self._mask(w)
@@ -189,6 +189,17 @@ class Scene(ABC):
     def __repr__(self) -> str:
         crs = self.crs.to_string() if self.crs is not None else "no CRS"
         return f"<{type(self).__name__} {self.name} {self.count}x{self.height}x{self.width} {self.dtype} {crs}>"
+
+
+def _matchable_nodata(nodata: float | None, dtype: np.dtype) -> bool:
+    """Whether stored values can equal ``nodata``: NaN is handled separately, and an integer raster cannot hold a
+    fractional or out-of-range nodata value (e.g. an ENVI ``data ignore value = -99`` on uint16 data)."""
+    if nodata is None or np.isnan(nodata):
+        return False
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        return float(nodata).is_integer() and info.min <= nodata <= info.max
+    return True
 
 
 def _chunk_sizes(n: int, size: int) -> tuple[int, ...]:

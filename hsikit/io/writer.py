@@ -159,9 +159,10 @@ class RasterWriter:
             raise
         stack.__exit__(exc_type, exc, tb)
         if exc_type is None and self.overwrite:
-            # a stale sidecar of a replaced output would be applied to the new file
-            if self.aux_path not in self._finals() and self.aux_path.exists():
-                self.aux_path.unlink()
+            # a stale sidecar or QGIS style of a replaced output would be applied to the new file
+            for side in (self.aux_path, self.qml_path):
+                if side not in self._finals() and side.exists():
+                    side.unlink()
 
     # -- internals ---------------------------------------------------------------------------------------------
     def _describe(self, dst) -> None:
