@@ -399,7 +399,7 @@ def test_overwrite_replaces_class_map(tmp_path):
     assert "water" not in (tmp_path / "c.tif.aux.xml").read_text()
 
 
-def test_overwrite_with_continuous_removes_stale_category_sidecar(tmp_path):
+def test_overwrite_with_continuous_removes_stale_sidecars(tmp_path):
     p = tmp_path / "c.tif"
     write_classes(p, h=40, w=40)
     assert (tmp_path / "c.tif.aux.xml").exists()
@@ -411,16 +411,6 @@ def test_overwrite_with_continuous_removes_stale_category_sidecar(tmp_path):
         assert np.all(src.read(1) == 0.25)
         assert "HSIKIT_CLASS_NAMES" not in src.tags()
     assert not (tmp_path / "c.tif.aux.xml").exists(), "stale category sidecar removed with the replaced map"
-    assert not any(n.startswith(".") for n in dir_names(tmp_path))
-
-
-def test_overwrite_with_continuous_removes_stale_qml_style(tmp_path):
-    p = tmp_path / "c.tif"
-    write_classes(p, h=40, w=40)
-    assert (tmp_path / "c.qml").exists()
-    with RasterWriter(p, width=40, height=40, count=1, dtype="float32", crs=UTM, transform=ROTATED,
-                      nodata=float("nan"), kind="continuous", overwrite=True) as wr:
-        wr.write(np.full((1, 40, 40), 0.25, np.float32), Window(0, 0, 40, 40))
     assert dir_names(tmp_path) == ["c.tif"], "the old class map's paletted style must not stay beside the new raster"
 
 
