@@ -120,7 +120,7 @@ def classify(
             command=command,
             model=meta.arch,
             checkpoint_sha256=checkpoint_sha256(model_path),
-            bands_used=list(sc.bands.names) if chain.steps else None,
+            bands_used=[sc.bands.names[i] for i in chain.used_input_bands(sc.count)],
             normalization="checkpoint statistics: " + " > ".join(s.op for s in chain.steps),
             tile=tile_tag,
             extra={"HSIKIT_CLASS_OFFSET": "1"},

@@ -54,6 +54,8 @@ def test_normalisation_statistics_after_earlier_steps(spectral_scene):
     np.testing.assert_allclose(x[:, v].std(axis=1), 1, atol=1e-3)
     assert (x[:, ~v] == 0).all(), "invalid pixels get the neutral value"
     kept = chain.output_bands(sc.bands)
+    used = chain.used_input_bands(sc.count)
+    assert [sc.bands.names[i] for i in used] == list(kept.names)
     assert not any(1340 <= w <= 1460 or 1790 <= w <= 1960 for w in kept.wavelengths)
     assert kept.scale is None, "scaled values are physical reflectance"
 

@@ -192,6 +192,14 @@ class Chain:
             x[~np.isfinite(x)] = 0.0
         return np.ascontiguousarray(x)
 
+    def used_input_bands(self, count: int) -> list[int]:
+        """0-based indices of the input bands that reach the model (after every band selection)."""
+        idx = list(range(count))
+        for step in self.steps:
+            if step.op in ("select_bands", "drop_bad_bands", "wavelength_range") and "indices" in step.params:
+                idx = [idx[i] for i in step.params["indices"]]
+        return idx
+
     def output_bands(self, bands: BandInfo) -> BandInfo:
         """Band metadata after the chain (names/wavelengths follow selections; resample and PCA rename)."""
         for step in self.steps:
