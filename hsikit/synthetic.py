@@ -27,11 +27,11 @@ SCALE = 1e-4
 
 
 def wavelength_grid() -> tuple[np.ndarray, np.ndarray]:
-    """116 bands: 400-1000 nm every 15 nm (FWHM 12), 1020-2500 nm every 20 nm (FWHM 16)."""
+    """103 bands: 400-1000 nm every 15 nm (FWHM 12), 1020-2484 nm every 24 nm (FWHM 18)."""
     vnir = np.arange(400.0, 1000.0 + 1, 15.0)
-    swir = np.arange(1020.0, 2500.0 + 1, 20.0)
+    swir = np.arange(1020.0, 2500.0, 24.0)
     wl = np.concatenate([vnir, swir])
-    return wl, np.where(wl <= 1000, 12.0, 16.0)
+    return wl, np.where(wl <= 1000, 12.0, 18.0)
 
 
 def _g(wl, c, w):
@@ -179,7 +179,7 @@ def write_scene_geotiff(s: SyntheticScene, path: str | Path) -> Path:
     b, h, w = s.cube.shape
     with rasterio.open(path, "w", driver="GTiff", width=w, height=h, count=b, dtype="int16", crs=s.crs,
                        transform=s.transform, nodata=s.nodata, tiled=True, blockxsize=128, blockysize=128,
-                       compress="deflate", predictor=2, zlevel=9, interleave="band") as dst:
+                       compress="deflate", predictor=2, zlevel=9, interleave="pixel") as dst:
         dst.write(s.cube)
         _band_meta(dst, s.wavelengths, s.fwhm, s.bad)
         dst.scales = (SCALE,) * b

@@ -36,8 +36,8 @@ def test_spectral_cnn_on_synthetic(sample, tmp_path):
     rows = (res.report_dir / "confusion_matrix.csv").read_text().splitlines()
     assert len(rows) == 8 and "water" in rows[0]
     net, meta = load_checkpoint(res.checkpoint)
-    assert meta.class_names[0] == "water" and meta.preprocessing["input_bands"]["count"] == 116
-    assert meta.config["in_bands"] < 116, "bad bands were dropped before the model"
+    assert meta.class_names[0] == "water" and meta.preprocessing["input_bands"]["count"] == 103
+    assert meta.config["in_bands"] < 103, "bad bands were dropped before the model"
 
 
 def test_vector_labels_and_unet(sample, tmp_path):
