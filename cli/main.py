@@ -179,7 +179,7 @@ def classify(
     overlap: Optional[int] = typer.Option(None, "--overlap", help="Tile overlap in pixels (default 25% of the tile, at least the model's receptive field)."),
     batch_size: int = typer.Option(2, "--batch-size", help="Tiles per model call (image models; pixel models are fed in pixel chunks)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
-    probabilities: Optional[ProbFmt] = typer.Option(None, "--probabilities", help="Also write per-class probabilities (float32, or uint8 scaled by 254)."),
+    probabilities: Optional[ProbFmt] = typer.Option(None, "--probabilities", help="Also write per-class probabilities: float32 (the default when no value is given) or uint8 (p x 254)."),
     confidence: bool = typer.Option(False, "--confidence", help="Also write the winning class's probability (float32)."),
     quicklook: bool = typer.Option(False, "--quicklook", help="Also write a PNG quicklook with a legend."),
     legend: Optional[Path] = typer.Option(None, "--legend", help="Own class names/colours (.json, .csv or .clr: value, name, colour)."),
@@ -209,9 +209,19 @@ def _warn_one_line(message, category, filename, lineno, file=None, line=None) ->
     print(f"warning: {message}", file=sys.stderr)
 
 
+def _default_option_values(args: list[str]) -> list[str]:
+    """``--probabilities`` given without a value means float32 (``--probabilities uint8`` picks the compact form)."""
+    out = []
+    for i, a in enumerate(args):
+        out.append(a)
+        if a == "--probabilities" and (i + 1 == len(args) or args[i + 1].startswith("-")):
+            out.append("float32")
+    return out
+
+
 def run(argv: list[str] | None = None) -> int:
     """Console-script entry: user errors print one line and exit 2; ``--debug`` shows tracebacks."""
-    args = list(sys.argv[1:] if argv is None else argv)
+    args = _default_option_values(list(sys.argv[1:] if argv is None else argv))
     debug = "--debug" in args
     if not debug:
         warnings.showwarning = _warn_one_line

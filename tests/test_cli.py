@@ -135,7 +135,7 @@ def test_train_then_classify(capsys, trained):
     d, scene, labels, model = trained
     out = d / "classes.tif"
     code, stdout, err = cli(capsys, "classify", scene, "--model", model, "-o", out, "--tile", "32",
-                            "--probabilities", "float32", "--confidence", "--quicklook")
+                            "--probabilities", "--confidence", "--quicklook")
     assert code == 0, err
     assert out.exists() and out.with_suffix(".qml").exists() and out.with_suffix(".png").exists()
     probs = d / "classes_probabilities.tif"

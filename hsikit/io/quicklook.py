@@ -41,12 +41,15 @@ def save_class_quicklook(class_map: np.ndarray, legend: Legend, png_path: str | 
         lut[i + 1] = (*hex_to_rgb(c), 255)
     rgba = lut[cm]
     h, w = cm.shape
-    fig = plt.figure(figsize=(max(4.0, w / 100 + 2.5), max(3.0, h / 100)))
-    ax = fig.add_axes([0, 0, w / 100 / (w / 100 + 2.5), 1])
+    zoom = max(1.0, 400 / max(h, w))  # draw small maps at least 400 px across
+    img_w, img_h, leg_w = w * zoom / 100, h * zoom / 100, 1.9
+    fig = plt.figure(figsize=(img_w + leg_w, max(img_h, 0.22 * legend.count + 0.4)))
+    split = img_w / (img_w + leg_w)
+    ax = fig.add_axes([0, 0, split, 1])
     ax.imshow(rgba, interpolation="nearest")
     ax.set_axis_off()
     handles = [Patch(color=c, label=n) for n, c in zip(legend.names, legend.colors)]
-    fig.legend(handles=handles, loc="center right", frameon=False, fontsize=8)
+    fig.legend(handles=handles, loc="center left", bbox_to_anchor=(split, 0.5), frameon=False, fontsize=8)
     _save(fig, Path(png_path))
     plt.close(fig)
     return Path(png_path)
