@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from hsikit.errors import InputError
+from hsikit.io.qml import read_qml_palette
 from hsikit.io.scene import Scene
 
 _VECTOR_EXT = {".gpkg", ".shp", ".geojson", ".json", ".fgb", ".gml", ".kml", ".sqlite"}
@@ -134,15 +135,6 @@ def _gdal_categories(p: Path) -> list[str] | None:
     root = ET.parse(aux).getroot()
     cats = root.find("./PAMRasterBand/CategoryNames")
     return [c.text or "" for c in cats.findall("Category")] if cats is not None else None
-
-
-def read_qml_palette(path: str | Path) -> list[tuple[int, str, str]]:
-    """(value, #rrggbb, label) of every ``paletteEntry`` in a QGIS paletted-style ``.qml``."""
-    root = ET.parse(path).getroot()
-    out = []
-    for e in root.iter("paletteEntry"):
-        out.append((int(float(e.get("value"))), e.get("color", "#808080")[:7], e.get("label", "")))
-    return out
 
 
 # -- vectors -------------------------------------------------------------------------------------------------------

@@ -42,3 +42,12 @@ def write_qml_paletted(path: str | Path, legend: Legend) -> None:
 
 def write_qml_pseudocolor(path: str | Path, vmin: float = 0.0, vmax: float = 1.0) -> None:
     Path(path).write_text(pseudocolor_qml(vmin, vmax), encoding="utf-8")
+
+
+def read_qml_palette(path: str | Path) -> list[tuple[int, str, str]]:
+    """(value, #rrggbb, label) of every ``paletteEntry`` in a QGIS paletted-style ``.qml``."""
+    root = ET.parse(path).getroot()
+    out = []
+    for e in root.iter("paletteEntry"):
+        out.append((int(float(e.get("value"))), e.get("color", "#808080")[:7], e.get("label", "")))
+    return out
