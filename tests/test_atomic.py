@@ -221,9 +221,10 @@ def test_rgb_quicklook_png(tmp_path):
 
 
 def test_quicklook_decimates_large_maps(tmp_path):
-    cm = (np.arange(400 * 600).reshape(400, 600) // 600 % 3).astype(np.uint8)
+    # large enough that neither rendering is zoomed up (small maps are drawn at least 400 px across)
+    cm = (np.arange(1200 * 1800).reshape(1200, 1800) // 1800 % 3).astype(np.uint8)
     legend = Legend.from_names(["a", "b", "c"])
-    small = _read_png(save_class_quicklook(cm, legend, tmp_path / "small.png", max_size=100))
-    full = _read_png(save_class_quicklook(cm, legend, tmp_path / "full.png", max_size=1024))
+    small = _read_png(save_class_quicklook(cm, legend, tmp_path / "small.png", max_size=600))
+    full = _read_png(save_class_quicklook(cm, legend, tmp_path / "full.png", max_size=2048))
     assert small.shape[0] < full.shape[0] / 2, (small.shape, full.shape)
     assert small.shape[1] < full.shape[1]
