@@ -28,8 +28,11 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+from hsikit.cli.datasets import app as datasets_app  # noqa: E402  (no torch import)
+
 train_app = typer.Typer(help="Train models on labelled scenes.", no_args_is_help=True)
 app.add_typer(train_app, name="train")
+app.add_typer(datasets_app, name="datasets")
 
 _state = {"debug": False, "progress": True}
 

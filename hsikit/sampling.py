@@ -73,3 +73,43 @@ def split_from_raster(split: np.ndarray, labels: np.ndarray) -> Split:
         raise InputError(f"split raster {s.shape} and labels {labels.shape} differ in shape")
     lab = labels > 0
     return Split((s == 1) & lab, (s == 2) & lab, (s == 3) & lab)
+
+
+def gs2_minibatches(
+    train: np.ndarray,
+    labels: np.ndarray,
+    *,
+    sub_minibatch: int = 20,
+    rng: np.random.Generator,
+    recycle: bool = False,
+) -> list[np.ndarray]:
+    """One epoch of global stochastic stratified (GS²) sampling (FreeNet/FPGA, Zheng et al. 2020).
+
+    Every class's training pixels are shuffled and cut into chunks of ``sub_minibatch``; minibatch k is the union
+    of the k-th chunk of every class, and the minibatches come in a random order. Classes that run out of chunks
+    drop out of later minibatches, as in the reference; ``recycle`` instead refills a short class from a fresh
+    shuffle of its pixels so every minibatch holds every class. Returns flat pixel indices per minibatch
+    (disjoint within the epoch unless ``recycle``; their union is the training set).
+    """
+    if sub_minibatch < 1:
+        raise OptionError(f"sub_minibatch must be >= 1, not {sub_minibatch}")
+    flat_train = np.asarray(train, dtype=bool).ravel()
+    flat_lab = np.asarray(labels).ravel()
+    per_class = []
+    for c in np.unique(flat_lab[flat_train]):
+        idx = np.flatnonzero(flat_train & (flat_lab == c))
+        per_class.append(rng.permutation(idx))
+    if not per_class:
+        raise InputError("GS² sampling needs training pixels; the split has none")
+    n_batches = int(np.ceil(max(p.size for p in per_class) / sub_minibatch))
+    batches = []
+    for k in range(n_batches):
+        parts = []
+        for idx in per_class:
+            chunk = idx[k * sub_minibatch : (k + 1) * sub_minibatch]
+            if recycle and chunk.size < sub_minibatch:
+                chunk = np.concatenate([chunk, rng.choice(idx, sub_minibatch - chunk.size, replace=idx.size < sub_minibatch)])
+            parts.append(chunk)
+        batches.append(np.concatenate(parts))
+    order = rng.permutation(n_batches)
+    return [batches[i] for i in order]

@@ -67,6 +67,7 @@ class Chain:
         resample_to: str | None = None,
         normalize: bool = False,
         pca: int | None = None,
+        pca_whiten: bool = False,
         fill_invalid: bool = True,
     ) -> "Chain":
         """The usual chain from CLI-style options, in a fixed sensible order.
@@ -87,7 +88,7 @@ class Chain:
         if normalize:
             steps.append(Step("normalize"))
         if pca:
-            steps.append(Step("pca", {"n_components": int(pca)}))
+            steps.append(Step("pca", {"n_components": int(pca), "whiten": bool(pca_whiten)}))
         if fill_invalid:
             steps.append(Step("fill_invalid", {"value": 0.0}))
         return cls(steps)
@@ -142,6 +143,7 @@ class Chain:
                     p["mean"] = m.mean.tolist()
                     p["components"] = m.components.tolist()
                     p["explained_variance_ratio"] = m.explained_variance_ratio.tolist()
+                    p["explained_variance"] = m.explained_variance.tolist()
             new = Step(step.op, p)
             done.append(new)
             bands = _step_bands(new, bands)
@@ -182,7 +184,10 @@ class Chain:
                 x = np.tensordot(np.asarray(p["matrix"], np.float32), x, axes=1)
             elif step.op == "pca":
                 x -= np.asarray(p["mean"], np.float32)[:, None, None]
-                x = np.tensordot(np.asarray(p["components"], np.float32), x, axes=1)
+                comp = np.asarray(p["components"], np.float64)
+                if p.get("whiten"):  # unit variance per component (MorpMamba's recipe)
+                    comp = comp / np.sqrt(np.maximum(np.asarray(p["explained_variance"], np.float64), 1e-12))[:, None]
+                x = np.tensordot(comp.astype(np.float32), x, axes=1)
             elif step.op == "fill_invalid" and valid is not None:
                 x[:, ~valid] = np.float32(p.get("value", 0.0))
         x = flush(x)
