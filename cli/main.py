@@ -136,40 +136,143 @@ def preprocess(
 
 # -- train ---------------------------------------------------------------------------------------------------------
 class ClsModel(str, Enum):
-    spectral_cnn = "spectral-cnn"
+    freenet = "freenet"
+    morpmamba = "morpmamba"
     unet = "unet"
+    spectral_cnn = "spectral-cnn"
+    svm = "svm"
+    random_forest = "random-forest"
+
+
+def _model_config(items: list[str] | None) -> dict:
+    """``KEY=VALUE`` pairs (values parsed as JSON when they parse) into a model config dict."""
+    from hsikit.errors import OptionError
+
+    cfg = {}
+    for it in items or []:
+        if "=" not in it:
+            raise OptionError(f"--set expects KEY=VALUE, not {it!r}")
+        k, v = it.split("=", 1)
+        try:
+            cfg[k.strip().replace("-", "_")] = json.loads(v)
+        except json.JSONDecodeError:
+            cfg[k.strip().replace("-", "_")] = v
+    return cfg
 
 
 @train_app.command("classifier")
 def train_classifier(
-    scene: Path = typer.Argument(..., help="Training scene."),
-    labels: Path = typer.Option(..., "--labels", "-l", help="Label raster on the scene grid, or polygons (GeoPackage/Shapefile) with a class attribute."),
+    scene: Optional[Path] = typer.Argument(None, help="Training scene (or use --dataset)."),
+    labels: Optional[Path] = typer.Option(None, "--labels", "-l", help="Label raster on the scene grid, or polygons (GeoPackage/Shapefile) with a class attribute."),
     out: Path = typer.Option(..., "-o", "--out", help="Checkpoint to write (.safetensors, JSON metadata inside)."),
-    model: ClsModel = typer.Option(ClsModel.spectral_cnn, "--model", "-m", help="Architecture."),
+    model: ClsModel = typer.Option(ClsModel.spectral_cnn, "--model", "-m", help="Architecture; each trains with its paper's recipe (see README)."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="A benchmark dataset instead of SCENE/--labels (hsikit datasets list)."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Where benchmark datasets live (default $HSIKIT_DATA or ~/.cache/hsikit/datasets)."),
     attribute: Optional[str] = typer.Option(None, "--attribute", help="Class column of vector labels."),
-    train: float = typer.Option(0.5, "--train", help="Training pixels per class: a fraction (<1) or a count (>=1)."),
-    val: float = typer.Option(0.2, "--val", help="Validation pixels per class: a fraction or a count."),
-    epochs: int = typer.Option(50, "--epochs", help="Maximum epochs."),
-    patience: int = typer.Option(8, "--patience", help="Stop after this many epochs without a better validation OA."),
-    lr: float = typer.Option(1e-3, "--lr", help="Learning rate (Adam)."),
+    train: Optional[float] = typer.Option(None, "--train", help="Training pixels per class: a fraction (<1) or a count (>=1). Default: the model's paper protocol."),
+    val: Optional[float] = typer.Option(None, "--val", help="Validation pixels per class: a fraction or a count."),
+    split: Optional[Path] = typer.Option(None, "--split", help="Split raster on the scene grid: 1 train, 2 validation, 3 test (overrides --train/--val)."),
+    disjoint: bool = typer.Option(False, "--disjoint", help="Drop validation/test pixels whose patch/receptive field overlaps a training pixel's."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs (default: the recipe's)."),
+    iterations: Optional[int] = typer.Option(None, "--iterations", help="Optimiser steps instead of epochs (FreeNet's recipe: 1000)."),
+    patience: Optional[int] = typer.Option(None, "--patience", help="Early stopping: epochs without a better validation OA."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate (default: the recipe's)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Minibatch size (default depends on the model)."),
-    seed: int = typer.Option(0, "--seed", help="Random seed (splits, initialisation, batches)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (splits, initialisation, batches)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
-    drop_bad_bands: bool = typer.Option(True, "--drop-bad-bands/--keep-bad-bands", help="Drop bad and water-vapour bands before the model."),
+    precision: str = typer.Option("32-true", "--precision", help="Lightning precision: 32-true, 16-mixed, bf16-mixed."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from <report>/checkpoints/last.ckpt."),
+    drop_bad_bands: Optional[bool] = typer.Option(None, "--drop-bad-bands/--keep-bad-bands", help="Drop bad and water-vapour bands before the model."),
     pca: Optional[int] = typer.Option(None, "--pca", help="Reduce to N principal components first."),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="Model option KEY=VALUE (e.g. --set reduction_ratio=0.5, --set patch=7)."),
     report_dir: Optional[Path] = typer.Option(None, "--report-dir", help="Where to write the report (default: <out>_report/)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing checkpoint/report."),
 ) -> None:
-    """Train a pixel classifier; writes the checkpoint and a report (OA/AA/kappa, confusion matrix PNG/CSV)."""
+    """Train a classifier; writes the checkpoint and a report (OA/AA/kappa, confusion matrix PNG/CSV)."""
+    from hsikit.errors import OptionError
     from hsikit.pipelines.train_classifier import train_classifier as run_train
 
-    res = run_train(str(scene), str(labels), model=model.value, out=out, attribute=attribute, train=train, val=val,
-                    epochs=epochs, patience=patience, lr=lr, batch_size=batch_size, seed=seed, device=device,
-                    chain={"drop_bad_bands": drop_bad_bands, "pca": pca, "normalize": True},
-                    report_dir=report_dir, overwrite=overwrite, progress=_state["progress"])
+    if dataset:
+        if scene or labels:
+            raise OptionError("give either SCENE --labels L or --dataset, not both")
+        from hsikit.datasets import load
+
+        loaded = load(dataset, data_dir)
+        sc, lab = loaded.scene, loaded.label_map()
+    else:
+        if scene is None or labels is None:
+            raise OptionError("give SCENE and --labels, or --dataset")
+        sc, lab = str(scene), str(labels)
+    split_arr = None
+    if split is not None:
+        import rasterio
+
+        with rasterio.open(split) as src:
+            split_arr = src.read(1)
+    res = run_train(sc, lab, model=model.value, out=out, attribute=attribute, train=train, val=val, split=split_arr,
+                    disjoint=disjoint, epochs=epochs, iterations=iterations, patience=patience, lr=lr,
+                    batch_size=batch_size, seed=seed, device=device, precision=precision, resume=resume,
+                    model_config=_model_config(set_),
+                    chain={"drop_bad_bands": drop_bad_bands, "pca": pca},
+                    report_dir=report_dir, overwrite=overwrite, progress=_state["progress"], command=_command_line())
     m = res.metrics
     typer.echo(f"wrote {res.checkpoint}")
     typer.echo(f"test OA {m['oa']:.4f}  AA {m['aa']:.4f}  kappa {m['kappa']:.4f}  (report: {res.report_dir})")
+
+
+# -- evaluate / benchmark ------------------------------------------------------------------------------------------
+@app.command()
+def evaluate(
+    model: Path = typer.Argument(..., help="Classifier checkpoint (.safetensors)."),
+    scene: Path = typer.Argument(..., help="Labelled scene to classify."),
+    labels: Path = typer.Option(..., "--labels", "-l", help="Reference labels (raster on the scene grid, or polygons)."),
+    out: Path = typer.Option(..., "-o", "--out", help="Run folder: class map, report.json, confusion matrix."),
+    split: Optional[Path] = typer.Option(None, "--split", help="Split raster: only pixels with value 3 (test) are scored."),
+    attribute: Optional[str] = typer.Option(None, "--attribute", help="Class column of vector labels."),
+    tile: int = typer.Option(512, "--tile", help="Tile size in pixels."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run folder's files."),
+) -> None:
+    """Classify a labelled scene and report OA, AA, kappa, per-class accuracy/F1 and the confusion matrix."""
+    from hsikit.pipelines.evaluate import evaluate as run_eval
+
+    res = run_eval(model, scene, labels, out=out, split=split, attribute=attribute, tile=tile, device=device,
+                   overwrite=overwrite, progress=_state["progress"], command=_command_line())
+    m = res.metrics
+    typer.echo(f"OA {m['oa']:.4f}  AA {m['aa']:.4f}  kappa {m['kappa']:.4f}  on {m['n']} pixels")
+    typer.echo(f"run folder: {res.run_dir}")
+
+
+benchmark_app = typer.Typer(help="Run a paper's protocol over several seeds and report mean ± std.", no_args_is_help=True)
+app.add_typer(benchmark_app, name="benchmark")
+
+
+@benchmark_app.command("classify")
+def benchmark_classify(
+    dataset: str = typer.Option(..., "--dataset", "-d", help="Dataset key (hsikit datasets list) or enmap_potsdam."),
+    model: ClsModel = typer.Option(..., "--model", "-m", help="Architecture."),
+    out: Path = typer.Option(..., "-o", "--out", help="Folder for checkpoints, reports and benchmark.json."),
+    protocol: str = typer.Option("paper", "--protocol", help="paper (the model's training-sample protocol) or published (the dataset's split)."),
+    seeds: int = typer.Option(5, "--seeds", help="Number of seeds (0..N-1)."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Dataset folder (default $HSIKIT_DATA / cache)."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Override the recipe's epochs."),
+    iterations: Optional[int] = typer.Option(None, "--iterations", help="Override the recipe's iterations."),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="Model option KEY=VALUE."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing results."),
+) -> None:
+    """Train and test MODEL on DATASET once per seed; prints each run and mean ± std of OA, AA and kappa."""
+    from hsikit.pipelines.benchmark import benchmark_classify as run_bench
+
+    overrides = {k: v for k, v in {"epochs": epochs, "iterations": iterations}.items() if v is not None}
+    res = run_bench(dataset, model.value, out=out, protocol=protocol, seeds=seeds, data_dir=data_dir,
+                    overrides=overrides, model_config=_model_config(set_), device=device, overwrite=overwrite,
+                    progress=_state["progress"], echo=typer.echo)
+    s = res.summary()
+    typer.echo(f"{model.value} on {dataset} ({protocol}, {seeds} seeds): OA {100 * s['oa']['mean']:.2f} ± "
+               f"{100 * s['oa']['std']:.2f}  AA {100 * s['aa']['mean']:.2f} ± {100 * s['aa']['std']:.2f}  "
+               f"kappa {s['kappa']['mean']:.4f} ± {s['kappa']['std']:.4f}")
+    typer.echo(f"results: {res.out / 'benchmark.json'}")
 
 
 # -- classify ------------------------------------------------------------------------------------------------------

@@ -116,8 +116,14 @@ def fit(
     """Train ``net`` with Lightning; returns the network to keep (best-on-validation or last, per the recipe)
     and the per-epoch history. Lightning's own resumable checkpoint is ``run_dir/checkpoints/last.ckpt``
     (loaded back with torch's weights-only unpickler); the model users get is the safetensors file."""
+    import logging
+
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
     from lightning.pytorch.loggers import CSVLogger
+
+    # Lightning's start-up banners (accelerators found, logger tips) are noise in a CLI tool's output
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning.pytorch.utilities.rank_zero"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
     steps_per_epoch = max(1, data.steps_per_epoch())
     if recipe.iterations and recipe.iterations > 0:
@@ -147,6 +153,7 @@ def fit(
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*IterableDataset.*__len__.*")
         warnings.filterwarnings("ignore", message=".*LightningModule.*has parameters that were not used.*")
+        warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
         os.environ.setdefault("PL_DISABLE_FORK", "1")
         trainer.fit(module, train_dataloaders=data.train_loader(),
                     ckpt_path=str(last) if (resume and last.exists()) else None, weights_only=True)
