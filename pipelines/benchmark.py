@@ -65,8 +65,8 @@ def benchmark_classify(
         raise OptionError("give at least one seed")
     out = Path(out)
     summary_path = out / "benchmark.json"
-    check_output(summary_path, overwrite)
     out.mkdir(parents=True, exist_ok=True)
+    check_output(summary_path, overwrite)
     scene, labels, split = _dataset(dataset, data_dir, out, protocol)
     res = BenchmarkResult(dataset, model, protocol, out=out)
     say = echo or (lambda s: None)
