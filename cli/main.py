@@ -176,6 +176,7 @@ def train_classifier(
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs (default: the recipe's)."),
     iterations: Optional[int] = typer.Option(None, "--iterations", help="Optimiser steps instead of epochs (FreeNet's recipe: 1000)."),
     patience: Optional[int] = typer.Option(None, "--patience", help="Early stopping: epochs without a better validation OA."),
+    select_best: Optional[bool] = typer.Option(None, "--select-best/--keep-last", help="Keep the best-validation-OA weights or the last ones (default: the recipe's)."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate (default: the recipe's)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Minibatch size (default depends on the model)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (splits, initialisation, batches)."),
@@ -210,7 +211,8 @@ def train_classifier(
         with rasterio.open(split) as src:
             split_arr = src.read(1)
     res = run_train(sc, lab, model=model.value, out=out, attribute=attribute, train=train, val=val, split=split_arr,
-                    disjoint=disjoint, epochs=epochs, iterations=iterations, patience=patience, lr=lr,
+                    disjoint=disjoint, epochs=epochs, iterations=iterations, patience=patience,
+                    select_best=select_best, lr=lr,
                     batch_size=batch_size, seed=seed, device=device, precision=precision, resume=resume,
                     model_config=_model_config(set_),
                     chain={"drop_bad_bands": drop_bad_bands, "pca": pca},

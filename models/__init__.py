@@ -6,5 +6,7 @@ from hsikit.models import spectral_cnn as _spectral_cnn  # noqa: F401,E402  (reg
 from hsikit.models import unet as _unet  # noqa: F401,E402  (registers)
 from hsikit.models import freenet as _freenet  # noqa: F401,E402  (registers)
 from hsikit.models import morpmamba as _morpmamba  # noqa: F401,E402  (registers)
+from hsikit.models import svm as _svm  # noqa: F401,E402  (registers)
+from hsikit.models import random_forest as _random_forest  # noqa: F401,E402  (registers)
 
 __all__ = ["create_model", "get_entry", "list_models", "register_model"]

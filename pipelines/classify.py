@@ -112,7 +112,9 @@ def classify(
         context = int(entry.receptive_field(cfg))
         # pixel-local models are fed in pixel chunks by the predictor: batching whole tiles only costs memory
         spec = TileSpec(tile=tile, overlap=overlap, batch_size=batch_size if context > 0 else 1)
-        predictor = TorchPredictor(net, device=device, softmax=True, size_multiple=entry.size_multiple,
+        # models whose outputs are already probabilities (random forest) must not be softmaxed again
+        predictor = TorchPredictor(net, device=device, softmax=not getattr(net, "outputs_probabilities", False),
+                                    size_multiple=entry.size_multiple,
                                     pixel_local=context == 0)
         tile_tag = {"tile": tile, "overlap": overlap, "context": context, "blend": "raised-cosine"}
         tags = provenance_tags(

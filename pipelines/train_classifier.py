@@ -40,6 +40,7 @@ def train_classifier(
     epochs: int | None = None,
     iterations: int | None = None,
     patience: int | None = None,
+    select_best: bool | None = None,
     lr: float | None = None,
     batch_size: int | None = None,
     seed: int | None = None,
@@ -59,6 +60,8 @@ def train_classifier(
     into ``train``/``val`` (counts >= 1 or fractions < 1) and the rest for testing, or by a ``split`` array
     (1 train, 2 val, 3 test). ``disjoint`` drops validation/test pixels whose neighbourhood (the model's receptive
     field, e.g. a patch) overlaps a training pixel's, so no test patch shares pixels with a training patch.
+    ``select_best`` keeps the weights of the best validation epoch (default: per recipe; the FreeNet and
+    MorpMamba papers report the last iteration).
     Bands go through the recipe's preprocessing chain fitted on the scene and stored in the checkpoint. Neural
     models train with Lightning (``precision``, ``resume`` from ``<report>/checkpoints/last.ckpt``); "svm" and
     "random-forest" with scikit-learn. The report folder (default ``<out stem>_report``) gets report.json,
@@ -89,6 +92,7 @@ def train_classifier(
     if entry.task != "classification":
         raise OptionError(f"{model} is a {entry.task} model, not a classifier")
     recipe = recipe_for(model).replace(epochs=epochs, iterations=iterations, patience=patience, lr=lr,
+                                       select_best=select_best,
                                        batch_size=batch_size, train=train, val=val, seed=seed)
     if iterations is None and epochs is not None:
         recipe.iterations = -1  # an explicit epoch count wins over the recipe's iteration budget

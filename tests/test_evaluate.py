@@ -86,7 +86,8 @@ def test_benchmark_on_a_catalogue_dataset(tmp_path, capsys, shared_data):
     res = json.loads((out / "benchmark.json").read_text())
     assert [r["seed"] for r in res["runs"]] == [0, 1]
     assert res["summary"]["oa"]["mean"] > 0.9  # separable synthetic spectra
-    assert res["runs"][0]["oa"] != res["runs"][1]["oa"] or res["runs"][0]["per_class_accuracy"] != res["runs"][1]["per_class_accuracy"]
+    # each seed draws its own training pixels: different support vectors, different checkpoints
+    assert (out / "svm_seed0.safetensors").read_bytes() != (out / "svm_seed1.safetensors").read_bytes()
     assert "±" in stdout and "seed 1:" in stdout
 
 

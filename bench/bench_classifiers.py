@@ -1,0 +1,202 @@
+"""Classification models: speed on CPU and accuracy on the real EnMAP Potsdam test tiles.
+
+    python bench/bench_classifiers.py speed [--models freenet morpmamba unet spectral-cnn svm random-forest]
+    python bench/bench_classifiers.py freenet-tiling
+    python bench/bench_classifiers.py accuracy --data-dir ../shared/data/enmap_potsdam --seeds 5 [--models ...]
+
+speed: training time per optimiser step (FreeNet: one GS² iteration over the whole 512×512×200 scene; patch and
+pixel models: one minibatch of their recipe) and inference megapixels/s over a generated 512×512×200 scene
+through the tiled engine (``hsikit.classify``). freenet-tiling: whole-image versus tiled inference time, peak
+memory and agreement on the Potsdam mosaic. accuracy: ``benchmark_classify`` on the published Potsdam split.
+Each measurement runs in a child process so peak RSS is its own. Results are printed as JSON lines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+WORK = HERE / "_classifiers"
+MODELS = ["freenet", "morpmamba", "unet", "spectral-cnn", "svm", "random-forest"]
+#: named variants for the accuracy table: (architecture, train_classifier overrides)
+VARIANTS = {
+    # PCA without whitening and the best-validation epoch (validation tiles are spatially apart from the test tiles)
+    "morpmamba-unwhitened-best": ("morpmamba", {"chain": {"pca_whiten": False}, "select_best": True}),
+}
+
+
+def _child(args: list[str]) -> dict:
+    out = subprocess.run([sys.executable, __file__, "_child", *args], capture_output=True, text=True)
+    if out.returncode:
+        raise SystemExit(out.stderr[-3000:])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _scene_and_labels(size: int = 512, bands: int = 200) -> tuple[Path, Path]:
+    """The generated benchmark scene and labels of its material pattern on every 7th pixel."""
+    import numpy as np
+    import rasterio
+
+    from hsikit.synthetic import CLASS_NAMES, make_large_scene_file
+
+    WORK.mkdir(parents=True, exist_ok=True)
+    scene, labels = WORK / f"scene_{size}_{bands}.tif", WORK / f"labels_{size}_{bands}.tif"
+    if not scene.exists():
+        make_large_scene_file(scene, height=size, width=size, bands=bands, seed=1)
+    if not labels.exists():
+        yy, xx = np.mgrid[0:size, 0:size]
+        cls = ((yy // 23) * 7 + (xx // 31) * 3 + (yy // 97) + (xx // 61)) % len(CLASS_NAMES) + 1
+        cls[(yy * size + xx) % 7 != 0] = 0
+        with rasterio.open(scene) as src:
+            prof = {"driver": "GTiff", "width": size, "height": size, "count": 1, "dtype": "uint8", "nodata": 0,
+                    "crs": src.crs, "transform": src.transform}
+        with rasterio.open(labels, "w", **prof) as dst:
+            dst.write(cls.astype("uint8"), 1)
+    return scene, labels
+
+
+def child_speed(model: str) -> dict:
+    import numpy as np
+    import torch
+
+    from hsikit.io.labels import read_labels
+    from hsikit.io.open import open_scene
+    from hsikit.models.registry import get_entry
+    from hsikit.pipelines.classify import classify
+    from hsikit.pipelines.train_classifier import train_classifier
+
+    scene, labels = _scene_and_labels()
+    ckpt = WORK / f"{model}.safetensors"
+    kw: dict = {"train": 50, "val": 0}
+    kw.update({"iterations": 5} if model == "freenet" else {"epochs": 2})
+    t0 = time.perf_counter()
+    res = train_classifier(scene, labels, out=ckpt, model=model, overwrite=True, progress=False, **kw)
+    train_s = time.perf_counter() - t0
+    hist = res.history
+    steps = hist[-1].get("step", 0) if hist else 0
+    # time per step from the training loop alone: re-run one epoch's worth with a timer around the fit
+    from hsikit.training.data import DATA_KINDS
+    entry = get_entry(model)
+    per_step = None
+    if entry.inputs in DATA_KINDS and model not in ("svm", "random-forest"):
+        import hsikit.pipelines.train_classifier as tc
+        from hsikit.models.registry import create_model, make_config
+        from hsikit.preprocess.chain import Chain
+        from hsikit.sampling import stratified_split
+        from hsikit.training.recipes import recipe_for
+
+        with open_scene(scene) as sc:
+            lab = read_labels(labels, sc).values
+            r = recipe_for(model)
+            ch = Chain.from_options(**r.chain).fit(sc)
+            x = tc._preprocessed(sc, ch)
+        sp = stratified_split(lab, train=r.train if model != "freenet" else 200, seed=0)
+        cfg = {"in_bands": x.shape[0], "num_classes": int(lab.max())}
+        net = create_model(model, **cfg)
+        data = tc._data_for(entry, x, lab, sp, r, tile=64, context=int(entry.receptive_field(make_config(model, **cfg))),
+                            model_config=cfg)
+        opt = torch.optim.SGD(net.parameters(), lr=1e-3)
+        it = iter(data.train_loader())
+        times = []
+        for i in range(4):
+            batch = next(it)
+            t = time.perf_counter()
+            loss = data.loss(net, batch)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            times.append(time.perf_counter() - t)
+        per_step = float(np.median(times[1:]))
+        steps_per_epoch = data.steps_per_epoch()
+    else:
+        steps_per_epoch = None
+    t0 = time.perf_counter()
+    cres = classify(scene, out=WORK / f"{model}_map.tif", model=ckpt, overwrite=True, progress=False)
+    infer_s = time.perf_counter() - t0
+    return {"bench": "speed", "model": model, "train_seconds_total": round(train_s, 2),
+            "seconds_per_step": per_step and round(per_step, 4), "steps_per_epoch": steps_per_epoch,
+            "infer_seconds": round(infer_s, 2), "infer_mpx_per_s": round(cres.pixels / infer_s / 1e6, 4),
+            "scene": "512x512x200", "peak_rss_mb": round(_rss_mb()), "threads": torch.get_num_threads()}
+
+
+def child_freenet_tiling(data_dir: str, iterations: int) -> dict:
+    import numpy as np
+    import rasterio
+    import torch
+
+    from hsikit.pipelines.classify import classify
+    from hsikit.pipelines.protocols import enmap_potsdam
+    from hsikit.pipelines.train_classifier import train_classifier
+
+    f = enmap_potsdam(data_dir, WORK / "potsdam")
+    ckpt = WORK / "freenet_potsdam.safetensors"
+    if not ckpt.exists():
+        train_classifier(f.scene, f.labels, out=ckpt, model="freenet", split=f.split_array(), iterations=iterations,
+                         progress=False, overwrite=True)
+    rss0 = _rss_mb()
+    t0 = time.perf_counter()
+    whole = classify(f.scene, out=WORK / "freenet_whole.tif", model=ckpt, tile=512, overwrite=True, progress=False)
+    t_whole = time.perf_counter() - t0
+    rss_whole = _rss_mb()
+    t0 = time.perf_counter()
+    tiled = classify(f.scene, out=WORK / "freenet_tiled.tif", model=ckpt, tile=64, overwrite=True, progress=False)
+    t_tiled = time.perf_counter() - t0
+    with rasterio.open(whole.class_map) as a, rasterio.open(tiled.class_map) as b:
+        wa, tb = a.read(1), b.read(1)
+    valid = wa > 0
+    return {"bench": "freenet-tiling", "scene": f"{wa.shape[0]}x{wa.shape[1]}", "whole_seconds": round(t_whole, 2),
+            "tiled64_seconds": round(t_tiled, 2), "agreement": float((wa[valid] == tb[valid]).mean()),
+            "rss_before_mb": round(rss0), "rss_after_whole_mb": round(rss_whole), "peak_rss_mb": round(_rss_mb()),
+            "tiles_tiled": tiled.tiles, "threads": torch.get_num_threads()}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("what", choices=["speed", "freenet-tiling", "accuracy", "_child"])
+    p.add_argument("rest", nargs="*")
+    p.add_argument("--models", nargs="+", default=MODELS)
+    p.add_argument("--data-dir", default=str(HERE.parent.parent / "shared/data/enmap_potsdam"))
+    p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--iterations", type=int, default=None, help="FreeNet iterations (default: the paper's 1000)")
+    a = p.parse_args()
+    machine = {"machine": platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version()}
+    if a.what == "_child":
+        kind, *args = a.rest
+        if kind == "speed":
+            print(json.dumps(child_speed(args[0])))
+        elif kind == "tiling":
+            print(json.dumps(child_freenet_tiling(args[0], int(args[1]))))
+        return
+    if a.what == "speed":
+        for m in a.models:
+            print(json.dumps({**_child(["speed", m]), **machine}), flush=True)
+    elif a.what == "freenet-tiling":
+        print(json.dumps({**_child(["tiling", a.data_dir, str(a.iterations or 1000)]), **machine}), flush=True)
+    else:
+        from hsikit.pipelines.benchmark import benchmark_classify
+
+        for m in a.models:
+            arch, over = VARIANTS.get(m, (m, {}))
+            over = dict(over, **({"iterations": a.iterations} if (arch == "freenet" and a.iterations) else {}))
+            res = benchmark_classify("enmap_potsdam", arch, out=WORK / "accuracy" / m, protocol="published",
+                                     seeds=a.seeds, data_dir=a.data_dir, overrides=over, overwrite=True,
+                                     progress=False)
+            print(json.dumps({"bench": "accuracy", "model": m, "overrides": over, **res.summary(),
+                              "runs": [{k: r[k] for k in ("seed", "oa", "aa", "kappa")} for r in res.runs], **machine}),
+                  flush=True)
+
+
+if __name__ == "__main__":
+    main()
