@@ -84,7 +84,7 @@ def train_classifier(
 
     t_start = time.perf_counter()
     out = Path(out)
-    check_output(out, overwrite)
+    check_output(out, overwrite or resume)  # a resumed run replaces its own earlier checkpoint
     rdir = Path(report_dir) if report_dir else out.with_name(out.stem + "_report")
     if rdir.exists() and not overwrite and not resume and any(rdir.iterdir()):
         raise InputError(f"report folder exists and is not empty: {rdir} (use --overwrite, or --resume)")
@@ -128,9 +128,10 @@ def train_classifier(
         x = _preprocessed(sc, ch)
         if entry.inputs == "pixel spectra" and model in _CLASSICAL:
             net, history = _fit_classical(model, x, lab, sp, k, seed, model_config or {})
+            curve: list[float] = []
             cfg = dict(net.cfg.__dict__) if hasattr(net, "cfg") else cfg
         else:
-            net, history = _fit_neural(model, entry, cfg, x, lab, sp, recipe, dev, rdir, tile=tile, context=context,
+            net, history, curve = _fit_neural(model, entry, cfg, x, lab, sp, recipe, dev, rdir, tile=tile, context=context,
                                        progress=progress, precision=precision, resume=resume)
         pred_test = _predict(entry, net, x, lab, sp, recipe, dev, tile=tile, context=context)
         ref_test = lab[sp.test] - 1
@@ -154,7 +155,7 @@ def train_classifier(
                     "hsikit_version": __version__, "recipe": dataclasses.asdict(recipe),
                     "split": {"train": recipe.train, "val": recipe.val, "disjoint": disjoint, "counts": sp.counts(lab)},
                     "preprocessing": [s.op for s in ch.steps], "device": str(dev), "precision": precision,
-                    "history": history, "metrics": metrics, "class_names": names, "seconds": seconds,
+                    "history": history, "loss_curve": [round(v, 6) for v in curve], "metrics": metrics, "class_names": names, "seconds": seconds,
                     "checkpoint": out.name, "command": command},
                    rdir / "report.json")
     finally:

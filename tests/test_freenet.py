@@ -170,7 +170,7 @@ def test_tiled_inference_agrees_with_whole_image(tmp_path):
     net = create_model("freenet", in_bands=6, num_classes=int(lab.max()), reduction_ratio=0.25)
     r = recipe_for("freenet")
     r.iterations, r.lr = 40, 0.05
-    net, _ = fit(net, GS2Data(x, lab, sp.train, seed=0), r, sp.val, device=torch.device("cpu"), run_dir=tmp_path,
+    net, _, _ = fit(net, GS2Data(x, lab, sp.train, seed=0), r, sp.val, device=torch.device("cpu"), run_dir=tmp_path,
                  progress=False)
     with torch.no_grad():
         whole = net(torch.from_numpy(x)[None])[0].argmax(0).numpy()

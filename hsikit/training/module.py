@@ -31,6 +31,7 @@ class ClassifierModule(L.LightningModule):
         self.total_steps = max(1, int(total_steps))
         self.history: list[dict[str, float]] = []
         self._epoch_loss: list[float] = []
+        self.loss_curve: list[float] = []  # every optimiser step's loss
         self.best_state: dict[str, torch.Tensor] | None = None
         self.best_score = -math.inf
 
@@ -40,6 +41,7 @@ class ClassifierModule(L.LightningModule):
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         loss = self.data.loss(self.net, batch)
         self._epoch_loss.append(float(loss.detach()))
+        self.loss_curve.append(self._epoch_loss[-1])
         self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=1)
         return loss
 
@@ -90,11 +92,13 @@ class ClassifierModule(L.LightningModule):
     # The data object is not part of the checkpoint; only weights, optimiser, schedule and loop state are.
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["hsikit_history"] = self.history
+        checkpoint["hsikit_loss_curve"] = self.loss_curve
         checkpoint["hsikit_best"] = self.best_state
         checkpoint["hsikit_best_score"] = self.best_score
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.history = list(checkpoint.get("hsikit_history", []))
+        self.loss_curve = list(checkpoint.get("hsikit_loss_curve", []))
         self.best_state = checkpoint.get("hsikit_best")
         self.best_score = float(checkpoint.get("hsikit_best_score", -math.inf))
 
@@ -112,9 +116,9 @@ def fit(
     resume: bool = False,
     devices: int = 1,
     strategy: str = "auto",
-) -> tuple[torch.nn.Module, list[dict[str, float]]]:
-    """Train ``net`` with Lightning; returns the network to keep (best-on-validation or last, per the recipe)
-    and the per-epoch history. Lightning's own resumable checkpoint is ``run_dir/checkpoints/last.ckpt``
+) -> tuple[torch.nn.Module, list[dict[str, float]], list[float]]:
+    """Train ``net`` with Lightning; returns the network to keep (best-on-validation or last, per the recipe),
+    the per-epoch history and the loss of every optimiser step. Lightning's own resumable checkpoint is ``run_dir/checkpoints/last.ckpt``
     (loaded back with torch's weights-only unpickler); the model users get is the safetensors file."""
     import logging
 
@@ -127,7 +131,8 @@ def fit(
 
     steps_per_epoch = max(1, data.steps_per_epoch())
     if recipe.iterations and recipe.iterations > 0:
-        max_steps, max_epochs = int(recipe.iterations), int(math.ceil(recipe.iterations / steps_per_epoch))
+        # no epoch bound: a resumed run must not stop at an epoch count derived from the earlier budget
+        max_steps, max_epochs = int(recipe.iterations), -1
     else:
         max_epochs, max_steps = int(recipe.epochs), -1
     total = max_steps if max_steps > 0 else max_epochs * steps_per_epoch
@@ -159,4 +164,4 @@ def fit(
                     ckpt_path=str(last) if (resume and last.exists()) else None, weights_only=True)
     if recipe.select_best and module.best_state is not None:
         net.load_state_dict(module.best_state)
-    return net.cpu().eval(), module.history
+    return net.cpu().eval(), module.history, module.loss_curve
