@@ -33,11 +33,14 @@ def _take(n_avail: int, want: float) -> int:
     return int(round(want * n_avail)) if want < 1 else int(want)
 
 
-def stratified_split(labels: np.ndarray, *, train: float, val: float = 0, seed: int = 0) -> Split:
+def stratified_split(labels: np.ndarray, *, train: float, val: float = 0, seed: int = 0,
+                     max_train_fraction: float | None = None) -> Split:
     """Per class, draw ``train`` then ``val`` pixels (counts >= 1 or fractions < 1); the rest is test.
 
-    At least one pixel of each class is kept for testing when the class has two or more; classes with fewer
-    pixels than asked for are warned about and split as far as they go.
+    ``max_train_fraction`` caps a fixed count at that share of the class (FreeNet's 200 px/class would
+    otherwise take every pixel of Indian Pines' smallest classes). At least one pixel of each class is kept for
+    testing when the class has two or more; classes with fewer pixels than asked for are warned about and
+    split as far as they go.
     """
     lab = np.asarray(labels)
     if not (lab > 0).any():
@@ -52,6 +55,8 @@ def stratified_split(labels: np.ndarray, *, train: float, val: float = 0, seed: 
         rng.shuffle(idx)
         n = idx.size
         n_tr, n_va = _take(n, train), _take(n, val)
+        if max_train_fraction is not None:
+            n_tr = min(n_tr, max(1, int(np.floor(max_train_fraction * n))))
         cap = n - 1 if n > 1 else n
         if n_tr + n_va > cap:
             short.append(f"{int(c)} ({n} px)")

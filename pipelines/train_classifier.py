@@ -109,7 +109,8 @@ def train_classifier(
         names = list(lm.class_names or [])[:k] + [f"class_{i}" for i in range(len(lm.class_names or []) + 1, k + 1)]
         colors = list(lm.class_colors) if lm.class_colors and len(lm.class_colors) >= k else default_colors(k)
         sp = (split_from_raster(split, lab) if split is not None
-              else stratified_split(lab, train=recipe.train, val=recipe.val, seed=seed))
+              else stratified_split(lab, train=recipe.train, val=recipe.val, seed=seed,
+                                    max_train_fraction=recipe.max_train_fraction))
         if not sp.train.any():
             raise InputError("the split left no training pixel")
         opts = dict(recipe.chain)

@@ -198,3 +198,31 @@ def test_same_seed_same_weights(tmp_path):
             progress=False)
         outs.append(torch.cat([p.detach().ravel() for p in net.parameters()]))
     assert torch.equal(outs[0], outs[1])
+
+
+def test_fixed_count_capped_on_indian_pines_small_classes(shared_data):
+    """200 px/class on the real Indian Pines ground truth: the cap (half of a class) leaves test pixels in
+    Alfalfa (46), Grass-pasture-mowed (28) and Oats (20); large classes get exactly 200."""
+    import scipy.io
+
+    gt = scipy.io.loadmat(shared_data / "indian_pines_gt/Indian_pines_gt.mat")["y"].astype(np.int64)
+    r = recipe_for("freenet")
+    sp = stratified_split(gt, train=r.train, seed=r.seed, max_train_fraction=r.max_train_fraction)
+    c = sp.counts(gt)
+    assert c["train"][1] == 23 and c["train"][7] == 14 and c["train"][9] == 10
+    assert c["train"][2] == 200 and c["train"][11] == 200
+    assert all(c["test"].get(k, 0) > 0 for k in range(1, 17))
+
+
+def test_disjoint_split_keeps_test_windows_apart():
+    from hsikit.pipelines.train_classifier import _disjoint
+
+    rng = np.random.default_rng(0)
+    lab = rng.integers(1, 4, (60, 60))
+    sp = _disjoint(stratified_split(lab, train=0.02, val=0.02, seed=0), radius=2)
+    tr = np.argwhere(sp.train)
+    for mask in (sp.test, sp.val):
+        te = np.argwhere(mask)
+        assert te.size
+        d = np.abs(te[:, None, :] - tr[None, :, :]).max(axis=2).min(axis=1)
+        assert d.min() > 4  # 4x4/5x5 windows around test pixels share no pixel with a training window

@@ -36,6 +36,7 @@ class Recipe:
     #: default split: counts per class (>= 1) or fractions (< 1); FreeNet's paper uses 200 px/class, no validation
     train: float = 0.5
     val: float = 0.2
+    max_train_fraction: float | None = None
     seed: int = 0
 
     def replace(self, **changes: Any) -> "Recipe":
@@ -47,7 +48,7 @@ RECIPES: dict[str, Recipe] = {
     # iterations, grad-norm clip 35, 20 px/class per GS² minibatch, seed 2333, per-band z-score of the scene.
     "freenet": Recipe(optimizer="sgd", lr=1e-3, weight_decay=1e-3, schedule="poly", epochs=100, iterations=1000,
                       grad_clip=35.0, early_stopping=False, select_best=False, sub_minibatch=20,
-                      train=200, val=0, seed=2333),
+                      train=200, val=0, max_train_fraction=0.5, seed=2333),
     # Ahmad et al. 2025 (official notebook): 15 whitened PCA components, Adam 1e-3 with Keras decay 1e-6,
     # 50 epochs of batch 256, 25 % train / 25 % validation (monitored only), last epoch kept.
     "morpmamba": Recipe(optimizer="adam", lr=1e-3, schedule="inverse_time", decay=1e-6, epochs=50, batch_size=256,
