@@ -7,7 +7,8 @@
 speed: training time per optimiser step (FreeNet: one GS² iteration over the whole 512×512×200 scene; patch and
 pixel models: one minibatch of their recipe) and inference megapixels/s over a generated 512×512×200 scene
 through the tiled engine (``hsikit.classify``). freenet-tiling: whole-image versus tiled inference time, peak
-memory and agreement on the Potsdam mosaic. accuracy: ``benchmark_classify`` on the published Potsdam split.
+memory and class-map agreement (Potsdam mosaic with the accuracy run's FreeNet; run accuracy and speed
+first). accuracy: ``benchmark_classify`` on the published Potsdam split.
 Each measurement runs in a child process so peak RSS is its own. Results are printed as JSON lines.
 """
 
@@ -131,35 +132,55 @@ def child_speed(model: str) -> dict:
             "scene": "512x512x200", "peak_rss_mb": round(_rss_mb()), "threads": torch.get_num_threads()}
 
 
-def child_freenet_tiling(data_dir: str, iterations: int) -> dict:
-    import numpy as np
-    import rasterio
+def child_classify(scene: str, model: str, tile: int, out: str) -> dict:
+    """One classification in its own process: wall time and peak RSS."""
     import torch
 
     from hsikit.pipelines.classify import classify
+
+    t0 = time.perf_counter()
+    res = classify(scene, out=out, model=model, tile=tile, overwrite=True, progress=False)
+    return {"seconds": round(time.perf_counter() - t0, 2), "peak_rss_mb": round(_rss_mb()), "tiles": res.tiles,
+            "threads": torch.get_num_threads()}
+
+
+def freenet_tiling(data_dir: str) -> list[dict]:
+    """Whole-image (one tile) versus tiled FreeNet inference: the real Potsdam mosaic with the accuracy run's
+    seed-0 model (agreement), and the 512×512×200 generated scene with the speed run's model (time, memory)."""
+    import numpy as np
+    import rasterio
+
     from hsikit.pipelines.protocols import enmap_potsdam
     from hsikit.pipelines.train_classifier import train_classifier
 
+    rows = []
     f = enmap_potsdam(data_dir, WORK / "potsdam")
-    ckpt = WORK / "freenet_potsdam.safetensors"
+    ckpt = WORK / "accuracy" / "freenet" / "freenet_seed0.safetensors"
     if not ckpt.exists():
-        train_classifier(f.scene, f.labels, out=ckpt, model="freenet", split=f.split_array(), iterations=iterations,
-                         progress=False, overwrite=True)
-    rss0 = _rss_mb()
-    t0 = time.perf_counter()
-    whole = classify(f.scene, out=WORK / "freenet_whole.tif", model=ckpt, tile=512, overwrite=True, progress=False)
-    t_whole = time.perf_counter() - t0
-    rss_whole = _rss_mb()
-    t0 = time.perf_counter()
-    tiled = classify(f.scene, out=WORK / "freenet_tiled.tif", model=ckpt, tile=64, overwrite=True, progress=False)
-    t_tiled = time.perf_counter() - t0
-    with rasterio.open(whole.class_map) as a, rasterio.open(tiled.class_map) as b:
-        wa, tb = a.read(1), b.read(1)
-    valid = wa > 0
-    return {"bench": "freenet-tiling", "scene": f"{wa.shape[0]}x{wa.shape[1]}", "whole_seconds": round(t_whole, 2),
-            "tiled64_seconds": round(t_tiled, 2), "agreement": float((wa[valid] == tb[valid]).mean()),
-            "rss_before_mb": round(rss0), "rss_after_whole_mb": round(rss_whole), "peak_rss_mb": round(_rss_mb()),
-            "tiles_tiled": tiled.tiles, "threads": torch.get_num_threads()}
+        raise SystemExit(f"run the accuracy benchmark for freenet first ({ckpt} missing)")
+    maps = {}
+    for tile in (512, 160):
+        out = WORK / f"potsdam_freenet_t{tile}.tif"
+        r = _child(["classify", str(f.scene), str(ckpt), str(tile), str(out)])
+        with rasterio.open(out) as src:
+            maps[tile] = src.read(1)
+        rows.append({"bench": "freenet-tiling", "scene": "potsdam 192x160x224", "tile": tile, **r})
+    with rasterio.open(f.labels) as src:
+        lab = src.read(1)
+    valid = maps[512] > 0
+    rows.append({"bench": "freenet-tiling", "scene": "potsdam", "agreement_all_pixels":
+                 float((maps[512][valid] == maps[160][valid]).mean()),
+                 "agreement_labelled": float((maps[512][lab > 0] == maps[160][lab > 0]).mean()),
+                 "oa_whole": float((maps[512][lab > 0] == lab[lab > 0]).mean()),
+                 "oa_tiled": float((maps[160][lab > 0] == lab[lab > 0]).mean())})
+    scene, _ = _scene_and_labels()
+    model = WORK / "freenet.safetensors"
+    if model.exists():
+        for tile in (512, 256):
+            out = WORK / f"scene512_freenet_t{tile}.tif"
+            rows.append({"bench": "freenet-tiling", "scene": "generated 512x512x200", "tile": tile,
+                         **_child(["classify", str(scene), str(model), str(tile), str(out)])})
+    return rows
 
 
 def main() -> None:
@@ -176,14 +197,15 @@ def main() -> None:
         kind, *args = a.rest
         if kind == "speed":
             print(json.dumps(child_speed(args[0])))
-        elif kind == "tiling":
-            print(json.dumps(child_freenet_tiling(args[0], int(args[1]))))
+        elif kind == "classify":
+            print(json.dumps(child_classify(args[0], args[1], int(args[2]), args[3])))
         return
     if a.what == "speed":
         for m in a.models:
             print(json.dumps({**_child(["speed", m]), **machine}), flush=True)
     elif a.what == "freenet-tiling":
-        print(json.dumps({**_child(["tiling", a.data_dir, str(a.iterations or 1000)]), **machine}), flush=True)
+        for row in freenet_tiling(a.data_dir):
+            print(json.dumps({**row, **machine}), flush=True)
     else:
         from hsikit.pipelines.benchmark import benchmark_classify
 

@@ -118,7 +118,9 @@ def train_classifier(
         ch = Chain.from_options(**opts).fit(sc)
         n_feat = ch.output_bands(sc.bands).count
         cfg = {"in_bands": n_feat, "num_classes": k, **(model_config or {})}
-        context = int(entry.receptive_field(make_config(model, **cfg)))
+        full_cfg = make_config(model, **cfg)
+        context = int(entry.receptive_field(full_cfg))
+        cfg = dataclasses.asdict(full_cfg)  # every option stored: later default changes cannot alter the model
         if disjoint:
             sp = _disjoint(sp, context)
 

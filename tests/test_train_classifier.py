@@ -96,3 +96,29 @@ def test_real_enmap_tiles(shared_data, tmp_path):
     counts = np.array(res.metrics["support"], float)
     chance = (counts / counts.sum()).max()
     assert res.metrics["oa"] > chance + 0.1, (res.metrics["oa"], chance)
+
+
+def test_mixed_precision_and_lightning_logs(sample, tmp_path):
+    """bf16 autocast on CPU through Lightning's precision plugin; metrics.csv from its CSV logger."""
+    res = train_classifier(sample / "scene.tif", sample / "labels.tif", out=tmp_path / "m.safetensors", train=30,
+                           val=15, epochs=6, patience=10, precision="bf16-mixed", progress=False)
+    losses = [h["train_loss"] for h in res.history]
+    assert np.isfinite(losses).all() and losses[-1] < losses[0]
+    rep = json.loads((res.report_dir / "report.json").read_text())
+    assert rep["precision"] == "bf16-mixed" and rep["recipe"]["optimizer"] == "adam"
+    assert "train_loss" in (res.report_dir / "metrics.csv").read_text().splitlines()[0]
+    net, _ = load_checkpoint(res.checkpoint)
+    assert all(p.dtype.is_floating_point and p.dtype.itemsize == 4 for p in net.parameters())
+
+
+def test_paper_recipe_defaults_and_overrides(sample, tmp_path):
+    """MorpMamba's recipe: 25 % train / 25 % validation, 15 whitened PCA components in the stored chain;
+    --epochs overrides the recipe's 50."""
+    res = train_classifier(sample / "scene.tif", sample / "labels.tif", out=tmp_path / "mm.safetensors",
+                           model="morpmamba", epochs=2, progress=False)
+    rep = json.loads((res.report_dir / "report.json").read_text())
+    assert rep["recipe"]["train"] == 0.25 and rep["recipe"]["val"] == 0.25 and len(res.history) == 2
+    _, meta = load_checkpoint(res.checkpoint)
+    pca = [s for s in meta.preprocessing["steps"] if s["op"] == "pca"][0]
+    assert pca["params"]["n_components"] == 15 and pca["params"]["whiten"] is True
+    assert meta.config["in_bands"] == 15 and meta.config["patch"] == 4
