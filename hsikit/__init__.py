@@ -33,6 +33,10 @@ _LAZY = {
     "preprocess_scene": "hsikit.pipelines.preprocess:preprocess_scene",
     "classify": "hsikit.pipelines.classify:classify",
     "train_classifier": "hsikit.pipelines.train_classifier:train_classifier",
+    "evaluate": "hsikit.pipelines.evaluate:evaluate",
+    "benchmark_classify": "hsikit.pipelines.benchmark:benchmark_classify",
+    "load_dataset": "hsikit.datasets.catalog:load",
+    "download_dataset": "hsikit.datasets.download:download",
 }
 
 __all__ = ["__version__", *sorted(_LAZY)]
