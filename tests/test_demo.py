@@ -61,3 +61,11 @@ def test_demo_gdalinfo(demo):
     assert b["categories"][:3] == ["no data", "water", "trees"]
     assert b["colorTable"]["entries"][0][3] == 0
     assert len(b["overviews"]) >= 1
+
+
+def test_default_model_is_freenet():
+    from hsikit.checkpoint import read_checkpoint_meta
+
+    meta = read_checkpoint_meta(SAMPLE / "sample_model.safetensors")
+    assert meta.arch == "freenet" and meta.task == "classification"
+    assert meta.provenance["test_oa"] > 0.97
