@@ -185,6 +185,7 @@ def train_classifier(
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from <report>/checkpoints/last.ckpt."),
     drop_bad_bands: Optional[bool] = typer.Option(None, "--drop-bad-bands/--keep-bad-bands", help="Drop bad and water-vapour bands before the model."),
     pca: Optional[int] = typer.Option(None, "--pca", help="Reduce to N principal components first."),
+    pca_whiten: Optional[bool] = typer.Option(None, "--pca-whiten/--no-pca-whiten", help="Scale PCA components to unit variance (MorpMamba's notebook does)."),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="Model option KEY=VALUE (e.g. --set reduction_ratio=0.5, --set patch=7)."),
     report_dir: Optional[Path] = typer.Option(None, "--report-dir", help="Where to write the report (default: <out>_report/)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing checkpoint/report."),
@@ -215,7 +216,7 @@ def train_classifier(
                     select_best=select_best, lr=lr,
                     batch_size=batch_size, seed=seed, device=device, precision=precision, resume=resume,
                     model_config=_model_config(set_),
-                    chain={"drop_bad_bands": drop_bad_bands, "pca": pca},
+                    chain={"drop_bad_bands": drop_bad_bands, "pca": pca, "pca_whiten": pca_whiten},
                     report_dir=report_dir, overwrite=overwrite, progress=_state["progress"], command=_command_line())
     m = res.metrics
     typer.echo(f"wrote {res.checkpoint}")
