@@ -37,6 +37,8 @@ def enmap_potsdam(data_dir: str | Path, workdir: str | Path) -> ProtocolFiles:
     import rasterio
     from rasterio.merge import merge
 
+    from hsikit.io.legend import hex_to_rgb
+
     root = Path(data_dir)
     lists = {name: root / f"{name}_files.csv" for name in ("train", "validation", "test")}
     if not all(p.exists() for p in lists.values()):
@@ -81,12 +83,8 @@ def enmap_potsdam(data_dir: str | Path, workdir: str | Path) -> ProtocolFiles:
     with rasterio.open(files.labels, "w", **grid) as dst:
         dst.write(lab, 1)
         dst.update_tags(HSIKIT_CLASS_NAMES=json.dumps(POTSDAM_CLASSES), HSIKIT_CLASS_COLORS=json.dumps(POTSDAM_COLORS))
-        dst.write_colormap(1, {0: (0, 0, 0, 0), **{i + 1: _rgb(c) for i, c in enumerate(POTSDAM_COLORS)}})
+        dst.write_colormap(1, {0: (0, 0, 0, 0), **{i + 1: (*hex_to_rgb(c), 255) for i, c in enumerate(POTSDAM_COLORS)}})
     with rasterio.open(files.split, "w", **grid) as dst:
         dst.write(split, 1)
     return files
 
-
-def _rgb(hex_color: str) -> tuple[int, int, int, int]:
-    h = hex_color.lstrip("#")
-    return int(h[0:2], 16), int(h[2:4], 16), int(h[4:6], 16), 255
