@@ -129,14 +129,15 @@ def train_classifier(
         dev = resolve_device(device)
         rdir.mkdir(parents=True, exist_ok=True)
         x = _preprocessed(sc, ch)
-        if entry.inputs == "pixel spectra" and model in _CLASSICAL:
-            net, history = _fit_classical(model, x, lab, sp, k, seed, model_config or {})
+        data = _data_for(entry, x, lab, sp, recipe, tile=tile, context=context, model_config=cfg)
+        if model in _CLASSICAL:
+            net, history = _fit_classical(model, data, sp, k, seed, model_config or {})
             curve: list[float] = []
-            cfg = dict(net.cfg.__dict__) if hasattr(net, "cfg") else cfg
+            cfg = dataclasses.asdict(net.cfg)
         else:
-            net, history, curve = _fit_neural(model, entry, cfg, x, lab, sp, recipe, dev, rdir, tile=tile, context=context,
-                                       progress=progress, precision=precision, resume=resume)
-        pred_test = _predict(entry, net, x, lab, sp, recipe, dev, tile=tile, context=context)
+            net, history, curve = _fit_neural(model, cfg, data, sp, recipe, dev, rdir, progress=progress,
+                                              precision=precision, resume=resume)
+        pred_test = _predict(net, data, sp.test, dev)
         ref_test = lab[sp.test] - 1
         cm = confusion_matrix(ref_test, pred_test, k) if ref_test.size else np.zeros((k, k), int)
         metrics = scores(cm)
@@ -206,19 +207,18 @@ def _data_for(entry, x, lab, sp, recipe, *, tile: int, context: int, model_confi
                patch=model_config.get("patch", 4))
 
 
-def _fit_neural(model, entry, cfg, x, lab, sp, recipe, dev, rdir, *, tile, context, progress, precision, resume):
+def _fit_neural(model, cfg, data, sp, recipe, dev, rdir, *, progress, precision, resume):
     from hsikit.models.registry import create_model
     from hsikit.training.module import fit
 
     net = create_model(model, **cfg).to(dev)
-    data = _data_for(entry, x, lab, sp, recipe, tile=tile, context=context, model_config=cfg)
     return fit(net, data, recipe, sp.val, device=dev, run_dir=rdir, progress=progress, precision=precision,
                resume=resume)
 
 
-def _fit_classical(model, x, lab, sp, k, seed, model_config):
-    feats = np.ascontiguousarray(x[:, sp.train].T)
-    y = lab[sp.train].astype(np.int64) - 1
+def _fit_classical(model, data, sp, k, seed, model_config):
+    feats = np.ascontiguousarray(data.x[:, sp.train].T)
+    y = data.labels[sp.train].astype(np.int64) - 1
     t0 = time.perf_counter()
     if model == "svm":
         from hsikit.models.svm import fit_svm
@@ -232,30 +232,15 @@ def _fit_classical(model, x, lab, sp, k, seed, model_config):
     if sp.val.any():
         import torch
 
-        with torch.no_grad():
-            pv = _pixel_predict(net, x, sp.val, torch.device("cpu"))
-        history[0]["val_oa"] = float((pv == lab[sp.val] - 1).mean())
+        pv = data.predict(net.eval(), sp.val, torch.device("cpu"))
+        history[0]["val_oa"] = float((pv == data.labels[sp.val] - 1).mean())
     return net.eval(), history
 
 
-def _pixel_predict(net, x, mask, device):
-    from hsikit.training.data import PixelData
-
-    return PixelData(x, np.zeros(mask.shape, np.int64), mask).predict(net, mask, device)
-
-
-def _predict(entry, net, x, lab, sp, recipe, dev, *, tile, context):
-    """0-based predicted classes of the test pixels."""
-    import torch
-
+def _predict(net, data, mask, dev):
+    """0-based predicted classes of the pixels of ``mask``."""
     net = net.to(dev).eval()
-    with torch.no_grad():
-        if entry.inputs == "pixel spectra":
-            out = _pixel_predict(net, x, sp.test, dev)
-        else:
-            cfg = dict(vars(net.cfg)) if hasattr(net, "cfg") else {}
-            data = _data_for(entry, x, lab, sp, recipe, tile=tile, context=context, model_config=cfg)
-            out = data.predict(net, sp.test, dev)
+    out = data.predict(net, mask, dev)
     net.cpu()
     return out
 

@@ -180,7 +180,7 @@ class _GS2Stream(IterableDataset):
         self.data = data
 
     def __len__(self) -> int:
-        return len(self.data.epoch_masks(peek=True))
+        return self.data.minibatches_per_epoch()
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         for idx in self.data.epoch_masks():
@@ -202,9 +202,13 @@ class GS2Data(ClassifierData):
         self.flat_labels = torch.from_numpy(self.labels.ravel().astype(np.int64) - 1)
         self.rng = np.random.default_rng(self.seed)
 
-    def epoch_masks(self, peek: bool = False) -> list[np.ndarray]:
-        rng = np.random.default_rng(self.seed) if peek else self.rng
-        return gs2_minibatches(self.train, self.labels, sub_minibatch=self.sub_minibatch, rng=rng, recycle=self.recycle)
+    def minibatches_per_epoch(self) -> int:
+        counts = np.bincount(self.labels[self.train].ravel())
+        return int(np.ceil(counts.max() / self.sub_minibatch)) if counts.size else 0
+
+    def epoch_masks(self) -> list[np.ndarray]:
+        return gs2_minibatches(self.train, self.labels, sub_minibatch=self.sub_minibatch, rng=self.rng,
+                               recycle=self.recycle)
 
     def train_loader(self) -> DataLoader:
         return DataLoader(_GS2Stream(self), batch_size=None)
@@ -242,10 +246,12 @@ def tiled_argmax(net: torch.nn.Module, x: np.ndarray, device: torch.device, *, s
         r, c = int(win.row_off), int(win.col_off)
         pred[r : r + values.shape[1], c : c + values.shape[2]] = values.argmax(0)
 
-    k = None
-    with torch.no_grad():
-        probe = net(torch.zeros(1, x.shape[0], size_multiple * 2, size_multiple * 2, device=device))
-        k = probe.shape[1]
+    cfg = getattr(net, "cfg", None)
+    if cfg is not None:
+        k = int(cfg.num_classes)
+    else:  # e.g. segmentation-models-pytorch modules: ask the network
+        with torch.no_grad():
+            k = net(torch.zeros(1, x.shape[0], 2 * size_multiple, 2 * size_multiple, device=device)).shape[1]
     tile = max(size_multiple, tile - tile % size_multiple)
     spec = TileSpec(tile=tile, overlap=min(tile // 2, max(tile // 4, 2 * context)), margin=min(context, tile // 4))
     run_tiled(ArrayScene(x), TorchPredictor(net, str(device), size_multiple=size_multiple), out_channels=k, sink=sink,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -159,7 +158,6 @@ def fit(
         warnings.filterwarnings("ignore", message=".*IterableDataset.*__len__.*")
         warnings.filterwarnings("ignore", message=".*LightningModule.*has parameters that were not used.*")
         warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
-        os.environ.setdefault("PL_DISABLE_FORK", "1")
         trainer.fit(module, train_dataloaders=data.train_loader(),
                     ckpt_path=str(last) if (resume and last.exists()) else None, weights_only=True)
     if recipe.select_best and module.best_state is not None:
