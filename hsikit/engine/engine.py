@@ -109,6 +109,7 @@ def run_tiled(
     progress: bool = True,
     pixel_local: bool = False,
     gdal_cache_mb: int = 256,
+    scale: int = 1,
 ) -> EngineStats:
     """Run ``predict`` over ``scene`` in blended tiles and hand finished blocks to ``sink``.
 
@@ -118,7 +119,14 @@ def run_tiled(
     ``sink(window, values (C, h, w), valid (h, w))`` gets every pixel of the scene exactly once, strip by strip.
     GDAL's block cache is held to ``gdal_cache_mb`` meanwhile (its default, 5 % of RAM, would grow with the
     scene until full).
+
+    ``scale`` > 1 is for super-resolution: ``predict`` returns (N, C, scale*h, scale*w) and the sink receives
+    windows on the output grid (``scale`` times finer); tiling, halos and blend ramps are planned on the input
+    grid and scaled, so each output pixel still sees the model's full context.
     """
+    scale = int(scale)
+    if scale < 1:
+        raise OptionError(f"scale must be a positive integer, not {scale}")
     spec = spec or TileSpec()
     overlap, margin = resolve(spec, context, pixel_local, (scene.height, scene.width))
     rows = plan_axis(scene.height, spec.tile, overlap)
@@ -130,41 +138,43 @@ def run_tiled(
     with rasterio.Env(GDAL_CACHEMAX=gdal_cache_mb), _Progress(progress, total, scene.name) as bar:
         for a, b, own0, own1 in groups:
             _run_group(scene, predict, rows, cols, a, b, own0, own1, out_channels, margin, size_multiple,
-                       transform_input, max(1, spec.batch_size), sink, stats, bar)
+                       transform_input, max(1, spec.batch_size), sink, stats, bar, scale)
     stats.seconds = time.perf_counter() - t0
     stats.pixels = scene.width * scene.height
     return stats
 
 
 def _run_group(scene, predict, rows: AxisPlan, cols: AxisPlan, a, b, own0, own1, C, margin, size_multiple,
-               transform_input, batch_size, sink, stats: EngineStats, bar) -> None:
+               transform_input, batch_size, sink, stats: EngineStats, bar, s: int = 1) -> None:
+    # planning is in input px; accumulators, weights and emitted windows live on the output grid (s x finer)
     th, tw = rows.size, cols.size
     gx0 = cols.starts[a]
     gw = cols.starts[b] + tw - gx0
-    acc = np.zeros((C, th, gw), dtype=np.float32)
-    wsum = np.zeros((th, gw), dtype=np.float32)
-    valid_acc = np.zeros((th, gw), dtype=bool)
-    stats.max_accumulator_pixels = max(stats.max_accumulator_pixels, th * gw)
-    wx = {j: axis_weights(tw, cols.overlap_before(j), cols.overlap_after(j), margin) for j in range(a, b + 1)}
+    acc = np.zeros((C, th * s, gw * s), dtype=np.float32)
+    wsum = np.zeros((th * s, gw * s), dtype=np.float32)
+    valid_acc = np.zeros((th * s, gw * s), dtype=bool)
+    stats.max_accumulator_pixels = max(stats.max_accumulator_pixels, th * gw * s * s)
+    wx = {j: axis_weights(tw * s, cols.overlap_before(j) * s, cols.overlap_after(j) * s, margin * s)
+          for j in range(a, b + 1)}
     disjoint = rows.overlap_after(0) <= 0 and all(cols.overlap_after(j) <= 0 for j in range(a, b))
     top = rows.starts[0]
     emitted = 0
     tiles = [(i, j) for i in range(len(rows.starts)) for j in range(a, b + 1)]
     reader = _prefetch(scene, rows, cols, tiles, stats, queue_size=2 * batch_size)
     for i in range(len(rows.starts)):
-        wy = axis_weights(th, rows.overlap_before(i), rows.overlap_after(i), margin)
+        wy = axis_weights(th * s, rows.overlap_before(i) * s, rows.overlap_after(i) * s, margin * s)
         y0 = rows.starts[i]
         if y0 != top:  # shift the accumulators down to this tile row
-            shift = y0 - top
+            shift = (y0 - top) * s
             for arr in (acc, wsum, valid_acc):
-                arr[..., : th - shift, :] = arr[..., shift:, :]
-                arr[..., th - shift:, :] = 0
+                arr[..., : th * s - shift, :] = arr[..., shift:, :]
+                arr[..., th * s - shift:, :] = 0
             top = y0
         batch: list[tuple[int, np.ndarray, np.ndarray]] = []
         for _ in range(a, b + 1):
             j, raw, valid = next(reader)
-            x0 = cols.starts[j] - gx0
-            valid_acc[:, x0 : x0 + tw] |= valid
+            x0 = (cols.starts[j] - gx0) * s
+            valid_acc[:, x0 : x0 + tw * s] |= _upscale(valid, s)
             if not valid.any():
                 stats.skipped_tiles += 1
                 bar.advance(skipped=True)
@@ -173,24 +183,28 @@ def _run_group(scene, predict, rows: AxisPlan, cols: AxisPlan, a, b, own0, own1,
             feats = np.where(valid[None], feats, np.float32(0.0)) if not valid.all() else feats
             batch.append((x0, feats, None if disjoint else np.outer(wy, wx[j]).astype(np.float32)))
             if len(batch) == batch_size:
-                _predict_batch(predict, batch, acc, wsum, size_multiple, C, stats, bar)
+                _predict_batch(predict, batch, acc, wsum, size_multiple, C, stats, bar, s)
                 batch = []
         if batch:
-            _predict_batch(predict, batch, acc, wsum, size_multiple, C, stats, bar)
+            _predict_batch(predict, batch, acc, wsum, size_multiple, C, stats, bar, s)
         # rows above the next tile row receive no more contributions: emit them
         end = rows.starts[i + 1] if i + 1 < len(rows.starts) else rows.length
         if end > emitted:
-            r0, r1 = emitted - top, end - top
-            c0, c1 = own0 - gx0, own1 - gx0
+            r0, r1 = (emitted - top) * s, (end - top) * s
+            c0, c1 = (own0 - gx0) * s, (own1 - gx0) * s
             w = wsum[r0:r1, c0:c1]
             ok = valid_acc[r0:r1, c0:c1] & (w > 0)
             vals = np.divide(acc[:, r0:r1, c0:c1], w[None], out=np.zeros((C, r1 - r0, c1 - c0), np.float32),
                              where=ok[None])
-            sink(Window(own0, emitted, own1 - own0, end - emitted), vals, ok)
+            sink(Window(own0 * s, emitted * s, (own1 - own0) * s, (end - emitted) * s), vals, ok)
             emitted = end
 
 
-def _predict_batch(predict, batch, acc, wsum, size_multiple, C, stats: EngineStats, bar) -> None:
+def _upscale(mask: np.ndarray, s: int) -> np.ndarray:
+    return mask if s == 1 else np.repeat(np.repeat(mask, s, axis=0), s, axis=1)
+
+
+def _predict_batch(predict, batch, acc, wsum, size_multiple, C, stats: EngineStats, bar, s: int = 1) -> None:
     x = np.stack([f for _, f, _ in batch])
     n, _, h, w = x.shape
     ph, pw = (-h) % size_multiple, (-w) % size_multiple
@@ -200,16 +214,16 @@ def _predict_batch(predict, batch, acc, wsum, size_multiple, C, stats: EngineSta
     y = np.asarray(predict(x), dtype=np.float32)
     stats.predict_seconds += time.perf_counter() - t
     stats.predict_calls += 1
-    if y.shape[:2] != (n, C):
-        raise ValueError(f"model returned shape {y.shape}, expected ({n}, {C}, ...)")
-    y = y[:, :, :h, :w]
+    if y.shape[:2] != (n, C) or y.shape[2] < h * s or y.shape[3] < w * s:
+        raise ValueError(f"model returned shape {y.shape}, expected ({n}, {C}, {h * s}, {w * s})")
+    y = y[:, :, : h * s, : w * s]
     for k, (x0, _, wt) in enumerate(batch):
         if wt is None:  # no overlap: tiles are disjoint, plain assignment (the accumulators held zeros)
-            acc[:, :, x0 : x0 + w] = y[k]
-            wsum[:, x0 : x0 + w] = 1.0
+            acc[:, :, x0 : x0 + w * s] = y[k]
+            wsum[:, x0 : x0 + w * s] = 1.0
         else:
-            acc[:, :, x0 : x0 + w] += y[k] * wt[None]
-            wsum[:, x0 : x0 + w] += wt
+            acc[:, :, x0 : x0 + w * s] += y[k] * wt[None]
+            wsum[:, x0 : x0 + w * s] += wt
         stats.tiles += 1
         bar.advance(pixels=h * w)
 

@@ -31,15 +31,17 @@ class TorchPredictor:
 
     ``pixel_local`` models (no spatial context) are fed all pixels of the batch as one long row in chunks of
     ``chunk_pixels``, so their activation memory stays small whatever the tile size. Other inputs are padded by
-    reflection to ``size_multiple`` and cropped back.
+    reflection to ``size_multiple`` and cropped back (to ``out_scale`` times the input size for super-resolution).
     """
 
     def __init__(self, model: torch.nn.Module, device: str = "auto", *, softmax: bool = True, size_multiple: int = 1,
-                 pixel_local: bool = False, chunk_pixels: int | None = None, amp: bool = False) -> None:
+                 pixel_local: bool = False, chunk_pixels: int | None = None, amp: bool = False,
+                 out_scale: int = 1) -> None:
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.softmax, self.size_multiple = softmax, max(1, int(size_multiple))
         self.pixel_local, self.amp = pixel_local, amp
+        self.out_scale = max(1, int(out_scale))  # super-resolution models return s-times larger tiles
         # small chunks keep a per-pixel CNN's activations in the CPU caches (measured 4x faster than 64k pixels)
         self.chunk_pixels = int(chunk_pixels or (2048 if self.device.type == "cpu" else 262144))
 
@@ -61,7 +63,8 @@ class TorchPredictor:
         ph, pw = (-h) % self.size_multiple, (-w) % self.size_multiple
         if ph or pw:
             t = F.pad(t, (0, pw, 0, ph), mode="reflect" if ph < h and pw < w else "replicate")
-        return self._forward(t)[:, :, :h, :w].contiguous().numpy()
+        s = self.out_scale
+        return self._forward(t)[:, :, : h * s, : w * s].contiguous().numpy()
 
     def _forward(self, t: torch.Tensor) -> torch.Tensor:
         t = t.to(self.device, non_blocking=True)
