@@ -313,6 +313,9 @@ def classify(
     typer.echo(f"pixels per class: {counts}")
 
 
+from hsikit.cli import restoration as _restoration  # noqa: E402,F401  (registers denoise, super-resolve, ...)
+
+
 # -- entry point ---------------------------------------------------------------------------------------------------
 def _warn_one_line(message, category, filename, lineno, file=None, line=None) -> None:
     print(f"warning: {message}", file=sys.stderr)

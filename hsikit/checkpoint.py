@@ -36,6 +36,7 @@ class CheckpointMeta:
     preprocessing: dict[str, Any] | None = None
     class_names: list[str] | None = None
     class_colors: list[str] | None = None
+    restoration: dict[str, Any] | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
     hsikit_version: str = __version__
 

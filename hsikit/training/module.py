@@ -119,14 +119,7 @@ def fit(
     """Train ``net`` with Lightning; returns the network to keep (best-on-validation or last, per the recipe),
     the per-epoch history and the loss of every optimiser step. Lightning's own resumable checkpoint is ``run_dir/checkpoints/last.ckpt``
     (loaded back with torch's weights-only unpickler); the model users get is the safetensors file."""
-    import logging
-
-    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
-    from lightning.pytorch.loggers import CSVLogger
-
-    # Lightning's start-up banners (accelerators found, logger tips) are noise in a CLI tool's output
-    for name in ("lightning.pytorch", "lightning.fabric", "lightning.pytorch.utilities.rank_zero"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    from lightning.pytorch.callbacks import EarlyStopping
 
     steps_per_epoch = max(1, data.steps_per_epoch())
     if recipe.iterations and recipe.iterations > 0:
@@ -136,21 +129,14 @@ def fit(
         max_epochs, max_steps = int(recipe.epochs), -1
     total = max_steps if max_steps > 0 else max_epochs * steps_per_epoch
     module = ClassifierModule(net, data, recipe, val_mask, total)
-    ckpt_dir = run_dir / "checkpoints"
-    callbacks: list[Any] = [ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0)]
+    extra: list[Any] = []
     if recipe.early_stopping and val_mask.any():
-        callbacks.append(EarlyStopping(monitor="score", mode="max", patience=int(recipe.patience),
-                                       check_on_train_epoch_end=True))
-    if progress:
-        callbacks.append(RichProgressBar(leave=True))
-    accel = "gpu" if device.type == "cuda" else "cpu"
-    trainer = L.Trainer(
-        accelerator=accel, devices=devices, strategy=strategy, precision=precision, max_epochs=max_epochs,
-        max_steps=max_steps, callbacks=callbacks, logger=CSVLogger(str(run_dir), name="", version=""),
-        enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
-        gradient_clip_val=recipe.grad_clip, gradient_clip_algorithm="norm", default_root_dir=str(run_dir),
-        log_every_n_steps=max(1, min(50, steps_per_epoch)), deterministic=False,
-    )
+        extra.append(EarlyStopping(monitor="score", mode="max", patience=int(recipe.patience),
+                                   check_on_train_epoch_end=True))
+    trainer = make_trainer(run_dir, device=device, progress=progress, precision=precision, max_epochs=max_epochs,
+                           max_steps=max_steps, grad_clip=recipe.grad_clip, steps_per_epoch=steps_per_epoch,
+                           devices=devices, strategy=strategy, callbacks=extra)
+    ckpt_dir = run_dir / "checkpoints"
     last = ckpt_dir / "last.ckpt"
     with warnings.catch_warnings():
         # Lightning's advice on dataloader workers does not apply: the data are in memory, already batched
@@ -163,3 +149,30 @@ def fit(
     if recipe.select_best and module.best_state is not None:
         net.load_state_dict(module.best_state)
     return net.cpu().eval(), module.history, module.loss_curve
+
+
+def make_trainer(run_dir: Path, *, device: torch.device, progress: bool, precision: str, max_epochs: int,
+                 max_steps: int, grad_clip: float | None, steps_per_epoch: int, devices: int = 1,
+                 strategy: str = "auto", callbacks: list[Any] | None = None) -> L.Trainer:
+    """A Lightning trainer as every hsikit training run uses it: resumable ``run_dir/checkpoints/last.ckpt``,
+    Rich progress bar, ``metrics.csv``, gradient-norm clipping, no sanity/validation loops (hsikit validates
+    at the end of each training epoch itself)."""
+    import logging
+
+    from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+    from lightning.pytorch.loggers import CSVLogger
+
+    # Lightning's start-up banners (accelerators found, logger tips) are noise in a CLI tool's output
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning.pytorch.utilities.rank_zero"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    cbs: list[Any] = [ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0), *(callbacks or [])]
+    if progress:
+        cbs.append(RichProgressBar(leave=True))
+    return L.Trainer(
+        accelerator="gpu" if device.type == "cuda" else "cpu", devices=devices, strategy=strategy,
+        precision=precision, max_epochs=max_epochs, max_steps=max_steps, callbacks=cbs,
+        logger=CSVLogger(str(run_dir), name="", version=""), enable_progress_bar=progress,
+        enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0, gradient_clip_val=grad_clip,
+        gradient_clip_algorithm="norm", default_root_dir=str(run_dir),
+        log_every_n_steps=max(1, min(50, steps_per_epoch)), deterministic=False,
+    )

@@ -1,0 +1,175 @@
+"""Restoration commands: denoise, super-resolve, restore, evaluate-restoration, train denoiser|super-resolver|restorer.
+
+Imported by :mod:`hsikit.cli.main` once its app exists; heavy libraries load inside the commands.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from hsikit.cli.main import Fmt, _command_line, _model_config, _state, app, train_app
+
+_TILE_HELP = "Tile size in input pixels (restoration models are heavy: 64-256 on CPU)."
+_OVERLAP_HELP = "Tile overlap in pixels (default 25% of the tile, at least the model's receptive field)."
+_TASK_HELP = "Task of an all-in-one model: gaussian, complex, blur, sr, inpaint, haze, band-missing."
+
+
+def _report(res) -> None:
+    mpx = res.pixels / 1e6
+    lo, hi = res.value_range
+    typer.echo(f"wrote {res.output} in {res.seconds:.1f} s ({mpx / max(res.seconds, 1e-9):.3f} Mpx/s input, "
+               f"{res.tiles} tiles, x{res.scale}, task {res.task}, values scaled from [{lo:g}, {hi:g}])")
+
+
+@app.command()
+def denoise(
+    scene: Path = typer.Argument(..., help="Noisy scene (any GDAL raster)."),
+    out: Path = typer.Option(..., "-o", "--out", help="Denoised scene to write (float32 COG, the model's bands)."),
+    model: Path = typer.Option(..., "--model", "-m", help="Denoising checkpoint (hsikit train denoiser), or an all-in-one restorer."),
+    task: Optional[str] = typer.Option(None, "--task", help="For all-in-one models: gaussian (default) or complex."),
+    tile: int = typer.Option(128, "--tile", help=_TILE_HELP),
+    overlap: Optional[int] = typer.Option(None, "--overlap", help=_OVERLAP_HELP),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    fmt: Fmt = typer.Option(Fmt.cog, "--format", help="Output layout."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
+) -> None:
+    """Denoise a whole scene in blended tiles; band wavelengths, CRS, transform and nodata are kept."""
+    from hsikit.pipelines.restore import denoise as run
+
+    _report(run(str(scene), out=out, model=model, task=task, tile=tile, overlap=overlap, device=device,
+                fmt=fmt.value, overwrite=overwrite, progress=_state["progress"], command_line=_command_line()))
+
+
+@app.command("super-resolve")
+def super_resolve(
+    scene: Path = typer.Argument(..., help="Low-resolution scene."),
+    out: Path = typer.Option(..., "-o", "--out", help="Super-resolved scene (float32 COG; pixel size divided by the scale)."),
+    model: Path = typer.Option(..., "--model", "-m", help="Super-resolution checkpoint (hsikit train super-resolver), or an all-in-one restorer."),
+    scale: Optional[int] = typer.Option(None, "--scale", "-s", help="Up-sampling factor (default: the model's; all-in-one models: 4)."),
+    tile: int = typer.Option(64, "--tile", help=_TILE_HELP),
+    overlap: Optional[int] = typer.Option(None, "--overlap", help=_OVERLAP_HELP),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    fmt: Fmt = typer.Option(Fmt.cog, "--format", help="Output layout."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
+) -> None:
+    """Super-resolve a whole scene in tiles: same CRS and origin, pixel size / scale, band metadata kept."""
+    from hsikit.pipelines.restore import super_resolve as run
+
+    _report(run(str(scene), out=out, model=model, scale=scale, tile=tile, overlap=overlap, device=device,
+                fmt=fmt.value, overwrite=overwrite, progress=_state["progress"], command_line=_command_line()))
+
+
+@app.command()
+def restore(
+    scene: Path = typer.Argument(..., help="Degraded scene."),
+    out: Path = typer.Option(..., "-o", "--out", help="Restored scene to write (float32 COG)."),
+    model: Path = typer.Option(..., "--model", "-m", help="Restoration checkpoint (any hsikit restoration model)."),
+    task: Optional[str] = typer.Option(None, "--task", "-t", help=_TASK_HELP),
+    scale: Optional[int] = typer.Option(None, "--scale", "-s", help="Up-sampling factor for --task sr."),
+    tile: int = typer.Option(128, "--tile", help=_TILE_HELP),
+    overlap: Optional[int] = typer.Option(None, "--overlap", help=_OVERLAP_HELP),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    fmt: Fmt = typer.Option(Fmt.cog, "--format", help="Output layout."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
+) -> None:
+    """Restore a scene with a prompt-driven all-in-one model (MP-HSIR) or any single-task restoration model."""
+    from hsikit.pipelines.restore import restore as run
+
+    _report(run(str(scene), out=out, model=model, task=task, scale=scale, tile=tile, overlap=overlap, device=device,
+                fmt=fmt.value, overwrite=overwrite, progress=_state["progress"], command_line=_command_line()))
+
+
+@app.command("evaluate-restoration")
+def evaluate_restoration(
+    model: Path = typer.Argument(..., help="Restoration checkpoint."),
+    scenes: list[Path] = typer.Argument(..., help="Clean reference scene(s), not used in training."),
+    degradation: Optional[str] = typer.Option(None, "--degradation", "-d", help="Degradation(s) to synthesise, joined by '+', e.g. gaussian:sigma=50, mixture, downsample:scale=4, blur:kernel_size=11+gaussian:sigma=10 (default: the model's task). `hsikit degradations` lists them."),
+    task: Optional[str] = typer.Option(None, "--task", "-t", help=_TASK_HELP),
+    scale: Optional[int] = typer.Option(None, "--scale", "-s", help="Super-resolution factor (all-in-one models)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the synthetic degradation."),
+    baselines: bool = typer.Option(True, "--baselines/--no-baselines", help="Also score classical baselines (bicubic; wavelet, TV and PCA denoising)."),
+    tile: int = typer.Option(128, "--tile", help=_TILE_HELP),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    out: Optional[Path] = typer.Option(None, "-o", "--out", help="Run folder for report.json."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing report."),
+) -> None:
+    """Degrade clean scenes, restore them, and print PSNR/SSIM/SAM/ERGAS against the input and classical baselines."""
+    from hsikit.pipelines.evaluate_restoration import evaluate_restoration as run
+
+    res = run(model, [str(s) for s in scenes], degradation=degradation, task=task, scale=scale, seed=seed,
+              baselines=baselines, tile=tile, device=device, out=out, overwrite=overwrite)
+    typer.echo(f"{len(res.scenes)} scene(s), degradation {res.degradation}, task {res.task}")
+    typer.echo(f"{'method':<16}{'PSNR dB':>9}{'SSIM':>8}{'SAM °':>8}{'ERGAS':>9}")
+    for name, m in res.methods.items():
+        typer.echo(f"{name:<16}{m['psnr']:>9.2f}{m['ssim']:>8.4f}{m['sam']:>8.2f}{m['ergas']:>9.2f}")
+    if res.report:
+        typer.echo(f"report: {res.report}")
+
+
+@app.command()
+def degradations() -> None:
+    """List the named degradations for --degradation (noise, blur, down-sampling, masking, haze)."""
+    from hsikit.restoration.degradations import list_degradations
+
+    for name, doc in list_degradations():
+        typer.echo(f"{name:<14}{doc}")
+
+
+def _train(kind: str, scenes, out, model, val_scenes, degradation, tasks, scale, iterations, steps_per_epoch, lr,
+           batch_size, crop, seed, select_best, set_, device, precision, resume, drop_bad_bands, report_dir,
+           overwrite) -> None:
+    from hsikit.pipelines.train_restorer import train_restorer
+
+    res = train_restorer([str(s) for s in scenes], out=out, kind=kind, model=model, model_config=_model_config(set_),
+                         val_scenes=[str(s) for s in val_scenes or []], degradations=degradation, tasks=tasks,
+                         scale=scale, iterations=iterations, steps_per_epoch=steps_per_epoch, lr=lr,
+                         batch_size=batch_size, crop=crop, seed=seed, select_best=select_best, device=device,
+                         precision=precision, resume=resume, drop_bad_bands=drop_bad_bands, report_dir=report_dir,
+                         overwrite=overwrite, progress=_state["progress"], command=_command_line())
+    m = res.metrics
+    typer.echo(f"wrote {res.checkpoint}")
+    typer.echo(f"loss {m['first_loss']:.5f} -> {m['last_loss']:.5f}; validation PSNR {m['val_psnr']:.2f} dB "
+               f"(best {m['best_val_psnr']:.2f}); report: {res.report_dir}")
+
+
+def _train_command(kind: str, default_model: str, summary: str):
+    def command(
+        scenes: list[Path] = typer.Argument(..., help="Clean training scene(s); crops are drawn from them at random."),
+        out: Path = typer.Option(..., "-o", "--out", help="Checkpoint to write (.safetensors)."),
+        model: str = typer.Option(default_model, "--model", "-m", help="Architecture (hsikit models)."),
+        val_scenes: Optional[list[Path]] = typer.Option(None, "--val", help="Validation scene(s) for the per-epoch PSNR (repeatable)."),
+        degradation: Optional[list[str]] = typer.Option(None, "--degradation", "-d", help="Training degradation(s), one drawn per crop (denoisers; default blind-gaussian). Super-resolvers: downsample:method=bicubic|gaussian."),
+        tasks: Optional[list[str]] = typer.Option(None, "--task", "-t", help="All-in-one restorers: tasks to train (default: all of the model's)."),
+        scale: int = typer.Option(4, "--scale", "-s", help="Super-resolution factor."),
+        iterations: Optional[int] = typer.Option(None, "--iterations", help="Optimiser steps (default: the recipe's)."),
+        steps_per_epoch: Optional[int] = typer.Option(None, "--steps-per-epoch", help="Steps between validation passes."),
+        lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate (default: the recipe's)."),
+        batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Crops per step."),
+        crop: Optional[int] = typer.Option(None, "--crop", help="Training crop size in target pixels."),
+        seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (crops, degradations, initialisation)."),
+        select_best: Optional[bool] = typer.Option(None, "--select-best/--keep-last", help="Keep the weights of the best validation PSNR, or the last."),
+        set_: Optional[list[str]] = typer.Option(None, "--set", help="Model option KEY=VALUE (e.g. --set variant=m, --set dim=32)."),
+        device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+        precision: str = typer.Option("32-true", "--precision", help="Lightning precision: 32-true, 16-mixed, bf16-mixed."),
+        resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from <report>/checkpoints/last.ckpt."),
+        drop_bad_bands: bool = typer.Option(True, "--drop-bad-bands/--keep-bad-bands", help="Drop bad and water-vapour bands."),
+        report_dir: Optional[Path] = typer.Option(None, "--report-dir", help="Report folder (default <out>_report/)."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing checkpoint/report."),
+    ) -> None:
+        _train(kind, scenes, out, model, val_scenes, degradation, tasks, scale, iterations, steps_per_epoch, lr,
+               batch_size, crop, seed, select_best, set_, device, precision, resume, drop_bad_bands, report_dir,
+               overwrite)
+
+    command.__doc__ = summary
+    return command
+
+
+train_app.command("denoiser")(_train_command(
+    "denoiser", "hsdt", "Train a denoiser (default HSDT) on clean scenes with noise synthesised on the fly."))
+train_app.command("super-resolver")(_train_command(
+    "super-resolver", "essaformer", "Train a super-resolver (default ESSAformer) on clean scenes down-sampled on the fly."))
+train_app.command("restorer")(_train_command(
+    "restorer", "mp-hsir", "Train an all-in-one restorer (default MP-HSIR) on clean scenes, one task drawn per crop."))
