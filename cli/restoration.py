@@ -12,7 +12,7 @@ import typer
 
 from hsikit.cli.main import Fmt, _command_line, _model_config, _state, app, train_app
 
-_TILE_HELP = "Tile size in input pixels (restoration models are heavy: 64-256 on CPU)."
+_TILE_HELP = "Tile size in input pixels (default: 128, 64 for super-resolution, or 4x the model's receptive field if larger)."
 _OVERLAP_HELP = "Tile overlap in pixels (default 25% of the tile, at least the model's receptive field)."
 _TASK_HELP = "Task of an all-in-one model: gaussian, complex, blur, sr, inpaint, haze, band-missing."
 
@@ -30,7 +30,7 @@ def denoise(
     out: Path = typer.Option(..., "-o", "--out", help="Denoised scene to write (float32 COG, the model's bands)."),
     model: Path = typer.Option(..., "--model", "-m", help="Denoising checkpoint (hsikit train denoiser), or an all-in-one restorer."),
     task: Optional[str] = typer.Option(None, "--task", help="For all-in-one models: gaussian (default) or complex."),
-    tile: int = typer.Option(128, "--tile", help=_TILE_HELP),
+    tile: Optional[int] = typer.Option(None, "--tile", help=_TILE_HELP),
     overlap: Optional[int] = typer.Option(None, "--overlap", help=_OVERLAP_HELP),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     fmt: Fmt = typer.Option(Fmt.cog, "--format", help="Output layout."),
@@ -49,7 +49,7 @@ def super_resolve(
     out: Path = typer.Option(..., "-o", "--out", help="Super-resolved scene (float32 COG; pixel size divided by the scale)."),
     model: Path = typer.Option(..., "--model", "-m", help="Super-resolution checkpoint (hsikit train super-resolver), or an all-in-one restorer."),
     scale: Optional[int] = typer.Option(None, "--scale", "-s", help="Up-sampling factor (default: the model's; all-in-one models: 4)."),
-    tile: int = typer.Option(64, "--tile", help=_TILE_HELP),
+    tile: Optional[int] = typer.Option(None, "--tile", help=_TILE_HELP),
     overlap: Optional[int] = typer.Option(None, "--overlap", help=_OVERLAP_HELP),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     fmt: Fmt = typer.Option(Fmt.cog, "--format", help="Output layout."),
@@ -69,7 +69,7 @@ def restore(
     model: Path = typer.Option(..., "--model", "-m", help="Restoration checkpoint (any hsikit restoration model)."),
     task: Optional[str] = typer.Option(None, "--task", "-t", help=_TASK_HELP),
     scale: Optional[int] = typer.Option(None, "--scale", "-s", help="Up-sampling factor for --task sr."),
-    tile: int = typer.Option(128, "--tile", help=_TILE_HELP),
+    tile: Optional[int] = typer.Option(None, "--tile", help=_TILE_HELP),
     overlap: Optional[int] = typer.Option(None, "--overlap", help=_OVERLAP_HELP),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     fmt: Fmt = typer.Option(Fmt.cog, "--format", help="Output layout."),
@@ -91,7 +91,7 @@ def evaluate_restoration(
     scale: Optional[int] = typer.Option(None, "--scale", "-s", help="Super-resolution factor (all-in-one models)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the synthetic degradation."),
     baselines: bool = typer.Option(True, "--baselines/--no-baselines", help="Also score classical baselines (bicubic; wavelet, TV and PCA denoising)."),
-    tile: int = typer.Option(128, "--tile", help=_TILE_HELP),
+    tile: Optional[int] = typer.Option(None, "--tile", help=_TILE_HELP),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     out: Optional[Path] = typer.Option(None, "-o", "--out", help="Run folder for report.json."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing report."),

@@ -43,18 +43,19 @@ def default_degradation(meta, task: str, scale: int) -> str:
     return "gaussian:sigma=50"
 
 
-def restore_array(net, meta, x: np.ndarray, *, task: str, scale: int, nearest: bool, tile: int = 128,
+def restore_array(net, meta, x: np.ndarray, *, task: str, scale: int, nearest: bool, tile: int | None = None,
                   device: str = "auto", valid: np.ndarray | None = None) -> np.ndarray:
     """Run a restoration network over an in-memory cube (C, h, w) in [0, 1] through the tiled engine."""
     from hsikit.engine.engine import TileSpec, run_tiled
     from hsikit.engine.torch_predict import TorchPredictor
     from hsikit.models.registry import get_entry
-    from hsikit.pipelines.restore import _restorer
+    from hsikit.pipelines.restore import _restorer, default_tile
 
     entry = get_entry(meta.arch)
     context = int(entry.receptive_field(entry.config_cls(**meta.config)))
     if nearest:
         context = max(1, -(-context // scale))
+    tile = tile or default_tile(context, scale)
     c, h, w = x.shape
     data = x if valid is None else np.where(valid[None], x, np.float32(np.nan))
     predictor = TorchPredictor(_restorer(net, meta, task, scale, nearest), device=device, softmax=False,
@@ -80,7 +81,7 @@ def evaluate_restoration(
     scale: int | None = None,
     seed: int = 0,
     baselines: bool = True,
-    tile: int = 128,
+    tile: int | None = None,
     device: str = "auto",
     out: str | Path | None = None,
     overwrite: bool = False,
@@ -96,7 +97,7 @@ def evaluate_restoration(
     from hsikit.preprocess.chain import Chain
     from hsikit.report import write_json
     from hsikit.restoration import classical
-    from hsikit.restoration.degradations import degrade, parse_degradation
+    from hsikit.restoration.degradations import degrade, parse_degradations
     from hsikit.restoration.quality import quality_report
 
     t0 = time.perf_counter()
@@ -111,10 +112,7 @@ def evaluate_restoration(
         command = "denoise"
     task_name, s, nearest = resolve_task(meta, command, task, scale)
     deg_text = degradation or default_degradation(meta, task_name, s)
-    specs = [parse_degradation(t) for t in deg_text.split("+")]
-    down = int(np.prod([int(d.params.get("scale", 1)) for d in specs if d.name == "downsample"]))
-    if meta.task == "super-resolution" and down != s:
-        raise OptionError(f"the degradation must down-sample by the model's scale x{s} (e.g. downsample:scale={s})")
+    specs = parse_degradations(deg_text)
     chain = Chain.from_dict(meta.preprocessing)
     per_scene: list[dict[str, Any]] = []
     for i, src in enumerate(scenes):
@@ -127,6 +125,9 @@ def evaluate_restoration(
                 hh, ww = clean.shape[1] // s * s, clean.shape[2] // s * s
                 clean, valid = clean[:, :hh, :ww], valid[:hh, :ww]
             deg = degrade(clean, specs, np.random.default_rng([seed, i]))
+            if meta.task == "super-resolution" and deg.scale != s:
+                raise OptionError(f"the degradation must down-sample by the model's scale x{s} "
+                                  f"(e.g. downsample:scale={s}), not x{deg.scale}")
             lr_valid = valid if deg.x.shape[1:] == valid.shape else valid[::s, ::s]
             results: dict[str, np.ndarray] = {}
             if deg.x.shape == clean.shape:
@@ -137,13 +138,14 @@ def evaluate_restoration(
             if baselines:
                 if deg.x.shape != clean.shape:
                     results["bicubic"] = classical.bicubic_upsample(deg.x, s)
-                elif task_name == "sr":  # all-in-one SR input: the LR cube nearest-replicated to the target size
-                    results["bicubic"] = classical.bicubic_upsample(np.ascontiguousarray(deg.x[:, ::s, ::s]), s)
+                elif task_name == "sr" and deg.ergas_scale > 1:  # all-in-one SR: LR nearest-replicated to full size
+                    k = deg.ergas_scale
+                    results["bicubic"] = classical.bicubic_upsample(np.ascontiguousarray(deg.x[:, ::k, ::k]), k)
                 elif meta.task == "denoising" or task_name in ("gaussian", "complex"):
                     results["wavelet"] = classical.wavelet_denoise(deg.x)
                     results["tv"] = classical.tv_denoise(deg.x)
                     results["pca"] = classical.pca_denoise(deg.x)
-            r = s if (deg.x.shape != clean.shape or task_name == "sr") else 1
+            r = max(deg.scale, deg.ergas_scale)
             scores = {name: quality_report(clean, est, scale=r, mask=deg.mask) for name, est in results.items()}
             per_scene.append({"scene": sc.name, "shape": list(clean.shape), "scores": scores})
         finally:

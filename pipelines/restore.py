@@ -122,7 +122,7 @@ def restore_scene(
     command: Literal["denoise", "super-resolve", "restore"] = "restore",
     task: str | None = None,
     scale: int | None = None,
-    tile: int = 128,
+    tile: int | None = None,
     overlap: int | None = None,
     device: str = "auto",
     fmt: Literal["cog", "gtiff"] = "cog",
@@ -167,6 +167,7 @@ def restore_scene(
         context = int(entry.receptive_field(entry.config_cls(**meta.config)))
         if nearest:  # the network sees the up-sampled tile: its context in input px shrinks by the scale
             context = max(1, math.ceil(context / s))
+        tile = tile or default_tile(context, s)
         predictor = TorchPredictor(_restorer(net, meta, task_name, s, nearest), device=device, softmax=False,
                                    out_scale=s)
         out_bands = chain.output_bands(sc.bands)
@@ -201,6 +202,13 @@ def restore_scene(
             sc.close()
     return RestoreResult(output=out, seconds=time.perf_counter() - t0, pixels=int(stats.pixels), tiles=int(stats.tiles),
                          scale=s, task=task_name, value_range=(lo, hi), engine=stats)
+
+
+def default_tile(context: int, scale: int = 1) -> int:
+    """Tiles of 128 input px (64 for super-resolution), or the smallest multiple of 32 that leaves room for
+    halos of the model's receptive field on both sides (tile >= 4 x context)."""
+    base = 64 if scale > 1 else 128
+    return max(base, -(-4 * int(context) // 32) * 32)
 
 
 def _output_nodata(nodata: float | None) -> float:

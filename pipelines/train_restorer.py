@@ -164,7 +164,10 @@ def train_restorer(
                              f"{MAX_TRAINING_BYTES / 2**30:.0f} GiB); crop them or train on a subset")
         cubes, valids, ranges = load_clean(opened, chain)
 
-        cfg: dict[str, Any] = {"in_bands": bands.count, **(model_config or {})}
+        win = recipe.spectral_window
+        if win and not 0 < win < bands.count:
+            recipe.spectral_window = win = None
+        cfg: dict[str, Any] = {"in_bands": win or bands.count, **(model_config or {})}
         if kind == "super-resolver":
             cfg.setdefault("scale", int(scale))
         full = make_config(model, **cfg)

@@ -23,7 +23,7 @@ def task_sampler(task: str, wavelengths: Sequence[float] | None = None) -> Calla
     if task == "gaussian":
         return lambda x, rng: D.gaussian_noise(x, rng, sigma=float(rng.uniform(30, 70)) / 255.0)
     if task == "complex":
-        return lambda x, rng: D.complex_noise(x, rng, case="random")
+        return lambda x, rng: D.complex_noise(x, rng, case="random", choices=("stripe", "deadline", "impulse"))
     if task == "blur":
         return lambda x, rng: D.gaussian_blur(x, kernel_size=int(rng.choice([7, 11, 15])))
     if task == "sr":
