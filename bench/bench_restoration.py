@@ -1,0 +1,209 @@
+"""Restoration models: speed and memory on CPU, and quality after a fixed CPU training budget on real EnMAP data.
+
+    python bench/bench_restoration.py speed [--models hsdt essaformer mp-hsir]
+    python bench/bench_restoration.py memory --model hsdt [--sizes 512 1024 2048]
+    python bench/bench_restoration.py quality --data-dir ../shared/data/enmap_potsdam [--models ...]
+
+speed: parameters, training seconds per optimiser step (the recipe's batch of 64×64 crops over 100 bands;
+HSDT on its 31-band runs), and inference megapixels/s of ``hsikit denoise/super-resolve/restore`` over a
+generated 256×256×100 scene through the tiled engine, including reading and writing. memory: peak RSS of
+tiled restoration of generated N×N×100 scenes (one child process per size). quality: each model trains on the
+14 EnMAP Potsdam training tiles (validation PSNR on the 2 validation tiles) for a fixed number of optimiser
+steps, then is scored on the 2 held-apart test tiles against the degraded input and the classical baselines.
+Each measurement runs in a child process so peak RSS is its own. Results are printed as JSON lines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+WORK = HERE / "_restoration"
+MODELS = ["hsdt", "essaformer", "mp-hsir"]
+KIND = {"hsdt": "denoiser", "essaformer": "super-resolver", "mp-hsir": "restorer"}
+COMMAND = {"hsdt": "denoise", "essaformer": "super-resolve", "mp-hsir": "restore"}
+#: CPU configurations: HSDT-S (the paper's smallest), ESSAformer dim 64 x4 (spec's CPU default), MP-HSIR at
+#: dim 32 (spec §8's CPU variant of the natural layout)
+CONFIG = {"hsdt": {"variant": "s"}, "essaformer": {"dim": 64, "scale": 4}, "mp-hsir": {"dim": 32}}
+#: the fixed CPU training budget of the quality benchmark (optimiser steps)
+BUDGET = {"hsdt": 300, "essaformer": 1500, "mp-hsir": 600}
+#: degradations scored per model
+EVALS = {
+    "hsdt": [("gaussian:sigma=30", None), ("gaussian:sigma=50", None), ("mixture", None)],
+    "essaformer": [("downsample:scale=4", None)],
+    "mp-hsir": [(None, t) for t in ("gaussian", "complex", "blur", "sr", "inpaint", "haze", "band-missing")],
+}
+
+
+def _child(args: list[str]) -> dict:
+    out = subprocess.run([sys.executable, __file__, "_child", *args], capture_output=True, text=True)
+    if out.returncode:
+        raise SystemExit(out.stderr[-3000:])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _scene(size: int, bands: int = 100) -> Path:
+    from hsikit.synthetic import make_large_scene_file
+
+    WORK.mkdir(parents=True, exist_ok=True)
+    p = WORK / f"scene_{size}_{bands}.tif"
+    if not p.exists():
+        make_large_scene_file(p, height=size, width=size, bands=bands, seed=3)
+    return p
+
+
+def _untrained(model: str, scene: Path) -> Path:
+    """A checkpoint of ``model`` after one optimiser step on ``scene`` (speed does not depend on the weights)."""
+    from hsikit.pipelines.train_restorer import train_restorer
+
+    ck = WORK / f"speed_{model}.safetensors"
+    if not ck.exists():
+        train_restorer([scene], out=ck, kind=KIND[model], model=model, model_config=CONFIG[model], iterations=1,
+                       steps_per_epoch=1, crop=64, val_crops=1, drop_bad_bands=False, progress=False, overwrite=True)
+    return ck
+
+
+def _step_seconds(model: str, bands: int = 100, repeats: int = 3) -> float:
+    """Median seconds of one optimiser step on the recipe's batch of 64² crops (forward, backward, Adam)."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    from hsikit.models.registry import create_model
+    from hsikit.training.restoration import forward_restorer, restoration_recipe
+
+    r = restoration_recipe(model)
+    c = r.spectral_window or bands
+    cfg = {"in_bands": c, **CONFIG[model]}
+    torch.manual_seed(0)
+    net = create_model(model, **cfg).train()
+    opt = torch.optim.Adam(net.parameters(), lr=1e-4)
+    s = int(cfg.get("scale", 1)) if model == "essaformer" else 1
+    x = torch.rand(r.batch_size, c, r.crop // s, r.crop // s)
+    y = torch.rand(r.batch_size, c, r.crop, r.crop)
+    t = torch.zeros(r.batch_size, dtype=torch.long)
+    times = []
+    for i in range(repeats + 1):
+        t0 = time.perf_counter()
+        loss = F.l1_loss(forward_restorer(net, x, t), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if i:
+            times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def child_speed(model: str) -> dict:
+    from hsikit.checkpoint import load_checkpoint
+    from hsikit.pipelines.restore import restore_scene
+
+    scene = _scene(256)
+    ck = _untrained(model, scene)
+    net, _ = load_checkpoint(ck)
+    out = WORK / f"speed_{model}_out.tif"
+    task = "gaussian" if model == "mp-hsir" else None
+    res = restore_scene(scene, out=out, model=ck, command=COMMAND[model], task=task, overwrite=True, progress=False)
+    return {"bench": "speed", "model": model, "config": CONFIG[model],
+            "parameters": int(sum(p.numel() for p in net.parameters())), "train_step_s": _step_seconds(model),
+            "infer_s": res.seconds, "infer_mpx_s": res.pixels / 1e6 / res.seconds, "tiles": res.tiles,
+            "tile": res.engine.tile, "overlap": res.engine.overlap, "rss_mb": _rss_mb()}
+
+
+def child_memory(model: str, size: int) -> dict:
+    from hsikit.pipelines.restore import restore_scene
+
+    ck = _untrained(model, _scene(256))
+    scene = _scene(size)
+    res = restore_scene(scene, out=WORK / f"memory_{model}_{size}.tif", model=ck, command=COMMAND[model],
+                        task="gaussian" if model == "mp-hsir" else None, overwrite=True, progress=False)
+    return {"bench": "memory", "model": model, "size": size, "seconds": res.seconds,
+            "mpx_s": res.pixels / 1e6 / res.seconds, "tiles": res.tiles, "tile": res.engine.tile,
+            "max_accumulator_px": res.engine.max_accumulator_pixels, "rss_mb": _rss_mb()}
+
+
+def _split(data_dir: Path) -> dict[str, list[Path]]:
+    out = {}
+    for part, name in (("train", "train_files.csv"), ("val", "validation_files.csv"), ("test", "test_files.csv")):
+        with (data_dir / name).open() as f:
+            out[part] = [data_dir / row["image"] for row in csv.DictReader(f)]
+    return out
+
+
+def child_quality(model: str, data_dir: str, iterations: int) -> dict:
+    from hsikit.pipelines.evaluate_restoration import evaluate_restoration
+    from hsikit.pipelines.train_restorer import train_restorer
+
+    split = _split(Path(data_dir))
+    run = WORK / "quality" / model
+    run.mkdir(parents=True, exist_ok=True)
+    ck = run / f"{model}.safetensors"
+    t0 = time.perf_counter()
+    tr = train_restorer(split["train"], val_scenes=split["val"], out=ck, kind=KIND[model], model=model,
+                        model_config=CONFIG[model], iterations=iterations, crop=32, val_crops=4, progress=False,
+                        overwrite=True)
+    train_s = time.perf_counter() - t0
+    rows = []
+    for degradation, task in EVALS[model]:
+        ev = evaluate_restoration(ck, split["test"], degradation=degradation, task=task, device="cpu")
+        rows.append({"degradation": ev.degradation, "task": ev.task, "methods": ev.methods})
+    report = json.loads((tr.report_dir / "report.json").read_text())
+    curve = report["loss_curve"]
+    k = max(1, len(curve) // 10)
+    return {"bench": "quality", "model": model, "config": CONFIG[model], "iterations": iterations,
+            "train_s": train_s, "loss_first": sum(curve[:k]) / k, "loss_last": sum(curve[-k:]) / k,
+            "val_psnr": [round(h["val_psnr"], 2) for h in report["history"]], "results": rows, "rss_mb": _rss_mb()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("speed")
+    s.add_argument("--models", nargs="+", default=MODELS)
+    m = sub.add_parser("memory")
+    m.add_argument("--model", default="mp-hsir")
+    m.add_argument("--sizes", nargs="+", type=int, default=[512, 1024, 2048])
+    q = sub.add_parser("quality")
+    q.add_argument("--data-dir", default=str(HERE.parents[1] / "shared" / "data" / "enmap_potsdam"))
+    q.add_argument("--models", nargs="+", default=MODELS)
+    q.add_argument("--iterations", type=int, default=None, help="override every model's budget")
+    c = sub.add_parser("_child")
+    c.add_argument("what")
+    c.add_argument("rest", nargs="*")
+    a = ap.parse_args()
+    if a.cmd == "_child":
+        if a.what == "speed":
+            r = child_speed(a.rest[0])
+        elif a.what == "memory":
+            r = child_memory(a.rest[0], int(a.rest[1]))
+        else:
+            r = child_quality(a.rest[0], a.rest[1], int(a.rest[2]))
+        print(json.dumps(r))
+        return
+    print(json.dumps({"machine": platform.machine(), "cpus": __import__("os").cpu_count(), "python": platform.python_version(),
+                      "command": " ".join(sys.argv)}))
+    if a.cmd == "speed":
+        for model in a.models:
+            print(json.dumps(_child(["speed", model])), flush=True)
+    elif a.cmd == "memory":
+        for size in a.sizes:
+            print(json.dumps(_child(["memory", a.model, str(size)])), flush=True)
+    else:
+        for model in a.models:
+            print(json.dumps(_child(["quality", model, a.data_dir, str(a.iterations or BUDGET[model])])), flush=True)
+
+
+if __name__ == "__main__":
+    main()
