@@ -53,8 +53,9 @@ def load_clean(scenes: Sequence[Scene], chain) -> tuple[list[np.ndarray], list[n
 
 
 def make_degrader(kind: str, *, degradations: Sequence[str] | None, tasks: Sequence[str] | None, scale: int,
-                  wavelengths: Sequence[float] | None):
-    """``f(clean, rng) -> (input, task index)`` for a training kind, and a JSON description of it."""
+                  wavelengths: Sequence[float] | None, model_tasks: Sequence[str] | None = None):
+    """``f(clean, rng) -> (input, task index)`` for a training kind, and a JSON description of it. Restorers
+    draw one of ``tasks`` per crop; the index is that task's position in the model's own list ``model_tasks``."""
     from hsikit.restoration.degradations import degrade, downsample, parse_degradation
     from hsikit.restoration.tasks import task_sampler
 
@@ -75,10 +76,11 @@ def make_degrader(kind: str, *, degradations: Sequence[str] | None, tasks: Seque
             method = spec.params.get("method", method)
         return (lambda x, rng: (downsample(x, scale, method=method), -1)), {"downsample": method, "scale": scale}
     samplers = [task_sampler(t, wavelengths) for t in tasks]
+    ids = [list(model_tasks or tasks).index(t) for t in tasks]
 
     def g(x, rng):
         k = int(rng.integers(len(samplers)))
-        return samplers[k](x, rng), k
+        return samplers[k](x, rng), ids[k]
 
     return g, {"tasks": list(tasks)}
 
@@ -180,17 +182,12 @@ def train_restorer(
                 raise OptionError(f"tasks {bad} are not tasks of this model ({', '.join(known)}); set them with --set tasks=...")
         sr_scale = int(cfg.get("scale", 1)) if kind == "super-resolver" else 1
         degrade, described = make_degrader(kind, degradations=degradations, tasks=tasks, scale=sr_scale,
-                                           wavelengths=bands.wavelengths)
-        idx_tasks = [list(cfg.get("tasks") or []).index(t) for t in tasks] if kind == "restorer" else None
-        if idx_tasks is not None:  # the sampler numbers tasks within the trained subset; the model by its own list
-            inner = degrade
-            degrade = lambda x, rng: (lambda y, k: (y, idx_tasks[k]))(*inner(x, rng))  # noqa: E731
-
+                                           wavelengths=bands.wavelengths, model_tasks=cfg.get("tasks"))
         multiple = max(entry.size_multiple, 8 if kind == "restorer" and "sr" in tasks else 1, sr_scale)
-        c = check_crop(cubes + (load_clean(opened_val, chain)[0] if opened_val else []), recipe.crop)
+        vc, vv, _ = load_clean(opened_val, chain) if opened_val else ([], [], [])
+        c = check_crop(cubes + vc, recipe.crop)
         recipe.crop = max(multiple, c - c % multiple)
         if opened_val:
-            vc, vv, _ = load_clean(opened_val, chain)
             val = validation_pairs(vc, vv, degrade, recipe.crop, val_crops, recipe.seed)
         else:
             warnings.warn("no validation scene given: validation crops come from the training scenes", stacklevel=2)
