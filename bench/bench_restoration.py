@@ -34,7 +34,7 @@ COMMAND = {"hsdt": "denoise", "essaformer": "super-resolve", "mp-hsir": "restore
 #: dim 32 (spec §8's CPU variant of the natural layout)
 CONFIG = {"hsdt": {"variant": "s"}, "essaformer": {"dim": 64, "scale": 4}, "mp-hsir": {"dim": 32}}
 #: the fixed CPU training budget of the quality benchmark (optimiser steps)
-BUDGET = {"hsdt": 300, "essaformer": 1500, "mp-hsir": 600}
+BUDGET = {"hsdt": 800, "essaformer": 1500, "mp-hsir": 600}
 #: degradations scored per model
 EVALS = {
     "hsdt": [("gaussian:sigma=30", None), ("gaussian:sigma=50", None), ("mixture", None)],

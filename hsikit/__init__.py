@@ -35,6 +35,11 @@ _LAZY = {
     "train_classifier": "hsikit.pipelines.train_classifier:train_classifier",
     "evaluate": "hsikit.pipelines.evaluate:evaluate",
     "benchmark_classify": "hsikit.pipelines.benchmark:benchmark_classify",
+    "train_restorer": "hsikit.pipelines.train_restorer:train_restorer",
+    "denoise": "hsikit.pipelines.restore:denoise",
+    "super_resolve": "hsikit.pipelines.restore:super_resolve",
+    "restore": "hsikit.pipelines.restore:restore",
+    "evaluate_restoration": "hsikit.pipelines.evaluate_restoration:evaluate_restoration",
     "load_dataset": "hsikit.datasets.catalog:load",
     "download_dataset": "hsikit.datasets.download:download",
 }
