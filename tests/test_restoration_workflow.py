@@ -175,3 +175,21 @@ def test_real_enmap_scene_through_all_three_commands(shared_data, tmp_path):
         assert info["size"] == [32 * s, 32 * s]
         assert info["geoTransform"][1] == pytest.approx(30.0 / s) and info["geoTransform"][0] == pytest.approx(366975.0)
         assert len(info["bands"]) == 215 and info["bands"][0]["metadata"][""]["wavelength"] == "418.24"
+
+
+def test_interrupted_training_resumes(scenes, tmp_path):
+    """A resumed run continues from last.ckpt: the per-step loss curve of the first run is kept and extended."""
+    _, train, val, _ = scenes
+    ck = tmp_path / "res.safetensors"
+    _train("super-resolver", "essaformer", [train], ck, "--scale", "2")
+    first = json.loads((tmp_path / "res_report" / "report.json").read_text())
+    assert (tmp_path / "res_report" / "checkpoints" / "last.ckpt").exists()
+    args = ["-q", "train", "super-resolver", str(train), "-o", str(ck), "-m", "essaformer", "--iterations", "6",
+            "--steps-per-epoch", "2", "--batch-size", "2", "--crop", "32", "--scale", "2", *TINY["essaformer"],
+            "--resume"]
+    assert run(args) == 0
+    second = json.loads((tmp_path / "res_report" / "report.json").read_text())
+    assert len(second["loss_curve"]) == 6 and second["loss_curve"][:4] == first["loss_curve"]
+    assert second["history"][:2] == first["history"]
+    epochs = [h["epoch"] for h in second["history"]]
+    assert epochs == list(range(1, len(epochs) + 1)) and second["history"][-1]["step"] == 6

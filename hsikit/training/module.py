@@ -17,7 +17,29 @@ from hsikit.training.data import ClassifierData
 from hsikit.training.recipes import Recipe
 
 
-class ClassifierModule(L.LightningModule):
+class RunState:
+    """Per-epoch history, per-step losses and the best weights so far, carried in Lightning's resumable
+    checkpoint. The training data are not part of it; only weights, optimiser, schedule and loop state are."""
+
+    history: list[dict[str, float]]
+    loss_curve: list[float]
+    best_state: dict[str, torch.Tensor] | None
+    best_score: float
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["hsikit_history"] = self.history
+        checkpoint["hsikit_loss_curve"] = self.loss_curve
+        checkpoint["hsikit_best"] = self.best_state
+        checkpoint["hsikit_best_score"] = self.best_score
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.history = list(checkpoint.get("hsikit_history", []))
+        self.loss_curve = list(checkpoint.get("hsikit_loss_curve", []))
+        self.best_state = checkpoint.get("hsikit_best")
+        self.best_score = float(checkpoint.get("hsikit_best_score", -math.inf))
+
+
+class ClassifierModule(RunState, L.LightningModule):
     """Wraps an ``nn.Module`` classifier and its :class:`ClassifierData`; validation OA is measured after every
     training epoch on the validation pixels (``val_mask``)."""
 
@@ -88,18 +110,6 @@ class ClassifierModule(L.LightningModule):
         sched = torch.optim.lr_scheduler.LambdaLR(opt, fn)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
-    # The data object is not part of the checkpoint; only weights, optimiser, schedule and loop state are.
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["hsikit_history"] = self.history
-        checkpoint["hsikit_loss_curve"] = self.loss_curve
-        checkpoint["hsikit_best"] = self.best_state
-        checkpoint["hsikit_best_score"] = self.best_score
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.history = list(checkpoint.get("hsikit_history", []))
-        self.loss_curve = list(checkpoint.get("hsikit_loss_curve", []))
-        self.best_state = checkpoint.get("hsikit_best")
-        self.best_score = float(checkpoint.get("hsikit_best_score", -math.inf))
 
 
 def fit(

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from hsikit.errors import InputError
+from hsikit.training.module import RunState
 
 #: one training pair: degraded input (C, h, w), clean target (C, s*h, s*w), task index (-1: none)
 Pair = tuple[np.ndarray, np.ndarray, int]
@@ -159,7 +160,7 @@ def forward_restorer(net: torch.nn.Module, x: torch.Tensor, task: torch.Tensor) 
     return net(x, task) if getattr(net, "takes_task", False) else net(x)
 
 
-class RestorationModule(L.LightningModule):
+class RestorationModule(RunState, L.LightningModule):
     """Regress clean crops from degraded ones; validation PSNR (dB, per-band mean) after every epoch."""
 
     def __init__(self, net: torch.nn.Module, recipe: RestorationRecipe, val: list[Pair], total_steps: int) -> None:
@@ -241,18 +242,6 @@ class RestorationModule(L.LightningModule):
 
         sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["hsikit_history"] = self.history
-        checkpoint["hsikit_loss_curve"] = self.loss_curve
-        checkpoint["hsikit_best"] = self.best_state
-        checkpoint["hsikit_best_score"] = self.best_score
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.history = list(checkpoint.get("hsikit_history", []))
-        self.loss_curve = list(checkpoint.get("hsikit_loss_curve", []))
-        self.best_state = checkpoint.get("hsikit_best")
-        self.best_score = float(checkpoint.get("hsikit_best_score", -math.inf))
 
 
 def fit_restorer(
