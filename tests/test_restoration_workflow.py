@@ -63,10 +63,12 @@ def test_training_reports_loss_and_validation_psnr(models):
         assert meta.restoration["scaling"] == "scene-minmax" and meta.task in ("denoising", "super-resolution", "restoration")
 
 
-def test_super_resolved_output_grid_and_metadata(scenes, models, tmp_path):
+@pytest.mark.parametrize("model,extra", [("essaformer", []), ("mp-hsir", ["--scale", "2"])])
+def test_super_resolved_output_grid_and_metadata(scenes, models, tmp_path, model, extra):
+    """A super-resolver, and an all-in-one model's "sr" prompt on the nearest-upsampled scene, write the 2x grid."""
     _, _, _, test = scenes
     out = tmp_path / "sr.tif"
-    assert run(["-q", "super-resolve", str(test), "-o", str(out), "-m", str(models["essaformer"])]) == 0
+    assert run(["-q", "super-resolve", str(test), "-o", str(out), "-m", str(models[model]), *extra]) == 0
     with rasterio.open(test) as src, rasterio.open(out) as dst:
         assert dst.width == 2 * src.width and dst.height == 2 * src.height
         assert dst.crs == src.crs
