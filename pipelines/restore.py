@@ -94,10 +94,12 @@ def resolve_task(meta, command: str, task: str | None, scale: int | None) -> tup
 
 def _restorer(net, meta, task: str, scale: int, nearest: bool):
     """The network as ``x -> y`` for the engine: the task prompt bound, nearest pre-upsampling for models that
-    super-resolve at the target size (MP-HSIR)."""
+    super-resolve at the target size (MP-HSIR), and the output clamped to [0, 1] for models trained on their
+    clamped output (MP-HSIR's loss)."""
     import torch
 
     idx = list(meta.config.get("tasks") or []).index(task) if getattr(net, "takes_task", False) else -1
+    clamp = bool((meta.restoration or {}).get("clamp_output", False))
 
     class Restorer(torch.nn.Module):
         def __init__(self) -> None:
@@ -108,8 +110,10 @@ def _restorer(net, meta, task: str, scale: int, nearest: bool):
             if nearest and scale > 1:
                 x = x.repeat_interleave(scale, dim=2).repeat_interleave(scale, dim=3)
             if idx >= 0:
-                return self.net(x, torch.full((x.shape[0],), idx, dtype=torch.long, device=x.device))
-            return self.net(x)
+                y = self.net(x, torch.full((x.shape[0],), idx, dtype=torch.long, device=x.device))
+            else:
+                y = self.net(x)
+            return y.clamp(0, 1) if clamp else y
 
     return Restorer()
 

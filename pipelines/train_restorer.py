@@ -204,8 +204,9 @@ def train_restorer(
         final = history[-1]["val_psnr"] if history else float("nan")
         metrics = {"val_psnr": final, "best_val_psnr": max((h["val_psnr"] for h in history), default=final),
                    "first_loss": curve[0] if curve else None, "last_loss": curve[-1] if curve else None}
+        # a model trained on its clamped output (MP-HSIR) only means its output inside [0, 1]
         restoration = {"scaling": "scene-minmax", "kind": kind, "trained_on": described,
-                       "training_value_ranges": ranges}
+                       "training_value_ranges": ranges, "clamp_output": recipe.loss == "l1-clamp"}
         if sr_scale > 1:
             restoration["scale"] = sr_scale
         meta = CheckpointMeta(

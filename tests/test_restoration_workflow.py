@@ -195,3 +195,19 @@ def test_interrupted_training_resumes(scenes, tmp_path):
     assert second["history"][:2] == first["history"]
     epochs = [h["epoch"] for h in second["history"]]
     assert epochs == list(range(1, len(epochs) + 1)) and second["history"][-1]["step"] == 6
+
+
+def test_models_trained_on_clamped_output_are_clamped(models):
+    """MP-HSIR's loss sees clamp(output, 0, 1): its checkpoints say so and the pipelines clamp likewise."""
+    import torch
+
+    from hsikit.checkpoint import load_checkpoint
+    from hsikit.pipelines.restore import _restorer
+
+    net, meta = load_checkpoint(models["mp-hsir"])
+    assert meta.restoration["clamp_output"] is True
+    x = torch.rand(1, net.cfg.in_bands, 32, 32) * 3 - 1
+    y = _restorer(net, meta, "gaussian", 1, False)(x)
+    assert y.min() >= 0 and y.max() <= 1
+    _, hmeta = load_checkpoint(models["hsdt"])
+    assert hmeta.restoration["clamp_output"] is False
