@@ -85,10 +85,12 @@ def evaluate_restoration(
     device: str = "auto",
     out: str | Path | None = None,
     overwrite: bool = False,
+    clip: bool | None = None,
 ) -> RestorationEvaluation:
     """Degrade each clean scene with ``degradation`` (seeded), restore it with ``model``, and score the result,
     the degraded input and the classical baselines against the clean scene. ``out``: a run folder for
-    ``report.json``."""
+    ``report.json``. ``clip`` clips every estimate and the reference to [0, 1] before scoring (MP-HSIR's
+    convention; default: for models trained on their clamped output)."""
     from hsikit._version import __version__
     from hsikit.checkpoint import load_checkpoint
     from hsikit.io.open import open_scene
@@ -107,6 +109,8 @@ def evaluate_restoration(
     if rdir is not None and (rdir / "report.json").exists() and not overwrite:
         raise InputError(f"{rdir / 'report.json'} exists (use --overwrite)")
     net, meta = load_checkpoint(model, device="cpu")
+    if clip is None:
+        clip = bool((meta.restoration or {}).get("clamp_output", False))
     command = "super-resolve" if meta.task == "super-resolution" or task == "sr" else "restore"
     if meta.task == "denoising":
         command = "denoise"
@@ -146,7 +150,8 @@ def evaluate_restoration(
                     results["tv"] = classical.tv_denoise(deg.x)
                     results["pca"] = classical.pca_denoise(deg.x)
             r = max(deg.scale, deg.ergas_scale)
-            scores = {name: quality_report(clean, est, scale=r, mask=deg.mask) for name, est in results.items()}
+            scores = {name: quality_report(clean, est, scale=r, mask=deg.mask, clip=clip)
+                      for name, est in results.items()}
             per_scene.append({"scene": sc.name, "shape": list(clean.shape), "scores": scores})
         finally:
             if not isinstance(src, Scene):
@@ -159,6 +164,6 @@ def evaluate_restoration(
     if rdir is not None:
         rdir.mkdir(parents=True, exist_ok=True)
         res.report = write_json({"model": Path(model).name, "arch": meta.arch, "task": task_name, "degradation": deg_text,
-                                 "seed": seed, "scale": s, "methods": methods, "scenes": per_scene,
+                                 "seed": seed, "scale": s, "clip": clip, "methods": methods, "scenes": per_scene,
                                  "hsikit_version": __version__, "seconds": res.seconds}, rdir / "report.json")
     return res
