@@ -119,13 +119,13 @@ def degradations() -> None:
 
 
 def _train(kind: str, scenes, out, model, val_scenes, degradation, tasks, scale, iterations, steps_per_epoch, lr,
-           batch_size, crop, seed, select_best, set_, device, precision, resume, drop_bad_bands, report_dir,
+           loss, batch_size, crop, seed, select_best, set_, device, precision, resume, drop_bad_bands, report_dir,
            overwrite) -> None:
     from hsikit.pipelines.train_restorer import train_restorer
 
     res = train_restorer([str(s) for s in scenes], out=out, kind=kind, model=model, model_config=_model_config(set_),
                          val_scenes=[str(s) for s in val_scenes or []], degradations=degradation, tasks=tasks,
-                         scale=scale, iterations=iterations, steps_per_epoch=steps_per_epoch, lr=lr,
+                         scale=scale, iterations=iterations, steps_per_epoch=steps_per_epoch, lr=lr, loss=loss,
                          batch_size=batch_size, crop=crop, seed=seed, select_best=select_best, device=device,
                          precision=precision, resume=resume, drop_bad_bands=drop_bad_bands, report_dir=report_dir,
                          overwrite=overwrite, progress=_state["progress"], command=_command_line())
@@ -147,6 +147,7 @@ def _train_command(kind: str, default_model: str, summary: str):
         iterations: Optional[int] = typer.Option(None, "--iterations", help="Optimiser steps (default: the recipe's)."),
         steps_per_epoch: Optional[int] = typer.Option(None, "--steps-per-epoch", help="Steps between validation passes."),
         lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate (default: the recipe's)."),
+        loss: Optional[str] = typer.Option(None, "--loss", help="mse, l1 or l1-clamp (L1 of the output clamped to [0, 1]); default: the recipe's."),
         batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Crops per step."),
         crop: Optional[int] = typer.Option(None, "--crop", help="Training crop size in target pixels."),
         seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (crops, degradations, initialisation)."),
@@ -160,7 +161,7 @@ def _train_command(kind: str, default_model: str, summary: str):
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing checkpoint/report."),
     ) -> None:
         _train(kind, scenes, out, model, val_scenes, degradation, tasks, scale, iterations, steps_per_epoch, lr,
-               batch_size, crop, seed, select_best, set_, device, precision, resume, drop_bad_bands, report_dir,
+               loss, batch_size, crop, seed, select_best, set_, device, precision, resume, drop_bad_bands, report_dir,
                overwrite)
 
     command.__doc__ = summary

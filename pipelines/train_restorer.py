@@ -99,6 +99,7 @@ def train_restorer(
     iterations: int | None = None,
     steps_per_epoch: int | None = None,
     lr: float | None = None,
+    loss: str | None = None,
     batch_size: int | None = None,
     crop: int | None = None,
     seed: int | None = None,
@@ -150,7 +151,9 @@ def train_restorer(
     rdir = Path(report_dir) if report_dir else out.with_name(out.stem + "_report")
     if rdir.exists() and not overwrite and not resume and any(rdir.iterdir()):
         raise InputError(f"report folder exists and is not empty: {rdir} (use --overwrite, or --resume)")
-    recipe = restoration_recipe(model).replace(iterations=iterations, steps_per_epoch=steps_per_epoch, lr=lr,
+    if loss not in (None, "mse", "l1", "l1-clamp"):
+        raise OptionError(f"--loss must be mse, l1 or l1-clamp, not {loss!r}")
+    recipe = restoration_recipe(model).replace(iterations=iterations, steps_per_epoch=steps_per_epoch, lr=lr, loss=loss,
                                                batch_size=batch_size, crop=crop, seed=seed, select_best=select_best)
 
     opened = [s if isinstance(s, Scene) else open_scene(s) for s in scenes]
