@@ -146,19 +146,23 @@ def fit(
     trainer = make_trainer(run_dir, device=device, progress=progress, precision=precision, max_epochs=max_epochs,
                            max_steps=max_steps, grad_clip=recipe.grad_clip, steps_per_epoch=steps_per_epoch,
                            devices=devices, strategy=strategy, callbacks=extra)
-    ckpt_dir = run_dir / "checkpoints"
-    last = ckpt_dir / "last.ckpt"
+    run_fit(trainer, module, data.train_loader(), run_dir, resume)
+    if recipe.select_best and module.best_state is not None:
+        net.load_state_dict(module.best_state)
+    return net.cpu().eval(), module.history, module.loss_curve
+
+
+def run_fit(trainer: L.Trainer, module: L.LightningModule, loader: Any, run_dir: Path, resume: bool) -> None:
+    """``trainer.fit``, resuming from ``run_dir/checkpoints/last.ckpt`` (weights-only unpickler) when asked."""
+    last = run_dir / "checkpoints" / "last.ckpt"
     with warnings.catch_warnings():
         # Lightning's advice on dataloader workers does not apply: the data are in memory, already batched
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*IterableDataset.*__len__.*")
         warnings.filterwarnings("ignore", message=".*LightningModule.*has parameters that were not used.*")
         warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
-        trainer.fit(module, train_dataloaders=data.train_loader(),
-                    ckpt_path=str(last) if (resume and last.exists()) else None, weights_only=True)
-    if recipe.select_best and module.best_state is not None:
-        net.load_state_dict(module.best_state)
-    return net.cpu().eval(), module.history, module.loss_curve
+        trainer.fit(module, train_dataloaders=loader, ckpt_path=str(last) if (resume and last.exists()) else None,
+                    weights_only=True)
 
 
 def make_trainer(run_dir: Path, *, device: torch.device, progress: bool, precision: str, max_epochs: int,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -261,7 +260,7 @@ def fit_restorer(
     strategy: str = "auto",
 ) -> tuple[torch.nn.Module, list[dict[str, float]], list[float]]:
     """Train for ``recipe.iterations`` steps; returns (network, per-epoch history, per-step loss)."""
-    from hsikit.training.module import make_trainer
+    from hsikit.training.module import make_trainer, run_fit
 
     steps = max(1, min(int(recipe.steps_per_epoch), int(recipe.iterations)))
     module = RestorationModule(net, recipe, val, recipe.iterations)
@@ -269,12 +268,7 @@ def fit_restorer(
                            max_steps=int(recipe.iterations), grad_clip=recipe.grad_clip, steps_per_epoch=steps,
                            devices=devices, strategy=strategy)
     loader = DataLoader(_Batches(cubes, valids, degrade, recipe, steps), batch_size=None, shuffle=False)
-    last = run_dir / "checkpoints" / "last.ckpt"
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-        warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
-        trainer.fit(module, train_dataloaders=loader, ckpt_path=str(last) if (resume and last.exists()) else None,
-                    weights_only=True)
+    run_fit(trainer, module, loader, run_dir, resume)
     if recipe.select_best and module.best_state is not None:
         net.load_state_dict(module.best_state)
     return net.cpu().eval(), module.history, module.loss_curve
