@@ -173,13 +173,9 @@ def child_quality(name: str, data_dir: str, iterations: int, lr: float | None, r
     curve = report["loss_curve"]
     k = max(1, len(curve) // 10)
     return {"bench": "quality", "model": name, "config": CONFIG[model], "tasks": tasks, "loss": report["recipe"]["loss"],
-            "iterations": report["recipe"]["iterations"], "lr": tr_lr(report), "train_s": report["seconds"],
+            "iterations": report["recipe"]["iterations"], "lr": float(report["recipe"]["lr"]), "train_s": report["seconds"],
             "loss_first": sum(curve[:k]) / k, "loss_last": sum(curve[-k:]) / k,
             "val_psnr": [round(h["val_psnr"], 2) for h in report["history"]], "results": rows, "rss_mb": _rss_mb()}
-
-
-def tr_lr(report: dict) -> float:
-    return float(report["recipe"]["lr"])
 
 
 def main() -> None:

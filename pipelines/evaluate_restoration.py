@@ -111,9 +111,7 @@ def evaluate_restoration(
     net, meta = load_checkpoint(model, device="cpu")
     if clip is None:
         clip = bool((meta.restoration or {}).get("clamp_output", False))
-    command = "super-resolve" if meta.task == "super-resolution" or task == "sr" else "restore"
-    if meta.task == "denoising":
-        command = "denoise"
+    command = {"denoising": "denoise", "super-resolution": "super-resolve"}.get(meta.task, "restore")
     task_name, s, nearest = resolve_task(meta, command, task, scale)
     deg_text = degradation or default_degradation(meta, task_name, s)
     specs = parse_degradations(deg_text)
@@ -132,16 +130,16 @@ def evaluate_restoration(
             if meta.task == "super-resolution" and deg.scale != s:
                 raise OptionError(f"the degradation must down-sample by the model's scale x{s} "
                                   f"(e.g. downsample:scale={s}), not x{deg.scale}")
-            lr_valid = valid if deg.x.shape[1:] == valid.shape else valid[::s, ::s]
+            k = deg.scale  # > 1: the input is the low-resolution cube, the model up-samples by k
+            lr_valid = valid[::k, ::k]
             results: dict[str, np.ndarray] = {}
-            if deg.x.shape == clean.shape:
+            if k == 1:
                 results["degraded input"] = deg.x
-            results[meta.arch] = restore_array(net, meta, deg.x, task=task_name, scale=1 if deg.x.shape == clean.shape else s,
-                                               nearest=nearest and deg.x.shape != clean.shape, tile=tile,
-                                               device=device, valid=None if lr_valid.all() else lr_valid)
+            results[meta.arch] = restore_array(net, meta, deg.x, task=task_name, scale=k, nearest=nearest and k > 1,
+                                               tile=tile, device=device, valid=None if lr_valid.all() else lr_valid)
             if baselines:
-                if deg.x.shape != clean.shape:
-                    results["bicubic"] = classical.bicubic_upsample(deg.x, s)
+                if k > 1:
+                    results["bicubic"] = classical.bicubic_upsample(deg.x, k)
                 elif task_name == "sr" and deg.ergas_scale > 1:  # all-in-one SR: LR nearest-replicated to full size
                     k = deg.ergas_scale
                     results["bicubic"] = classical.bicubic_upsample(np.ascontiguousarray(deg.x[:, ::k, ::k]), k)
