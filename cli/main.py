@@ -314,6 +314,10 @@ def classify(
 
 
 from hsikit.cli import restoration as _restoration  # noqa: E402,F401  (registers denoise, super-resolve, ...)
+from hsikit.cli import sentinel2 as _sentinel2  # noqa: E402,F401  (registers s2 commands)
+from hsikit.cli import foundation as _foundation  # noqa: E402,F401  (registers pretrain, train scene-classifier|segmenter)
+from hsikit.cli import stress as _stress  # noqa: E402,F401  (registers stress, train stress)
+from hsikit.cli import batch as _batch  # noqa: E402,F401  (registers batch)
 
 
 # -- entry point ---------------------------------------------------------------------------------------------------

@@ -40,3 +40,40 @@ def get_sensor(name: str) -> Sensor:
     if key not in SENSORS:
         raise OptionError(f"unknown sensor {name!r}; known: {', '.join(SENSORS)}")
     return SENSORS[key]
+
+
+def canonical_band_name(name: str, sensor: Sensor = SENTINEL2) -> str | None:
+    """The sensor's own spelling of a band name, or None when it is not one of its bands.
+
+    Accepts the spellings found in real files: ``B2``, ``B02``, ``b02``, ``B8A``, ``B8a``, ``band_B04`` and the
+    SAFE file suffixes (``T33UUU_20230603T101559_B04_10m`` gives ``B04``).
+    """
+    import re
+
+    known = {b.upper(): b for b in sensor.bands}
+    for m in re.finditer(r"(?<![A-Za-z0-9])B(\d{1,2})(A?)(?![0-9])", name.upper()):
+        num, a = int(m.group(1)), m.group(2)
+        cand = f"B{num}A" if a else f"B{num:02d}"
+        if cand in known:
+            return known[cand]
+    return None
+
+
+def find_bands(names: "tuple[str, ...] | list[str]", wanted: "tuple[str, ...] | list[str]",
+               sensor: Sensor = SENTINEL2) -> list[int]:
+    """0-based indices of ``wanted`` bands (sensor names) among ``names`` (any spelling), in ``wanted`` order.
+
+    Raises :class:`OptionError` naming every missing band.
+    """
+    canon = [canonical_band_name(n, sensor) for n in names]
+    idx, missing = [], []
+    for w in wanted:
+        key = canonical_band_name(w, sensor) or w
+        if key in canon:
+            idx.append(canon.index(key))
+        else:
+            missing.append(w)
+    if missing:
+        have = ", ".join(n for n in names) or "none"
+        raise OptionError(f"missing band(s) {', '.join(missing)}; the input has {have}")
+    return idx

@@ -1,0 +1,1 @@
+"""CLI commands (batch); filled in by its own issue work."""

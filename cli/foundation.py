@@ -1,0 +1,1 @@
+"""CLI commands (foundation); filled in by its own issue work."""

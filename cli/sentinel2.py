@@ -1,0 +1,1 @@
+"""CLI commands (sentinel2); filled in by its own issue work."""

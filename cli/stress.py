@@ -1,0 +1,1 @@
+"""CLI commands (stress); filled in by its own issue work."""
