@@ -115,3 +115,23 @@ def test_streaming_pca_matches_sklearn():
     assert proj.shape == (3, 10, 10)
     with pytest.raises(OptionError):
         streaming_pca(sc, 9)
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [("B2", "B02"), ("B02", "B02"), ("b8a", "B8A"), ("B8A", "B8A"), ("band_B04", "B04"),
+     ("T33UUU_20230603T101559_B04_10m", "B04"), ("B8", "B08"), ("B13", None), ("NIR", None), ("SCL", None)],
+)
+def test_sentinel2_band_names_in_any_spelling(name, expected):
+    from hsikit.preprocess.sensors import canonical_band_name
+
+    assert canonical_band_name(name) == expected
+
+
+def test_find_bands_orders_by_request_and_names_missing():
+    from hsikit.preprocess.sensors import find_bands
+
+    # the real Demmin GeoTIFF stores B4, B3, B2, B8 in that order
+    assert find_bands(["B4", "B3", "B2", "B8"], ["B02", "B03", "B04", "B08"]) == [2, 1, 0, 3]
+    with pytest.raises(OptionError, match="missing band.*B05.*B8A"):
+        find_bands(["B4", "B3", "B2", "B8"], ["B02", "B05", "B8A"])
