@@ -18,6 +18,10 @@ from hsikit._version import __version__
 _LAZY = {
     "open_scene": "hsikit.io.open:open_scene",
     "read_labels": "hsikit.io.labels:read_labels",
+    "open_safe": "hsikit.io.sentinel2:open_safe",
+    "open_sentinel2": "hsikit.io.sentinel2:open_sentinel2",
+    "open_series": "hsikit.io.timeseries:open_series",
+    "open_eopatch": "hsikit.io.eopatch:open_eopatch",
     "Scene": "hsikit.io.scene:Scene",
     "ArrayScene": "hsikit.io.scene:ArrayScene",
     "BandInfo": "hsikit.io.bandinfo:BandInfo",

@@ -14,7 +14,9 @@ _GDAL_PREFIXES = ("HDF5:", "HDF4_", "NETCDF:", "/vsi", "GTIFF_DIR:", "SENTINEL2_
 
 def open_scene(path: str | Path, *, variable: str | None = None) -> Scene:
     """Open a raster lazily: GeoTIFF/COG, ENVI (header or data file), ERDAS .lan, VRT, HDF5/NetCDF subdatasets
-    (``HDF5:"file.h5"://name``) or a MATLAB ``.mat`` benchmark cube (``variable`` picks the array).
+    (``HDF5:"file.h5"://name``), a MATLAB ``.mat`` benchmark cube (``variable`` picks the array) or a Sentinel-2
+    SAFE folder / its ``MTD_MSIL1C.xml`` / ``MTD_MSIL2A.xml`` (all bands at 10 m, see
+    :func:`hsikit.io.sentinel2.open_safe`).
 
     Raises :class:`InputError` for a missing file or one GDAL cannot read.
     """
@@ -24,6 +26,10 @@ def open_scene(path: str | Path, *, variable: str | None = None) -> Scene:
     p = Path(path)
     if not p.exists():
         raise InputError(f"file not found: {p}")
+    if _is_safe(p):
+        from hsikit.io.sentinel2 import open_safe
+
+        return open_safe(p)
     if p.is_dir():
         raise InputError(f"{p} is a directory, not a raster file")
     if p.suffix.lower() == ".mat":
@@ -38,6 +44,12 @@ def open_scene(path: str | Path, *, variable: str | None = None) -> Scene:
             raise InputError(f"ENVI header {p.name} has no data file beside it")
         p = data
     return _open_gdal(str(p), p.name)
+
+
+def _is_safe(p: Path) -> bool:
+    if p.is_dir():
+        return p.suffix.upper() == ".SAFE" or any(p.glob("MTD_MSIL*.xml"))
+    return p.suffix.lower() == ".xml" and p.name.upper().startswith("MTD_MSIL")
 
 
 def _open_gdal(path: str, label: str) -> Scene:

@@ -1,0 +1,283 @@
+"""Multi-date Sentinel-2 series on one grid: :func:`open_series` -> a lazily read ``xarray.Dataset``.
+
+Rules (also in the README):
+
+- Inputs: SAFE folders (or their MTD xml), GeoTIFF stacks, or folders holding them; an eo-learn EOPatch folder
+  is opened with :func:`hsikit.io.eopatch.open_eopatch` instead (it cannot be mixed with other inputs).
+- Dates: SAFE ``PRODUCT_START_TIME``; GeoTIFF tag ``ACQUISITION_DATE``, else ``TIFFTAG_DATETIME``, else a
+  ``YYYYMMDD``/``YYYY-MM-DD`` in the file name; no date is an :class:`InputError`.
+- Same time twice (the same datatake on two tiles, or two files with the same date in their names): merged
+  into one time step, each pixel taken from the first input (in path order) that has data there.
+- Grid: the earliest acquisition's grid, unless ``crs``/``resolution``/``bounds`` say otherwise; every other
+  acquisition is warped onto it lazily (bilinear, or average when the source is finer; nearest for masks).
+- Bands: those present on every date (B01..B12/B8A order), or exactly ``bands`` (missing anywhere -> error).
+- ``cloud``: SCL classes 3, 8, 9, 10 (or a cloud-mask file, see :mod:`hsikit.io.sentinel2`); False where no mask
+  is known (``cloud_source`` coordinate says ``none``). ``valid``: the date has data (no band at nodata).
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from affine import Affine
+from rasterio.windows import Window
+
+from hsikit.errors import BandMismatchError, InputError, OptionError
+from hsikit.io.eopatch import is_eopatch, open_eopatch
+from hsikit.io.sentinel2 import (CLOUD_CLASSES, Grid, Sentinel2Scene, _select_bands, is_safe, is_sibling_mask,
+                                 open_s2_geotiff, open_safe, reflectance)
+from hsikit.preprocess.sensors import SENTINEL2
+
+_TIFF = (".tif", ".tiff")
+
+
+def collect_inputs(inputs: str | Path | Sequence[str | Path]) -> list[Path]:
+    """SAFE folders, GeoTIFFs and EOPatch folders named by ``inputs`` (folders of them are expanded)."""
+    items = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
+    if not items:
+        raise InputError("no inputs given")
+    out: list[Path] = []
+    for it in items:
+        p = Path(it)
+        if not p.exists():
+            raise InputError(f"file not found: {p}")
+        if p.is_dir():
+            if is_eopatch(p) or is_safe(p):
+                out.append(p)
+                continue
+            kids = [c for c in sorted(p.iterdir())
+                    if (c.is_dir() and (is_safe(c) or is_eopatch(c)))
+                    or (c.is_file() and c.suffix.lower() in _TIFF and not _is_mask_of_stack(c))]
+            if not kids:
+                raise InputError(f"{p} holds no SAFE folders, GeoTIFF stacks or EOPatch folders")
+            out.extend(kids)
+        elif p.suffix.lower() == ".xml" and is_safe(p):
+            out.append(p.parent)
+        elif p.suffix.lower() in _TIFF:
+            if not _is_mask_of_stack(p):
+                out.append(p)
+        elif p.suffix.lower() == ".zip":
+            raise InputError(f"{p.name}: unzip SAFE archives before opening them")
+        else:
+            raise InputError(f"{p.name} is not a SAFE folder, GeoTIFF or EOPatch folder")
+    seen: set[Path] = set()
+    for p in out:
+        r = p.resolve()
+        if r in seen:
+            raise InputError(f"{p} is given twice")
+        seen.add(r)
+    if not out:
+        raise InputError("no Sentinel-2 inputs found")
+    return out
+
+
+def _is_mask_of_stack(p: Path) -> bool:
+    """A ``<stem>_SCL.tif`` / ``<stem>_cloud.tif`` beside its stack ``<stem>.tif`` is a mask, not a date."""
+    if not is_sibling_mask(p):
+        return False
+    base = p.stem.rsplit("_", 1)[0]
+    return any(p.with_name(base + ext).is_file() for ext in (p.suffix, *_TIFF))
+
+
+def _open_native(p: Path, resolution: float | None) -> Sentinel2Scene:
+    if is_safe(p):
+        res = int(resolution) if resolution in (10, 20, 60) else 10
+        return open_safe(p, resolution=res)
+    sc = open_s2_geotiff(p)
+    if sc.acquired is None:
+        sc.close()
+        raise InputError(f"{p.name}: no acquisition date (set the ACQUISITION_DATE tag, or put YYYYMMDD / "
+                         "YYYY-MM-DD in the file name)")
+    return sc
+
+
+def target_grid(first: Grid, *, crs: Any = None, resolution: float | None = None,
+                bounds: Sequence[float] | None = None) -> Grid:
+    """The series grid: ``first`` unless ``crs``/``resolution``/``bounds`` (left, bottom, right, top in the
+    target CRS) change it; a new grid keeps ``first``'s origin when the CRS is the same."""
+    from rasterio.crs import CRS
+    from rasterio.errors import CRSError
+    from rasterio.warp import calculate_default_transform, transform_bounds
+
+    try:
+        tcrs = CRS.from_user_input(crs) if crs is not None else first.crs
+    except (CRSError, ValueError) as e:
+        raise OptionError(f"unknown CRS {crs!r} ({e})") from None
+    same_crs = tcrs == first.crs
+    if resolution is not None and (not np.isfinite(resolution) or resolution <= 0):
+        raise OptionError(f"resolution must be positive, not {resolution}")
+    if bounds is None and same_crs and (resolution is None or math.isclose(resolution, first.res[0])):
+        return first
+    if resolution is not None:
+        res = float(resolution)
+    elif same_crs:
+        res = first.res[0]
+    else:
+        t, _, _ = calculate_default_transform(first.crs, tcrs, first.width, first.height, *first.bounds)
+        res = abs(t.a)
+    if bounds is not None:
+        left, bottom, right, top = (float(v) for v in bounds)
+        if not (right > left and top > bottom):
+            raise OptionError(f"bounds must be left bottom right top with right > left and top > bottom: {bounds}")
+    elif same_crs:
+        left, bottom, right, top = first.bounds
+    else:
+        left, bottom, right, top = transform_bounds(first.crs, tcrs, *first.bounds)
+        left, top = math.floor(left / res) * res, math.ceil(top / res) * res
+    width = max(1, math.ceil((right - left) / res - 1e-6))
+    height = max(1, math.ceil((top - bottom) / res - 1e-6))
+    return Grid(tcrs, Affine(res, 0.0, left, 0.0, -res, top), width, height)
+
+
+class _DateBlocks:
+    """One time step's dask blocks: (bands + 2, h, w) float32 = reflectance, valid, cloud (mosaicked in order)."""
+
+    def __init__(self, scenes: list[Sentinel2Scene], nbands: int) -> None:
+        self.scenes, self.nbands = scenes, nbands
+
+    def __call__(self, block=None, block_info=None) -> np.ndarray:
+        (r0, r1), (c0, c1) = block_info[None]["array-location"][1:]
+        w = Window(c0, r0, c1 - c0, r1 - r0)
+        nb = self.nbands
+        out = np.zeros((nb + 2, r1 - r0, c1 - c0), dtype=np.float32)
+        out[:nb] = np.nan
+        filled = np.zeros((r1 - r0, c1 - c0), dtype=bool)
+        for sc in self.scenes:
+            refl = reflectance(sc, w)
+            take = ~np.isnan(refl).any(axis=0) & ~filled
+            if not take.any():
+                continue
+            out[:nb, take] = refl[:, take]
+            out[nb + 1, take] = sc.cloud_mask(w, CLOUD_CLASSES)[take]
+            filled |= take
+            if filled.all():
+                break
+        out[nb] = filled
+        return out
+
+
+def open_series(
+    inputs: str | Path | Sequence[str | Path],
+    *,
+    resolution: float | None = None,
+    bands: Sequence[str] | None = None,
+    crs: Any = None,
+    bounds: Sequence[float] | None = None,
+    chunks: int = 512,
+):
+    """Open Sentinel-2 acquisitions of one area as an ``xarray.Dataset`` on one grid, read lazily (dask).
+
+    Variables: ``reflectance`` float32 (time, band, y, x), scale/offset applied, NaN without data; ``cloud`` bool
+    (time, y, x), True = cloud / cloud shadow / cirrus, False where no mask is known; ``valid`` bool (time, y, x).
+    Coordinates: ``time`` (datetime64[ns], ascending), ``band`` (``B03`` ...), ``wavelength``/``fwhm`` (band, nm),
+    ``y``/``x`` pixel centres, per-time ``tile``, ``level``, ``source`` and ``cloud_source``; CRS and transform
+    via rioxarray (``ds.rio.crs``). See the module docstring for dates, merging, grid and band rules.
+    An EOPatch folder gives :func:`~hsikit.io.eopatch.open_eopatch`'s dataset.
+    """
+    import dask.array as da
+    import rioxarray  # noqa: F401
+    import xarray as xr
+    from dask.base import tokenize
+
+    if int(chunks) < 1:
+        raise OptionError(f"chunks must be a positive number of pixels, not {chunks}")
+    chunks = int(chunks)
+    paths = collect_inputs(inputs)
+    patches = [p for p in paths if is_eopatch(p)]
+    if patches:
+        if len(paths) > 1:
+            raise InputError("an EOPatch folder cannot be combined with other inputs")
+        return open_eopatch(patches[0], chunks=chunks)
+
+    natives: list[Sentinel2Scene] = []
+    try:
+        for p in paths:
+            natives.append(_open_native(p, resolution))
+        natives.sort(key=lambda s: (s.acquired, s.path))
+        grid = target_grid(natives[0].grid, crs=crs, resolution=resolution, bounds=bounds)
+        names = _series_bands(natives, bands)
+        _warn_no_overlap(natives, grid)
+        scenes = [s.on_grid(grid, names) for s in natives]
+    finally:
+        for s in natives:
+            s.close()
+
+    groups: dict[datetime, list[Sentinel2Scene]] = {}
+    for s in scenes:
+        groups.setdefault(s.acquired, []).append(s)
+    times = sorted(groups)
+    nb = len(names)
+    ych = tuple(min(chunks, grid.height - i) for i in range(0, grid.height, chunks))
+    xch = tuple(min(chunks, grid.width - i) for i in range(0, grid.width, chunks))
+    per_date = []
+    for t in times:
+        members = sorted(groups[t], key=lambda s: s.path)
+        groups[t] = members
+        name = "s2-date-" + tokenize([m.path for m in members], grid.crs.to_wkt(), tuple(grid.transform),
+                                     grid.width, grid.height, names, chunks)
+        per_date.append(da.map_blocks(_DateBlocks(members, nb), dtype=np.float32, chunks=((nb + 2,), ych, xch),
+                                      meta=np.empty((0, 0, 0), np.float32), name=name))
+    stack = da.stack(per_date, axis=0)
+    pos = {b: i for i, b in enumerate(SENTINEL2.bands)}
+    tr = grid.transform
+    coords = {
+        "time": np.array([np.datetime64(t, "ns") for t in times]),
+        "band": list(names),
+        "wavelength": ("band", [SENTINEL2.centers[pos[b]] for b in names]),
+        "fwhm": ("band", [SENTINEL2.fwhm[pos[b]] for b in names]),
+        "y": tr.f + tr.e * (np.arange(grid.height) + 0.5),
+        "x": tr.c + tr.a * (np.arange(grid.width) + 0.5),
+        "tile": ("time", [_join_unique(m.tile for m in groups[t]) for t in times]),
+        "level": ("time", [_join_unique(m.level for m in groups[t]) for t in times]),
+        "source": ("time", ["+".join(m.name for m in groups[t]) for t in times]),
+        "cloud_source": ("time", [_join_unique(m.cloud_source for m in groups[t]) for t in times]),
+    }
+    ds = xr.Dataset(
+        {
+            "reflectance": (("time", "band", "y", "x"), stack[:, :nb]),
+            "cloud": (("time", "y", "x"), stack[:, nb + 1] > 0.5),
+            "valid": (("time", "y", "x"), stack[:, nb] > 0.5),
+        },
+        coords=coords,
+    )
+    ds["reflectance"].attrs.update(long_name="reflectance (surface for L2A, top of atmosphere for L1C)", units="1")
+    ds["cloud"].attrs.update(long_name="cloud, cloud shadow or cirrus", scl_classes=list(CLOUD_CLASSES))
+    ds["valid"].attrs.update(long_name="the acquisition has data")
+    ds.coords["wavelength"].attrs["units"] = "nm"
+    ds.coords["fwhm"].attrs["units"] = "nm"
+    return ds.rio.write_crs(grid.crs).rio.write_transform(grid.transform)
+
+
+def _join_unique(values) -> str:
+    """Distinct non-empty values in first-seen order, joined by '+'."""
+    return "+".join(dict.fromkeys(v for v in values if v))
+
+
+def _series_bands(scenes: list[Sentinel2Scene], bands: Sequence[str] | None) -> list[str]:
+    if bands is not None:
+        names = None
+        for s in scenes:
+            label = f"{s.name} ({s.acquired:%Y-%m-%d})"
+            names = _select_bands(list(s.bands.names), bands, label)
+        return names
+    common = [b for b in SENTINEL2.bands if all(b in s.bands.names for s in scenes)]
+    if not common:
+        raise BandMismatchError("the inputs share no Sentinel-2 band: "
+                                + "; ".join(f"{s.name}: {', '.join(s.bands.names)}" for s in scenes))
+    return common
+
+
+def _warn_no_overlap(scenes: list[Sentinel2Scene], grid: Grid) -> None:
+    import warnings
+
+    from rasterio.warp import transform_bounds
+
+    gl, gb, gr, gt = grid.bounds
+    for s in scenes:
+        b = s.grid.bounds if s.crs == grid.crs else transform_bounds(s.crs, grid.crs, *s.grid.bounds)
+        if b[0] >= gr or b[2] <= gl or b[1] >= gt or b[3] <= gb:
+            warnings.warn(f"{s.name} does not overlap the series grid; its date has no valid pixels", stacklevel=3)
