@@ -1,1 +1,233 @@
-"""CLI commands (batch); filled in by its own issue work."""
+"""``hsikit batch TASK INPUTS... -o OUTDIR`` and ``hsikit batch status OUTDIR``.
+
+``batch`` is a command group whose sub-commands are the tasks (each with its own options and ``--help``) plus
+``status``; the options every task shares are added to each task command from one list. Imported by
+:mod:`hsikit.cli.main` once its app exists; Dask and torch load inside the commands.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from pathlib import Path
+from typing import Any, Optional, Tuple
+
+import typer
+
+from hsikit.cli.main import Fmt, ProbFmt, _command_line, _state, app
+
+batch_app = typer.Typer(
+    help="Process many scenes on Dask distributed (a local cluster of worker processes, or --scheduler): "
+    "TASK is classify, denoise, super-resolve, restore, preprocess or stress. A manifest in OUTDIR records every "
+    "scene; re-running the same command resumes (done scenes are skipped). Exit code 0: all done; 1: some failed.",
+    no_args_is_help=True,
+)
+app.add_typer(batch_app, name="batch")
+
+_TILE = "Tile size in pixels (as the single-scene command)."
+_OVERLAP = "Tile overlap in pixels (default: the single-scene command's)."
+_DEVICE = "auto, cpu, cuda or cuda:N (on each worker)."
+
+
+def _p(name: str, annotation: Any, default: Any) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+
+
+_INPUTS = inspect.Parameter("inputs", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=list[str], default=typer.Argument(
+    ..., help="Scene files, folders (searched recursively for rasters and SAFE products), globs (quote them) or "
+    "STAC catalog / collection / item-collection JSON files or URLs (assets are read in place).",
+    show_default=False))
+
+#: options every task takes, in --help order after the task's own
+_COMMON = [
+    _p("out", Path, typer.Option(..., "-o", "--out", help="Output folder: one output per scene (named after it), the "
+       "manifest hsikit-batch.sqlite and a hidden work folder .hsikit-batch/.")),
+    _p("workers", Optional[int], typer.Option(None, "--workers", "-w", help="Worker processes of the local cluster "
+       "(default: half the CPU cores).")),
+    _p("scheduler", Optional[str], typer.Option(None, "--scheduler", help="Use the Dask scheduler at this address "
+       "(tcp://HOST:PORT) instead of a local cluster; OUTDIR, inputs and model must be visible to its workers.")),
+    _p("dashboard", Optional[bool], typer.Option(None, "--dashboard/--no-dashboard", help="Serve and print the Dask "
+       "dashboard link (default: when bokeh is installed).")),
+    _p("retry_failed", bool, typer.Option(False, "--retry-failed", help="Also retry scenes that failed in an "
+       "earlier run (interrupted scenes are always retried).")),
+    _p("overwrite", bool, typer.Option(False, "--overwrite", help="Replace outputs that exist but were not written "
+       "by this batch.")),
+    _p("checksum", bool, typer.Option(False, "--checksum", help="Fingerprint inputs by SHA-256 instead of size and "
+       "modification time (reads every input once).")),
+    _p("block_mpx", float, typer.Option(4.0, "--block-mpx", help="Megapixels per block task: large scenes are "
+       "split into row blocks spread over workers (0: one block per scene).")),
+    _p("allow_no_crs", bool, typer.Option(False, "--allow-no-crs", help="Process scenes without a CRS on their "
+       "pixel grid (by default they fail).")),
+    _p("asset", Optional[list[str]], typer.Option(None, "--asset", help="STAC asset key(s) to process (repeatable; "
+       "default: every raster data asset).")),
+    _p("threads", Optional[int], typer.Option(None, "--threads", help="Torch/BLAS threads per worker "
+       "(default: CPU cores / workers).")),
+]
+_COMMON_NAMES = [p.name for p in _COMMON]
+
+_MODEL_REQUIRED = _p("model", Path, typer.Option(..., "--model", "-m", help="Checkpoint (.safetensors)."))
+_FORMAT = _p("fmt", Fmt, typer.Option(Fmt.cog, "--format", help="Output layout."))
+_TILE_OPT = _p("tile", Optional[int], typer.Option(None, "--tile", help=_TILE))
+_OVERLAP_OPT = _p("overlap", Optional[int], typer.Option(None, "--overlap", help=_OVERLAP))
+_DEVICE_OPT = _p("device", str, typer.Option("auto", "--device", help=_DEVICE))
+
+_TASK_PARAMS: dict[str, list[inspect.Parameter]] = {
+    "classify": [
+        _p("model", Optional[Path], typer.Option(None, "--model", "-m", help="Classifier checkpoint (default: the "
+           "bundled sample model).")),
+        _p("tile", int, typer.Option(512, "--tile", help=_TILE)),
+        _OVERLAP_OPT,
+        _p("batch_size", int, typer.Option(2, "--batch-size", help="Tiles per model call (image models).")),
+        _DEVICE_OPT,
+        _p("probabilities", Optional[ProbFmt], typer.Option(None, "--probabilities", help="Also write per-class "
+           "probabilities: float32 (default when no value is given) or uint8.")),
+        _p("confidence", bool, typer.Option(False, "--confidence", help="Also write the winning class's probability.")),
+        _p("quicklook", bool, typer.Option(False, "--quicklook", help="Also write a PNG quicklook per scene.")),
+        _p("legend", Optional[Path], typer.Option(None, "--legend", help="Own class names/colours (.json, .csv, .clr).")),
+        _FORMAT,
+    ],
+    "denoise": [_MODEL_REQUIRED, _p("task", Optional[str], typer.Option(None, "--task", help="All-in-one models: "
+                "gaussian (default) or complex.")), _TILE_OPT, _OVERLAP_OPT, _DEVICE_OPT, _FORMAT],
+    "super-resolve": [_MODEL_REQUIRED, _p("scale", Optional[int], typer.Option(None, "--scale", "-s", help="Up-sampling "
+                      "factor (default: the model's).")), _TILE_OPT, _OVERLAP_OPT, _DEVICE_OPT, _FORMAT],
+    "restore": [_MODEL_REQUIRED, _p("task", Optional[str], typer.Option(None, "--task", "-t", help="Task of an "
+                "all-in-one model.")), _p("scale", Optional[int], typer.Option(None, "--scale", "-s", help="Factor for "
+                "--task sr.")), _TILE_OPT, _OVERLAP_OPT, _DEVICE_OPT, _FORMAT],
+    "preprocess": [
+        _p("drop_bad_bands", bool, typer.Option(False, "--drop-bad-bands", help="Drop bad and water-vapour bands.")),
+        _p("wavelength_range", Optional[Tuple[float, float]], typer.Option(None, "--wavelength-range", metavar="MIN MAX",
+           help="Keep bands between MIN and MAX nm.")),
+        _p("resample_to", Optional[str], typer.Option(None, "--resample-to", help="Resample spectrally to a sensor.")),
+        _p("scale", Optional[float], typer.Option(None, "--scale", help="Multiply values by this factor.")),
+        _p("normalize", bool, typer.Option(False, "--normalize", help="Standardise each band (per-scene statistics).")),
+        _p("pca", Optional[int], typer.Option(None, "--pca", help="Keep N principal components (fitted per scene).")),
+        _p("chain", Optional[Path], typer.Option(None, "--chain", help="A preprocessing chain as JSON instead.")),
+        _FORMAT,
+    ],
+    "stress": [
+        _MODEL_REQUIRED,
+        _p("png", bool, typer.Option(True, "--png/--no-png", help="Also write PNG maps.")),
+        _p("explain", bool, typer.Option(True, "--explain/--no-explain", help="Also write the explanation outputs.")),
+        _DEVICE_OPT,
+        _FORMAT,
+    ],
+}
+
+
+def _options(task: str, kw: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """(model, task options) from a task command's own parameters."""
+    model = kw.pop("model", None)
+    opts = {}
+    for k, v in kw.items():
+        if hasattr(v, "value"):  # enums
+            v = v.value
+        if isinstance(v, Path):
+            v = str(v)
+        opts[k] = v
+    if task == "preprocess" and opts.get("wavelength_range"):
+        opts["wavelength_range"] = list(opts["wavelength_range"])
+    return model, opts
+
+
+def _run(task: str, inputs: list[str], common: dict[str, Any], own: dict[str, Any]) -> None:
+    from hsikit.pipelines.batch import run_batch
+
+    model, opts = _options(task, own)
+    res = run_batch(
+        task, inputs, outdir=common["out"], model=model, options=opts, workers=common["workers"],
+        scheduler=common["scheduler"], dashboard=common["dashboard"],
+        retry_failed=common["retry_failed"], overwrite=common["overwrite"], checksum=common["checksum"],
+        block_mpx=common["block_mpx"], allow_no_crs=common["allow_no_crs"], assets=common["asset"],
+        threads=common["threads"], progress=_state["progress"], echo=typer.echo, command=_command_line(),
+    )
+    _summary(res)
+    if res.exit_code:
+        from hsikit.pipelines.batch import BatchIncomplete
+
+        raise BatchIncomplete(f"{res.failed} of {res.scenes} scene(s) failed and {res.pending} did not finish "
+                              f"(`hsikit batch status {res.outdir}` lists them)")
+
+
+def _summary(res) -> None:
+    typer.echo(
+        f"batch {res.task}: {res.scenes} scene(s) in {res.seconds:.1f} s: {res.done} done "
+        f"({res.skipped} skipped as already done, {res.recovered} recovered), {res.failed} failed, "
+        f"{res.pending} pending; {res.mpx_per_s:.2f} Mpx/s" + (f" on {res.cluster}" if res.cluster else ""))
+    _failures(res.failures)
+    typer.echo(f"manifest: {Path(res.outdir) / 'hsikit-batch.sqlite'}")
+
+
+def _failures(failures: list[tuple[str, str]]) -> None:
+    if not failures:
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table("failed scene", "reason", box=None, show_edge=False)
+    for name, why in failures:
+        t.add_row(name, why)
+    Console(width=160, soft_wrap=True).print(t)
+
+
+def _make_command(task: str):
+    params = _TASK_PARAMS[task]
+
+    def command(**kw: Any) -> None:
+        inputs = kw.pop("inputs")
+        common = {k: kw.pop(k) for k in _COMMON_NAMES}
+        _run(task, inputs, common, kw)
+
+    command.__signature__ = inspect.Signature([_INPUTS, *params, *_COMMON])
+    command.__name__ = f"batch_{task.replace('-', '_')}"
+    return command
+
+
+def _register() -> None:
+    from hsikit.pipelines.batch_tasks import TASKS
+
+    for name, tk in TASKS.items():
+        doc = (f"{tk.help} Same options and outputs as `hsikit {tk.command}`, one output per input in OUTDIR; "
+               "exit code 0 when every scene is done, 1 when any failed.")
+        batch_app.command(name, help=doc)(_make_command(name))
+
+
+_register()
+
+
+@batch_app.command("status")
+def status(
+    outdir: Path = typer.Argument(..., help="Output folder of a batch (holding hsikit-batch.sqlite)."),
+    as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON (with one entry per scene)."),
+) -> None:
+    """Counts per status, failures with their reasons and total times of a batch (exit 0 when all done)."""
+    from hsikit.pipelines.batch import batch_status, scenes_table
+
+    st = batch_status(outdir)
+    if as_json:
+        typer.echo(json.dumps({**st, "scenes_table": scenes_table(outdir)}, indent=2, default=str))
+        _status_exit(st)
+        return
+    c = st["counts"]
+    if st["active_pid"]:
+        now = f"; a batch is running on it (pid {st['active_pid']})"
+    elif c["pending"] + c["running"]:
+        now = "; no batch is running on it: the unfinished scenes were interrupted"
+    else:
+        now = ""
+    typer.echo(f"{outdir}: {st['scenes']} scene(s) ({', '.join(st['tasks']) or 'no task'}): {c['done']} done, "
+               f"{c['failed']} failed, {c['pending']} pending, {c['running']} running{now}")
+    typer.echo(f"{st['runs']} run(s), {st['wall_seconds']:.1f} s wall in total; {st['scene_seconds']:.1f} s of scene "
+               f"processing, {st['pixels'] / 1e6:.2f} Mpx done")
+    _failures(st["failures"])
+    if st["pending"]:
+        more = f" and {len(st['pending']) - 10} more" if len(st["pending"]) > 10 else ""
+        typer.echo(f"not finished: {', '.join(st['pending'][:10])}{more} (re-run the batch command to resume)")
+    _status_exit(st)
+
+
+def _status_exit(st: dict[str, Any]) -> None:
+    from hsikit.pipelines.batch import BatchIncomplete, status_exit_code
+
+    if status_exit_code(st):
+        c = st["counts"]
+        raise BatchIncomplete(f"batch not complete: {c['failed']} failed, {c['pending'] + c['running']} not finished")

@@ -144,6 +144,20 @@ class ClsModel(str, Enum):
     random_forest = "random-forest"
 
 
+DEVICES_HELP = ("Processes (CPU) or GPUs per node; more than one trains with distributed data parallel (each "
+                "process takes its share of every epoch; gloo on CPU). The other ranks re-run this command.")
+STRATEGY_HELP = ("auto (DDP when --devices or --num-nodes > 1), ddp, or another Lightning strategy name (not the "
+                 "spawn/fork ones).")
+NUM_NODES_HELP = "Nodes of a multi-node DDP run (launch with torchrun or a cluster scheduler on each node)."
+
+
+def _quiet_ddp(devices: int, num_nodes: int) -> None:
+    """Multi-process runs: silence torch's C++ advice that DDP found no unused parameter this time (hsikit keeps the
+    check on for models that leave some unused). Must run before torch is imported; the other ranks inherit it."""
+    if devices * num_nodes > 1:
+        os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
+
+
 def _model_config(items: list[str] | None) -> dict:
     """``KEY=VALUE`` pairs (values parsed as JSON when they parse) into a model config dict."""
     from hsikit.errors import OptionError
@@ -183,6 +197,9 @@ def train_classifier(
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     precision: str = typer.Option("32-true", "--precision", help="Lightning precision: 32-true, 16-mixed, bf16-mixed."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from <report>/checkpoints/last.ckpt."),
+    devices: int = typer.Option(1, "--devices", help=DEVICES_HELP),
+    strategy: str = typer.Option("auto", "--strategy", help=STRATEGY_HELP),
+    num_nodes: int = typer.Option(1, "--num-nodes", help=NUM_NODES_HELP),
     drop_bad_bands: Optional[bool] = typer.Option(None, "--drop-bad-bands/--keep-bad-bands", help="Drop bad and water-vapour bands before the model."),
     pca: Optional[int] = typer.Option(None, "--pca", help="Reduce to N principal components first."),
     pca_whiten: Optional[bool] = typer.Option(None, "--pca-whiten/--no-pca-whiten", help="Scale PCA components to unit variance (MorpMamba's notebook does)."),
@@ -191,6 +208,7 @@ def train_classifier(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing checkpoint/report."),
 ) -> None:
     """Train a classifier; writes the checkpoint and a report (OA/AA/kappa, confusion matrix PNG/CSV)."""
+    _quiet_ddp(devices, num_nodes)
     from hsikit.errors import OptionError
     from hsikit.pipelines.train_classifier import train_classifier as run_train
 
@@ -217,8 +235,11 @@ def train_classifier(
                     batch_size=batch_size, seed=seed, device=device, precision=precision, resume=resume,
                     model_config=_model_config(set_),
                     chain={"drop_bad_bands": drop_bad_bands, "pca": pca, "pca_whiten": pca_whiten},
-                    report_dir=report_dir, overwrite=overwrite, progress=_state["progress"], command=_command_line())
+                    report_dir=report_dir, overwrite=overwrite, progress=_state["progress"], command=_command_line(),
+                    devices=devices, strategy=strategy, num_nodes=num_nodes)
     m = res.metrics
+    if not m:  # a non-zero DDP rank: rank 0 reports
+        return
     typer.echo(f"wrote {res.checkpoint}")
     typer.echo(f"test OA {m['oa']:.4f}  AA {m['aa']:.4f}  kappa {m['kappa']:.4f}  (report: {res.report_dir})")
 
@@ -342,8 +363,9 @@ def run(argv: list[str] | None = None) -> int:
     if not debug:
         warnings.showwarning = _warn_one_line
     try:
-        app(args=args, prog_name="hsikit", standalone_mode=False)
-        code = 0
+        # with standalone_mode=False click returns a command's typer.Exit code instead of raising it
+        ret = app(args=args, prog_name="hsikit", standalone_mode=False)
+        code = ret if isinstance(ret, int) else 0
     except (typer.Exit, click.exceptions.Exit) as e:
         code = e.exit_code
     except (typer.Abort, click.exceptions.Abort, KeyboardInterrupt):

@@ -10,7 +10,8 @@ from typing import Optional
 
 import typer
 
-from hsikit.cli.main import Fmt, _command_line, _model_config, _state, app, train_app
+from hsikit.cli.main import (DEVICES_HELP, NUM_NODES_HELP, STRATEGY_HELP, Fmt, _command_line, _model_config, _quiet_ddp,
+                             _state, app, train_app)
 
 _TILE_HELP = "Tile size in input pixels (default: 128, 64 for super-resolution, or 4x the model's receptive field if larger)."
 _OVERLAP_HELP = "Tile overlap in pixels (default 25% of the tile, at least the model's receptive field)."
@@ -120,7 +121,8 @@ def degradations() -> None:
 
 def _train(kind: str, scenes, out, model, val_scenes, degradation, tasks, scale, iterations, steps_per_epoch, lr,
            loss, batch_size, crop, seed, select_best, set_, device, precision, resume, drop_bad_bands, report_dir,
-           overwrite) -> None:
+           overwrite, devices=1, strategy="auto", num_nodes=1) -> None:
+    _quiet_ddp(devices, num_nodes)
     from hsikit.pipelines.train_restorer import train_restorer
 
     res = train_restorer([str(s) for s in scenes], out=out, kind=kind, model=model, model_config=_model_config(set_),
@@ -128,8 +130,11 @@ def _train(kind: str, scenes, out, model, val_scenes, degradation, tasks, scale,
                          scale=scale, iterations=iterations, steps_per_epoch=steps_per_epoch, lr=lr, loss=loss,
                          batch_size=batch_size, crop=crop, seed=seed, select_best=select_best, device=device,
                          precision=precision, resume=resume, drop_bad_bands=drop_bad_bands, report_dir=report_dir,
-                         overwrite=overwrite, progress=_state["progress"], command=_command_line())
+                         overwrite=overwrite, progress=_state["progress"], command=_command_line(),
+                         devices=devices, strategy=strategy, num_nodes=num_nodes)
     m = res.metrics
+    if not m:  # a non-zero DDP rank: rank 0 reports
+        return
     typer.echo(f"wrote {res.checkpoint}")
     typer.echo(f"loss {m['first_loss']:.5f} -> {m['last_loss']:.5f}; validation PSNR {m['val_psnr']:.2f} dB "
                f"(best {m['best_val_psnr']:.2f}); report: {res.report_dir}")
@@ -156,13 +161,16 @@ def _train_command(kind: str, default_model: str, summary: str):
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
         precision: str = typer.Option("32-true", "--precision", help="Lightning precision: 32-true, 16-mixed, bf16-mixed."),
         resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from <report>/checkpoints/last.ckpt."),
+        devices: int = typer.Option(1, "--devices", help=DEVICES_HELP),
+        strategy: str = typer.Option("auto", "--strategy", help=STRATEGY_HELP),
+        num_nodes: int = typer.Option(1, "--num-nodes", help=NUM_NODES_HELP),
         drop_bad_bands: bool = typer.Option(True, "--drop-bad-bands/--keep-bad-bands", help="Drop bad and water-vapour bands."),
         report_dir: Optional[Path] = typer.Option(None, "--report-dir", help="Report folder (default <out>_report/)."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing checkpoint/report."),
     ) -> None:
         _train(kind, scenes, out, model, val_scenes, degradation, tasks, scale, iterations, steps_per_epoch, lr,
                loss, batch_size, crop, seed, select_best, set_, device, precision, resume, drop_bad_bands, report_dir,
-               overwrite)
+               overwrite, devices, strategy, num_nodes)
 
     command.__doc__ = summary
     return command

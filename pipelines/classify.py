@@ -46,6 +46,129 @@ def output_paths(out: Path, probabilities: ProbMode | None, quicklook: bool, con
     return paths
 
 
+@dataclass
+class ClassifySetup:
+    """What classifying one scene with one checkpoint needs, derived from the scene's header and the checkpoint's
+    metadata only (no pixels, no weights): shared by :func:`classify` and the batch's block tasks."""
+
+    model_path: Path
+    arch: str
+    class_names: list[str]
+    legend: object
+    chain: object
+    context: int
+    size_multiple: int
+    spec: object
+    tile_tag: dict
+    tags: dict[str, str]
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def pixel_local(self) -> bool:
+        return self.context == 0
+
+    @property
+    def class_dtype(self) -> str:
+        return "uint8" if self.n_classes <= 254 else "uint16"
+
+
+def classify_setup(sc: Scene, model_path: str | Path, *, tile: int = 512, overlap: int | None = None,
+                   batch_size: int = 2, legend: str | Path | None = None, command: str | None = None) -> ClassifySetup:
+    """Check ``sc`` against the checkpoint (georeferencing, task, bands, legend) and plan the tiling."""
+    from hsikit.checkpoint import checkpoint_sha256, read_checkpoint_meta
+    from hsikit.engine.engine import TileSpec
+    from hsikit.io.legend import Legend
+    from hsikit.models.registry import get_entry
+    from hsikit.pipelines.common import check_georeferencing, provenance_tags
+    from hsikit.preprocess.chain import Chain
+
+    model_path = Path(model_path)
+    check_georeferencing(sc)
+    meta = read_checkpoint_meta(model_path)
+    if meta.task != "classification":
+        raise InputError(f"{model_path.name} is a {meta.task} model, not a classifier")
+    chain = Chain.from_dict(meta.preprocessing)
+    chain.check_input(sc.bands)
+    n_cls = len(meta.class_names)
+    lg = Legend.read(legend, n_cls) if legend else Legend.from_names(meta.class_names, meta.class_colors)
+    if lg.count != n_cls:
+        raise BandMismatchError(f"legend has {lg.count} classes, the model {n_cls}")
+    entry = get_entry(meta.arch)
+    context = int(entry.receptive_field(entry.config_cls(**meta.config)))
+    # pixel-local models are fed in pixel chunks by the predictor: batching whole tiles only costs memory
+    spec = TileSpec(tile=tile, overlap=overlap, batch_size=batch_size if context > 0 else 1)
+    tile_tag = {"tile": tile, "overlap": overlap, "context": context, "blend": "raised-cosine"}
+    tags = provenance_tags(
+        scene=sc,
+        command=command,
+        model=meta.arch,
+        checkpoint_sha256=checkpoint_sha256(model_path),
+        bands_used=[sc.bands.names[i] for i in chain.used_input_bands(sc.count)],
+        normalization="checkpoint statistics: " + " > ".join(s.op for s in chain.steps),
+        tile=tile_tag,
+        extra={"HSIKIT_CLASS_OFFSET": "1"},
+    )
+    return ClassifySetup(model_path, meta.arch, list(meta.class_names), lg, chain, context, entry.size_multiple,
+                         spec, tile_tag, tags)
+
+
+def classify_predictor(net, setup: ClassifySetup, device: str = "auto"):
+    """The engine's ``predict`` for a loaded classifier (softmax unless the model outputs probabilities)."""
+    from hsikit.engine.torch_predict import TorchPredictor
+
+    # models whose outputs are already probabilities (random forest) must not be softmaxed again
+    return TorchPredictor(net, device=device, softmax=not getattr(net, "outputs_probabilities", False),
+                          size_multiple=setup.size_multiple, pixel_local=setup.pixel_local)
+
+
+def class_outputs(values: np.ndarray, valid: np.ndarray, setup: ClassifySetup, probabilities: ProbMode | None,
+                  confidence: bool) -> dict[str, np.ndarray]:
+    """The arrays written for one block of blended class probabilities, keyed by output role."""
+    labels = (np.argmax(values, axis=0) + 1).astype(setup.class_dtype)
+    labels[~valid] = 0
+    out = {"class_map": labels[None]}
+    if probabilities == "uint8":
+        p = np.round(np.clip(values, 0, 1) * 254).astype(np.uint8)
+        p[:, ~valid] = 255
+        out["probabilities"] = p
+    elif probabilities:
+        p = values.astype(np.float32, copy=True)
+        p[:, ~valid] = np.nan
+        out["probabilities"] = p
+    if confidence:
+        c = values.max(axis=0).astype(np.float32)
+        c[~valid] = np.nan
+        out["confidence"] = c[None]
+    return out
+
+
+def class_writers(paths: dict[str, Path], setup: ClassifySetup, sc: Scene, *, probabilities: ProbMode | None,
+                  fmt: str, overwrite: bool, tags: dict[str, str] | None = None,
+                  temp_dir: str | Path | None = None) -> dict:
+    """RasterWriters of the class map and, if asked, the probabilities and confidence rasters, keyed by role."""
+    from hsikit.io.writer import RasterWriter
+
+    lg, n_cls = setup.legend, setup.n_classes
+    common = dict(width=sc.width, height=sc.height, crs=sc.crs, transform=sc.transform, overwrite=overwrite,
+                  tags=tags if tags is not None else setup.tags, fmt=fmt, temp_dir=temp_dir)
+    writers = {"class_map": RasterWriter(paths["class_map"], count=1, dtype=setup.class_dtype, nodata=0,
+                                         kind="categorical", legend=lg, band_descriptions=["class"], **common)}
+    if probabilities:
+        is_u8 = probabilities == "uint8"
+        writers["probabilities"] = RasterWriter(
+            paths["probabilities"], count=n_cls, dtype="uint8" if is_u8 else "float32",
+            nodata=255 if is_u8 else float("nan"), kind="continuous",
+            band_descriptions=[f"p({n})" for n in lg.names],
+            scales=[1 / 254] * n_cls if is_u8 else None, offsets=[0.0] * n_cls if is_u8 else None, **common)
+    if "confidence" in paths:
+        writers["confidence"] = RasterWriter(paths["confidence"], count=1, dtype="float32", nodata=float("nan"),
+                                             kind="continuous", band_descriptions=["confidence"], **common)
+    return writers
+
+
 def classify(
     scene: str | Path | Scene,
     *,
@@ -72,16 +195,11 @@ def classify(
     ``<out>_confidence.tif``, the winning class's probability (float32). ``quicklook`` writes a PNG.
     The model's preprocessing chain is replayed exactly; tiles overlap by at least the model's receptive field.
     """
-    from hsikit.checkpoint import checkpoint_sha256, load_checkpoint
-    from hsikit.engine.engine import TileSpec, run_tiled
-    from hsikit.engine.torch_predict import TorchPredictor
+    from hsikit.checkpoint import load_checkpoint
+    from hsikit.engine.engine import run_tiled
     from hsikit.io.atomic import check_output
-    from hsikit.io.legend import Legend
     from hsikit.io.open import open_scene
-    from hsikit.io.writer import RasterWriter
-    from hsikit.models.registry import get_entry
-    from hsikit.pipelines.common import check_georeferencing, default_model, provenance_tags
-    from hsikit.preprocess.chain import Chain
+    from hsikit.pipelines.common import default_model
 
     out = Path(out)
     if fmt not in ("cog", "gtiff"):
@@ -96,81 +214,26 @@ def classify(
     sc = open_scene(scene) if own else scene
     try:
         model_path = Path(model) if model is not None else default_model()
-        check_georeferencing(sc)
-        net, meta = load_checkpoint(model_path, device="cpu")
-        if meta.task != "classification":
-            raise InputError(f"{model_path.name} is a {meta.task} model, not a classifier")
-        chain = Chain.from_dict(meta.preprocessing)
-        chain.check_input(sc.bands)
-        n_cls = len(meta.class_names)
-        lg = Legend.read(legend, n_cls) if legend else Legend.from_names(meta.class_names, meta.class_colors)
-        if lg.count != n_cls:
-            raise BandMismatchError(f"legend has {lg.count} classes, the model {n_cls}")
-
-        entry = get_entry(meta.arch)
-        cfg = entry.config_cls(**meta.config)
-        context = int(entry.receptive_field(cfg))
-        # pixel-local models are fed in pixel chunks by the predictor: batching whole tiles only costs memory
-        spec = TileSpec(tile=tile, overlap=overlap, batch_size=batch_size if context > 0 else 1)
-        # models whose outputs are already probabilities (random forest) must not be softmaxed again
-        predictor = TorchPredictor(net, device=device, softmax=not getattr(net, "outputs_probabilities", False),
-                                    size_multiple=entry.size_multiple,
-                                    pixel_local=context == 0)
-        tile_tag = {"tile": tile, "overlap": overlap, "context": context, "blend": "raised-cosine"}
-        tags = provenance_tags(
-            scene=sc,
-            command=command,
-            model=meta.arch,
-            checkpoint_sha256=checkpoint_sha256(model_path),
-            bands_used=[sc.bands.names[i] for i in chain.used_input_bands(sc.count)],
-            normalization="checkpoint statistics: " + " > ".join(s.op for s in chain.steps),
-            tile=tile_tag,
-            extra={"HSIKIT_CLASS_OFFSET": "1"},
-        )
+        setup = classify_setup(sc, model_path, tile=tile, overlap=overlap, batch_size=batch_size, legend=legend,
+                               command=command)
+        net, _ = load_checkpoint(model_path, device="cpu")
+        predictor = classify_predictor(net, setup, device)
+        n_cls, lg = setup.n_classes, setup.legend
         counts = np.zeros(n_cls + 1, dtype=np.int64)
-        common = dict(width=sc.width, height=sc.height, crs=sc.crs, transform=sc.transform, overwrite=overwrite,
-                      tags=tags, fmt=fmt)
-        cls_writer = RasterWriter(paths["class_map"], count=1, dtype="uint8" if n_cls <= 254 else "uint16", nodata=0,
-                                  kind="categorical", legend=lg, band_descriptions=["class"], **common)
-        prob_writer = None
-        if probabilities:
-            is_u8 = probabilities == "uint8"
-            prob_writer = RasterWriter(
-                paths["probabilities"], count=n_cls, dtype="uint8" if is_u8 else "float32",
-                nodata=255 if is_u8 else float("nan"), kind="continuous",
-                band_descriptions=[f"p({n})" for n in lg.names],
-                scales=[1 / 254] * n_cls if is_u8 else None, offsets=[0.0] * n_cls if is_u8 else None, **common)
-
-        conf_writer = None
-        if confidence:
-            conf_writer = RasterWriter(paths["confidence"], count=1, dtype="float32", nodata=float("nan"),
-                                       kind="continuous", band_descriptions=["confidence"], **common)
-        extra_writers = [w for w in (prob_writer, conf_writer) if w is not None]
+        writers = class_writers(paths, setup, sc, probabilities=probabilities, fmt=fmt, overwrite=overwrite)
 
         def sink(window, values: np.ndarray, valid: np.ndarray) -> None:
-            labels = (np.argmax(values, axis=0) + 1).astype(cls_writer.dtype)
-            labels[~valid] = 0
-            counts[:] += np.bincount(labels.ravel(), minlength=n_cls + 1)[: n_cls + 1]
-            cls_writer.write(labels[None], window)
-            if prob_writer is not None:
-                if probabilities == "uint8":
-                    p = np.round(np.clip(values, 0, 1) * 254).astype(np.uint8)
-                    p[:, ~valid] = 255
-                else:
-                    p = values.astype(np.float32, copy=True)
-                    p[:, ~valid] = np.nan
-                prob_writer.write(p, window)
-            if conf_writer is not None:
-                c = values.max(axis=0).astype(np.float32)
-                c[~valid] = np.nan
-                conf_writer.write(c[None], window)
+            arrays = class_outputs(values, valid, setup, probabilities, confidence)
+            counts[:] += np.bincount(arrays["class_map"].ravel(), minlength=n_cls + 1)[: n_cls + 1]
+            for role, a in arrays.items():
+                writers[role].write(a, window)
 
         with ExitStack() as stack:
-            for w in (cls_writer, *extra_writers):
+            for w in writers.values():
                 stack.enter_context(w)
-            stats = run_tiled(sc, predictor, out_channels=n_cls, sink=sink, spec=spec, context=context,
-                              size_multiple=entry.size_multiple, transform_input=chain.apply,
-                              progress=progress, pixel_local=context == 0)
+            stats = run_tiled(sc, predictor, out_channels=n_cls, sink=sink, spec=setup.spec,
+                              context=setup.context, size_multiple=setup.size_multiple,
+                              transform_input=setup.chain.apply, progress=progress, pixel_local=setup.pixel_local)
 
         ql = None
         if quicklook:

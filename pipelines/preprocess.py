@@ -47,9 +47,7 @@ def preprocess_scene(
     """
     from hsikit.io.atomic import check_output
     from hsikit.io.open import open_scene
-    from hsikit.io.writer import RasterWriter
-    from hsikit.pipelines.common import check_georeferencing, provenance_tags, spectral_band_tags
-    from hsikit.preprocess.chain import Chain
+    from hsikit.pipelines.common import check_georeferencing
     from hsikit.windows import iter_windows
 
     out = Path(out)
@@ -59,38 +57,59 @@ def preprocess_scene(
     sc = open_scene(scene) if own else scene
     try:
         check_georeferencing(sc)
-        if chain is None:
-            ch = Chain.from_options(drop_bad_bands=drop_bad_bands, wavelength_range=wavelength_range,
-                                    resample_to=resample_to, scale=scale, normalize=normalize, pca=pca)
-        elif isinstance(chain, Chain):
-            ch = chain
-        elif isinstance(chain, (str, Path)):
-            ch = Chain.from_dict(json.loads(Path(chain).read_text()))
-        else:
-            ch = Chain.from_dict(chain)
-        ch = ch.fit(sc)
+        ch = build_chain(chain, drop_bad_bands=drop_bad_bands, wavelength_range=wavelength_range,
+                         resample_to=resample_to, scale=scale, normalize=normalize, pca=pca).fit(sc)
         bands_out = ch.output_bands(sc.bands)
-        tags = provenance_tags(scene=sc, command=command, bands_used=list(sc.bands.names),
-                               extra={"HSIKIT_PREPROCESSING": json.dumps(ch.to_dict())})
-        writer = RasterWriter(
-            out, width=sc.width, height=sc.height, count=bands_out.count, dtype="float32", nodata=float("nan"),
-            crs=sc.crs, transform=sc.transform, kind="continuous", overwrite=overwrite, fmt=fmt, tags=tags,
-            band_descriptions=[bands_out.describe(i) for i in range(bands_out.count)],
-            band_tags=spectral_band_tags(bands_out),
-        )
+        writer = preprocess_writer(out, sc, ch, command=command, fmt=fmt, overwrite=overwrite)
         windows = list(iter_windows(sc.width, sc.height, block))
         with writer, _progress(progress, len(windows), sc.name) as advance:
             for w in windows:
-                raw = sc.read(w)
-                valid = sc.read_valid(w, raw)
-                res = ch.apply(raw, valid).astype(np.float32, copy=False)
-                res[:, ~valid] = np.nan
-                writer.write(res, w)
+                writer.write(apply_window(sc, ch, w), w)
                 advance()
     finally:
         if own:
             sc.close()
     return PreprocessResult(out, ch.to_dict(), sc.count, bands_out.count, time.perf_counter() - t0)
+
+
+def build_chain(chain: Any = None, **options: Any):
+    """A :class:`~hsikit.preprocess.chain.Chain` (not yet fitted) from a Chain, its dict, a JSON file, or the
+    keyword options of ``Chain.from_options``."""
+    from hsikit.preprocess.chain import Chain
+
+    if chain is None:
+        return Chain.from_options(**options)
+    if isinstance(chain, Chain):
+        return chain
+    if isinstance(chain, (str, Path)):
+        return Chain.from_dict(json.loads(Path(chain).read_text()))
+    return Chain.from_dict(chain)
+
+
+def apply_window(sc: Scene, ch, window) -> np.ndarray:
+    """The fitted chain over one window of ``sc`` (float32, NaN where the input is invalid)."""
+    raw = sc.read(window)
+    valid = sc.read_valid(window, raw)
+    res = ch.apply(raw, valid).astype(np.float32, copy=False)
+    res[:, ~valid] = np.nan
+    return res
+
+
+def preprocess_writer(out: Path, sc: Scene, ch, *, command: str | None, fmt: str, overwrite: bool,
+                      extra_tags: dict[str, str] | None = None, temp_dir: str | Path | None = None):
+    """The RasterWriter of a preprocessed scene; the fitted chain goes into its ``HSIKIT_PREPROCESSING`` tag."""
+    from hsikit.io.writer import RasterWriter
+    from hsikit.pipelines.common import provenance_tags, spectral_band_tags
+
+    bands_out = ch.output_bands(sc.bands)
+    tags = provenance_tags(scene=sc, command=command, bands_used=list(sc.bands.names),
+                           extra={"HSIKIT_PREPROCESSING": json.dumps(ch.to_dict()), **(extra_tags or {})})
+    return RasterWriter(
+        out, width=sc.width, height=sc.height, count=bands_out.count, dtype="float32", nodata=float("nan"),
+        crs=sc.crs, transform=sc.transform, kind="continuous", overwrite=overwrite, fmt=fmt, tags=tags,
+        band_descriptions=[bands_out.describe(i) for i in range(bands_out.count)],
+        band_tags=spectral_band_tags(bands_out), temp_dir=temp_dir,
+    )
 
 
 class _progress:

@@ -118,6 +118,106 @@ def _restorer(net, meta, task: str, scale: int, nearest: bool):
     return Restorer()
 
 
+@dataclass
+class RestoreSetup:
+    """What restoring one scene with one checkpoint needs, from the scene's header and the checkpoint's metadata
+    only (no pixels, no weights); the scene's value range is a separate, scene-level pass."""
+
+    model_path: Path
+    meta: object
+    command: str
+    task: str
+    scale: int
+    nearest: bool
+    chain: object
+    context: int
+    tile: int
+    overlap: int | None
+    out_bands: object
+    nodata: float
+
+    @property
+    def spec(self):
+        from hsikit.engine.engine import TileSpec
+
+        return TileSpec(tile=self.tile, overlap=self.overlap, batch_size=1)
+
+
+def restore_setup(sc: Scene, model_path: str | Path, *, command: str = "restore", task: str | None = None,
+                  scale: int | None = None, tile: int | None = None, overlap: int | None = None) -> RestoreSetup:
+    """Check ``sc`` against the restoration checkpoint (georeferencing, task, bands) and plan the tiling."""
+    from hsikit.checkpoint import read_checkpoint_meta
+    from hsikit.models.registry import get_entry
+    from hsikit.pipelines.common import check_georeferencing
+    from hsikit.preprocess.chain import Chain
+
+    model_path = Path(model_path)
+    check_georeferencing(sc)
+    meta = read_checkpoint_meta(model_path)
+    task_name, s, nearest = resolve_task(meta, command, task, scale)
+    chain = Chain.from_dict(meta.preprocessing)
+    chain.check_input(sc.bands)
+    entry = get_entry(meta.arch)
+    context = int(entry.receptive_field(entry.config_cls(**meta.config)))
+    if nearest:  # the network sees the up-sampled tile: its context in input px shrinks by the scale
+        context = max(1, math.ceil(context / s))
+    return RestoreSetup(model_path, meta, command, task_name, s, nearest, chain, context,
+                        tile or default_tile(context, s), overlap, chain.output_bands(sc.bands),
+                        _output_nodata(sc.nodata))
+
+
+def restore_predictor(net, setup: RestoreSetup, device: str = "auto"):
+    """The engine's ``predict`` for a loaded restoration network (prompt bound, no softmax)."""
+    from hsikit.engine.torch_predict import TorchPredictor
+
+    return TorchPredictor(_restorer(net, setup.meta, setup.task, setup.scale, setup.nearest), device=device,
+                          softmax=False, out_scale=setup.scale)
+
+
+def unit_transforms(setup: RestoreSetup, value_range: tuple[float, float]):
+    """(to_unit(raw, valid), from_unit(values, valid)): the scene's min-max onto [0, 1] and back, nodata kept."""
+    lo, hi = value_range
+    span = hi - lo
+
+    def to_unit(raw: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        return (setup.chain.apply(raw, valid) - np.float32(lo)) / np.float32(span)
+
+    def from_unit(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        v = values * np.float32(span) + np.float32(lo)
+        v[:, ~valid] = setup.nodata
+        return v.astype(np.float32, copy=False)
+
+    return to_unit, from_unit
+
+
+def restore_writer(out: Path, setup: RestoreSetup, sc: Scene, value_range: tuple[float, float], *,
+                   command_line: str | None, fmt: str, overwrite: bool, extra_tags: dict[str, str] | None = None,
+                   temp_dir: str | Path | None = None):
+    """The RasterWriter of a restored scene with its provenance tags (float32, the model's bands)."""
+    from affine import Affine
+
+    from hsikit.checkpoint import checkpoint_sha256
+    from hsikit.io.writer import RasterWriter
+    from hsikit.pipelines.common import provenance_tags, spectral_band_tags
+
+    lo, hi = value_range
+    s = setup.scale
+    tags = provenance_tags(
+        scene=sc, command=command_line, model=setup.meta.arch, checkpoint_sha256=checkpoint_sha256(setup.model_path),
+        bands_used=[sc.bands.names[i] for i in setup.chain.used_input_bands(sc.count)],
+        normalization=f"scene min-max [{lo:g}, {hi:g}] -> [0, 1] and back",
+        tile={"tile": setup.tile, "overlap": setup.overlap, "context": setup.context, "blend": "raised-cosine"},
+        extra={"HSIKIT_TASK": setup.task, "HSIKIT_SCALE": str(s), "HSIKIT_VALUE_RANGE": json.dumps([lo, hi]),
+               **(extra_tags or {})},
+    )
+    transform = sc.transform * Affine.scale(1.0 / s) if s > 1 else sc.transform
+    bands = setup.out_bands
+    return RasterWriter(out, width=sc.width * s, height=sc.height * s, count=bands.count, dtype="float32",
+                        crs=sc.crs, transform=transform, nodata=setup.nodata, kind="continuous", overwrite=overwrite,
+                        band_descriptions=list(bands.names), band_tags=spectral_band_tags(bands), tags=tags, fmt=fmt,
+                        temp_dir=temp_dir)
+
+
 def restore_scene(
     scene: str | Path | Scene,
     *,
@@ -139,17 +239,10 @@ def restore_scene(
     ``command`` says what the caller asked for ("denoise", "super-resolve", "restore") and is checked against
     what the model does; ``task`` picks the prompt of an all-in-one model; ``scale`` the super-resolution factor.
     """
-    from affine import Affine
-
-    from hsikit.checkpoint import checkpoint_sha256, load_checkpoint
-    from hsikit.engine.engine import TileSpec, run_tiled
-    from hsikit.engine.torch_predict import TorchPredictor
+    from hsikit.checkpoint import load_checkpoint
+    from hsikit.engine.engine import run_tiled
     from hsikit.io.atomic import check_output
     from hsikit.io.open import open_scene
-    from hsikit.io.writer import RasterWriter
-    from hsikit.models.registry import get_entry
-    from hsikit.pipelines.common import check_georeferencing, provenance_tags, spectral_band_tags
-    from hsikit.preprocess.chain import Chain
 
     out = Path(out)
     if fmt not in ("cog", "gtiff"):
@@ -159,53 +252,24 @@ def restore_scene(
     own = not isinstance(scene, Scene)
     sc = open_scene(scene) if own else scene
     try:
-        model_path = Path(model)
-        check_georeferencing(sc)
-        net, meta = load_checkpoint(model_path, device="cpu")
-        task_name, s, nearest = resolve_task(meta, command, task, scale)
-        chain = Chain.from_dict(meta.preprocessing)
-        chain.check_input(sc.bands)
-        lo, hi = scene_value_range(sc, chain.apply)
-        span = hi - lo
-        entry = get_entry(meta.arch)
-        context = int(entry.receptive_field(entry.config_cls(**meta.config)))
-        if nearest:  # the network sees the up-sampled tile: its context in input px shrinks by the scale
-            context = max(1, math.ceil(context / s))
-        tile = tile or default_tile(context, s)
-        predictor = TorchPredictor(_restorer(net, meta, task_name, s, nearest), device=device, softmax=False,
-                                   out_scale=s)
-        out_bands = chain.output_bands(sc.bands)
-        nodata = _output_nodata(sc.nodata)
-        tags = provenance_tags(
-            scene=sc, command=command_line, model=meta.arch, checkpoint_sha256=checkpoint_sha256(model_path),
-            bands_used=[sc.bands.names[i] for i in chain.used_input_bands(sc.count)],
-            normalization=f"scene min-max [{lo:g}, {hi:g}] -> [0, 1] and back",
-            tile={"tile": tile, "overlap": overlap, "context": context, "blend": "raised-cosine"},
-            extra={"HSIKIT_TASK": task_name, "HSIKIT_SCALE": str(s), "HSIKIT_VALUE_RANGE": json.dumps([lo, hi])},
-        )
-        transform = sc.transform * Affine.scale(1.0 / s) if s > 1 else sc.transform
-        writer = RasterWriter(out, width=sc.width * s, height=sc.height * s, count=out_bands.count, dtype="float32",
-                              crs=sc.crs, transform=transform, nodata=nodata, kind="continuous", overwrite=overwrite,
-                              band_descriptions=list(out_bands.names), band_tags=spectral_band_tags(out_bands),
-                              tags=tags, fmt=fmt)
-
-        def to_unit(raw: np.ndarray, valid: np.ndarray) -> np.ndarray:
-            return (chain.apply(raw, valid) - np.float32(lo)) / np.float32(span)
+        setup = restore_setup(sc, model, command=command, task=task, scale=scale, tile=tile, overlap=overlap)
+        lo, hi = scene_value_range(sc, setup.chain.apply)
+        net, _ = load_checkpoint(setup.model_path, device="cpu")
+        predictor = restore_predictor(net, setup, device)
+        to_unit, from_unit = unit_transforms(setup, (lo, hi))
+        writer = restore_writer(out, setup, sc, (lo, hi), command_line=command_line, fmt=fmt, overwrite=overwrite)
 
         def sink(window, values: np.ndarray, valid: np.ndarray) -> None:
-            v = values * np.float32(span) + np.float32(lo)
-            v[:, ~valid] = nodata
-            writer.write(v.astype(np.float32, copy=False), window)
+            writer.write(from_unit(values, valid), window)
 
         with writer:
-            stats = run_tiled(sc, predictor, out_channels=out_bands.count, sink=sink,
-                              spec=TileSpec(tile=tile, overlap=overlap, batch_size=1), context=context,
-                              transform_input=to_unit, progress=progress, scale=s)
+            stats = run_tiled(sc, predictor, out_channels=setup.out_bands.count, sink=sink, spec=setup.spec,
+                              context=setup.context, transform_input=to_unit, progress=progress, scale=setup.scale)
     finally:
         if own:
             sc.close()
     return RestoreResult(output=out, seconds=time.perf_counter() - t0, pixels=int(stats.pixels), tiles=int(stats.tiles),
-                         scale=s, task=task_name, value_range=(lo, hi), engine=stats)
+                         scale=setup.scale, task=setup.task, value_range=(lo, hi), engine=stats)
 
 
 def default_tile(context: int, scale: int = 1) -> int:

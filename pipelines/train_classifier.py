@@ -52,6 +52,9 @@ def train_classifier(
     report_dir: str | Path | None = None,
     progress: bool = True,
     command: str | None = None,
+    devices: int = 1,
+    strategy: str = "auto",
+    num_nodes: int = 1,
 ) -> TrainResult:
     """Train classifier ``model`` (any registered classification architecture) on ``scene`` with ``labels``.
 
@@ -66,6 +69,10 @@ def train_classifier(
     models train with Lightning (``precision``, ``resume`` from ``<report>/checkpoints/last.ckpt``); "svm" and
     "random-forest" with scikit-learn. The report folder (default ``<out stem>_report``) gets report.json,
     metrics.csv and the test confusion matrix as CSV and PNG.
+
+    ``devices`` processes (CPU) or GPUs per node on ``num_nodes`` nodes train neural models with distributed data
+    parallel (``strategy`` "auto"/"ddp"; see :func:`hsikit.training.module.make_trainer`); every rank runs this
+    function, only the global rank 0 checks and writes the outputs (the others return a result without metrics).
     """
     import torch
 
@@ -80,14 +87,17 @@ def train_classifier(
     from hsikit.preprocess.chain import Chain
     from hsikit.report import write_confusion_csv, write_confusion_png, write_json
     from hsikit.sampling import split_from_raster, stratified_split
+    from hsikit.training.module import is_global_zero
     from hsikit.training.recipes import recipe_for
 
     t_start = time.perf_counter()
     out = Path(out)
-    check_output(out, overwrite or resume)  # a resumed run replaces its own earlier checkpoint
     rdir = Path(report_dir) if report_dir else out.with_name(out.stem + "_report")
-    if rdir.exists() and not overwrite and not resume and any(rdir.iterdir()):
-        raise InputError(f"report folder exists and is not empty: {rdir} (use --overwrite, or --resume)")
+    lead = is_global_zero()  # DDP re-runs this function on every rank: the other ranks neither check nor write
+    if lead:
+        check_output(out, overwrite or resume)  # a resumed run replaces its own earlier checkpoint
+        if rdir.exists() and not overwrite and not resume and any(rdir.iterdir()):
+            raise InputError(f"report folder exists and is not empty: {rdir} (use --overwrite, or --resume)")
     entry = get_entry(model)
     if entry.task != "classification":
         raise OptionError(f"{model} is a {entry.task} model, not a classifier")
@@ -130,13 +140,19 @@ def train_classifier(
         rdir.mkdir(parents=True, exist_ok=True)
         x = _preprocessed(sc, ch)
         data = _data_for(entry, x, lab, sp, recipe, tile=tile, context=context, model_config=cfg)
+        from hsikit.training.module import resume_step
+
+        resumed_from = resume_step(rdir) if resume and model not in _CLASSICAL else None
         if model in _CLASSICAL:
             net, history = _fit_classical(model, data, sp, k, seed, model_config or {})
             curve: list[float] = []
             cfg = dataclasses.asdict(net.cfg)
         else:
             net, history, curve = _fit_neural(model, cfg, data, sp, recipe, dev, rdir, progress=progress,
-                                              precision=precision, resume=resume)
+                                              precision=precision, resume=resume, devices=devices,
+                                              strategy=strategy, num_nodes=num_nodes)
+            if not is_global_zero():
+                return TrainResult(out, {}, history, rdir, time.perf_counter() - t_start)
         pred_test = _predict(net, data, sp.test, dev)
         ref_test = lab[sp.test] - 1
         cm = confusion_matrix(ref_test, pred_test, k) if ref_test.size else np.zeros((k, k), int)
@@ -157,6 +173,9 @@ def train_classifier(
 
         write_json({"model": model, "config": _jsonable_cfg(cfg), "scene": sc.name, "seed": seed,
                     "hsikit_version": __version__, "recipe": dataclasses.asdict(recipe),
+                    "distributed": {"processes": data.world, "strategy": strategy if data.world > 1 else None,
+                                    "steps_per_epoch": data.steps_per_epoch() if model not in _CLASSICAL else None},
+                    "resumed_from_step": resumed_from,
                     "split": {"train": recipe.train, "val": recipe.val, "disjoint": disjoint, "counts": sp.counts(lab)},
                     "preprocessing": [s.op for s in ch.steps], "device": str(dev), "precision": precision,
                     "history": history, "loss_curve": [round(v, 6) for v in curve], "metrics": metrics, "class_names": names, "seconds": seconds,
@@ -207,13 +226,14 @@ def _data_for(entry, x, lab, sp, recipe, *, tile: int, context: int, model_confi
                patch=model_config.get("patch", 4))
 
 
-def _fit_neural(model, cfg, data, sp, recipe, dev, rdir, *, progress, precision, resume):
+def _fit_neural(model, cfg, data, sp, recipe, dev, rdir, *, progress, precision, resume, devices=1,
+                strategy="auto", num_nodes=1):
     from hsikit.models.registry import create_model
     from hsikit.training.module import fit
 
     net = create_model(model, **cfg).to(dev)
     return fit(net, data, recipe, sp.val, device=dev, run_dir=rdir, progress=progress, precision=precision,
-               resume=resume)
+               resume=resume, devices=devices, strategy=strategy, num_nodes=num_nodes)
 
 
 def _fit_classical(model, data, sp, k, seed, model_config):

@@ -113,6 +113,9 @@ def train_restorer(
     report_dir: str | Path | None = None,
     progress: bool = True,
     command: str | None = None,
+    devices: int = 1,
+    strategy: str = "auto",
+    num_nodes: int = 1,
 ) -> RestorationTrainResult:
     """Train a restoration model of ``kind`` on clean ``scenes`` (crops drawn at random, degraded on the fly).
 
@@ -122,6 +125,9 @@ def train_restorer(
     PSNR is measured after every epoch on fixed degraded crops of ``val_scenes`` (or, without them, of the
     training scenes, with a warning). Each architecture trains with its recipe
     (:data:`hsikit.training.restoration.RESTORATION_RECIPES`); arguments given here override it.
+
+    ``devices`` x ``num_nodes`` > 1 trains with distributed data parallel (each rank draws its own crops, one
+    batch per rank per step); every rank runs this function, only the global rank 0 checks and writes outputs.
     """
     import torch
 
@@ -134,9 +140,11 @@ def train_restorer(
     from hsikit.pipelines.train_classifier import _created, _jsonable_cfg
     from hsikit.preprocess.chain import Chain
     from hsikit.report import write_json
+    from hsikit.training.module import is_global_zero, world_size
     from hsikit.training.restoration import check_crop, fit_restorer, restoration_recipe, validation_pairs
 
     t0 = time.perf_counter()
+    lead = is_global_zero()  # DDP re-runs this function on every rank: the other ranks neither check nor write
     if kind not in KINDS:
         raise OptionError(f"unknown kind {kind!r}; one of {', '.join(KINDS)}")
     want_task, default_arch = KINDS[kind]
@@ -147,10 +155,11 @@ def train_restorer(
     if not scenes:
         raise InputError("no training scene given")
     out = Path(out)
-    check_output(out, overwrite or resume)
     rdir = Path(report_dir) if report_dir else out.with_name(out.stem + "_report")
-    if rdir.exists() and not overwrite and not resume and any(rdir.iterdir()):
-        raise InputError(f"report folder exists and is not empty: {rdir} (use --overwrite, or --resume)")
+    if lead:
+        check_output(out, overwrite or resume)
+        if rdir.exists() and not overwrite and not resume and any(rdir.iterdir()):
+            raise InputError(f"report folder exists and is not empty: {rdir} (use --overwrite, or --resume)")
     if loss not in (None, "mse", "l1", "l1-clamp"):
         raise OptionError(f"--loss must be mse, l1 or l1-clamp, not {loss!r}")
     recipe = restoration_recipe(model).replace(iterations=iterations, steps_per_epoch=steps_per_epoch, lr=lr, loss=loss,
@@ -193,7 +202,9 @@ def train_restorer(
         if opened_val:
             val = validation_pairs(vc, vv, degrade, recipe.crop, val_crops, recipe.seed)
         else:
-            warnings.warn("no validation scene given: validation crops come from the training scenes", stacklevel=2)
+            if lead:
+                warnings.warn("no validation scene given: validation crops come from the training scenes",
+                              stacklevel=2)
             val = validation_pairs(cubes, valids, degrade, recipe.crop, val_crops, recipe.seed + 1)
 
         torch.manual_seed(recipe.seed)
@@ -201,9 +212,15 @@ def train_restorer(
         dev = resolve_device(device)
         net = create_model(model, **cfg).to(dev)
         rdir.mkdir(parents=True, exist_ok=True)
+        from hsikit.training.module import resume_step
+
+        resumed_from = resume_step(rdir) if resume else None
         net, history, curve = fit_restorer(net, cubes, valids, degrade, recipe, val, device=dev, run_dir=rdir,
-                                           progress=progress, precision=precision, resume=resume)
+                                           progress=progress, precision=precision, resume=resume, devices=devices,
+                                           strategy=strategy, num_nodes=num_nodes)
         seconds = time.perf_counter() - t0
+        if not is_global_zero():
+            return RestorationTrainResult(out, {}, history, rdir, seconds)
         final = history[-1]["val_psnr"] if history else float("nan")
         metrics = {"val_psnr": final, "best_val_psnr": max((h["val_psnr"] for h in history), default=final),
                    "first_loss": curve[0] if curve else None, "last_loss": curve[-1] if curve else None}
@@ -224,6 +241,9 @@ def train_restorer(
                     "trained_on": described, "scenes": [s.name for s in opened],
                     "val_scenes": [s.name for s in opened_val], "bands": bands.count, "device": str(dev),
                     "precision": precision, "hsikit_version": __version__, "history": history,
+                    "distributed": {"processes": world_size(devices, num_nodes),
+                                    "strategy": strategy if world_size(devices, num_nodes) > 1 else None},
+                    "resumed_from_step": resumed_from,
                     "loss_curve": [round(v, 6) for v in curve], "metrics": metrics, "seconds": seconds,
                     "parameters": int(sum(p.numel() for p in net.parameters())), "checkpoint": out.name,
                     "command": command}, rdir / "report.json")

@@ -110,6 +110,7 @@ def run_tiled(
     pixel_local: bool = False,
     gdal_cache_mb: int = 256,
     scale: int = 1,
+    tile_rows: tuple[int, int] | None = None,
 ) -> EngineStats:
     """Run ``predict`` over ``scene`` in blended tiles and hand finished blocks to ``sink``.
 
@@ -132,20 +133,68 @@ def run_tiled(
     rows = plan_axis(scene.height, spec.tile, overlap)
     cols = plan_axis(scene.width, spec.tile, overlap)
     groups = column_groups(cols, spec.max_strip_width)
+    i0, i1 = (0, len(rows.starts)) if tile_rows is None else (int(tile_rows[0]), int(tile_rows[1]))
+    if not 0 <= i0 < i1 <= len(rows.starts):
+        raise ValueError(f"tile rows {tile_rows} outside the scene's 0..{len(rows.starts)}")
+    j0 = first_overlapping_row(rows, i0)
     stats = EngineStats(tile=spec.tile, overlap=overlap, margin=margin)
-    total = len(rows.starts) * sum(b - a + 1 for a, b, _, _ in groups)
+    total = (i1 - j0) * sum(b - a + 1 for a, b, _, _ in groups)
     t0 = time.perf_counter()
     with rasterio.Env(GDAL_CACHEMAX=gdal_cache_mb), _Progress(progress, total, scene.name) as bar:
         for a, b, own0, own1 in groups:
             _run_group(scene, predict, rows, cols, a, b, own0, own1, out_channels, margin, size_multiple,
-                       transform_input, max(1, spec.batch_size), sink, stats, bar, scale)
+                       transform_input, max(1, spec.batch_size), sink, stats, bar, scale, (j0, i0, i1))
     stats.seconds = time.perf_counter() - t0
-    stats.pixels = scene.width * scene.height
+    r0, r1 = _owned_rows(rows, i0, i1)
+    stats.pixels = scene.width * (r1 - r0)
     return stats
 
 
+@dataclass(frozen=True)
+class RowBlock:
+    """Tile rows ``[i0, i1)`` of a scene's plan and the input pixel rows ``[row0, row1)`` they own."""
+
+    i0: int
+    i1: int
+    row0: int
+    row1: int
+
+
+def tile_row_plan(height: int, width: int, spec: TileSpec, context: int = 0, pixel_local: bool = False) -> AxisPlan:
+    """The tile rows :func:`run_tiled` uses for a ``height`` x ``width`` scene (same defaults and checks)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the seam warning is given once, by the run itself
+        overlap, _ = resolve(spec, context, pixel_local, (height, width))
+    return plan_axis(height, spec.tile, overlap)
+
+
+def row_blocks(plan: AxisPlan, rows_per_block: int) -> list[RowBlock]:
+    """Split the tile rows of ``plan`` into blocks of ``rows_per_block`` tile rows; together the blocks own every
+    pixel row once. Each block recomputes the earlier tile rows that overlap it (its halo)."""
+    n, k = len(plan.starts), max(1, int(rows_per_block))
+    return [RowBlock(a, min(a + k, n), *_owned_rows(plan, a, min(a + k, n))) for a in range(0, n, k)]
+
+
+def first_overlapping_row(plan: AxisPlan, i0: int) -> int:
+    """The first tile row that contributes to pixel rows owned by tile row ``i0`` (``i0`` itself or earlier)."""
+    if i0 <= 0:
+        return 0
+    start = plan.starts[i0]
+    return next(j for j in range(i0 + 1) if plan.starts[j] + plan.size > start)
+
+
+def _owned_rows(plan: AxisPlan, i0: int, i1: int) -> tuple[int, int]:
+    """Pixel rows emitted after tile rows ``i0..i1-1``: from the start of ``i0`` to the start of ``i1``."""
+    r0 = plan.starts[i0] if i0 > 0 else 0
+    r1 = plan.starts[i1] if i1 < len(plan.starts) else plan.length
+    return r0, r1
+
+
 def _run_group(scene, predict, rows: AxisPlan, cols: AxisPlan, a, b, own0, own1, C, margin, size_multiple,
-               transform_input, batch_size, sink, stats: EngineStats, bar, s: int = 1) -> None:
+               transform_input, batch_size, sink, stats: EngineStats, bar, s: int = 1,
+               span: tuple[int, int, int] | None = None) -> None:
+    # span (j0, i0, i1): compute tile rows j0..i1-1, emit the pixel rows owned by i0..i1-1 (j0 < i0: the halo)
+    j0, i0, i1 = span if span is not None else (0, 0, len(rows.starts))
     # planning is in input px; accumulators, weights and emitted windows live on the output grid (s x finer)
     th, tw = rows.size, cols.size
     gx0 = cols.starts[a]
@@ -157,11 +206,11 @@ def _run_group(scene, predict, rows: AxisPlan, cols: AxisPlan, a, b, own0, own1,
     wx = {j: axis_weights(tw * s, cols.overlap_before(j) * s, cols.overlap_after(j) * s, margin * s)
           for j in range(a, b + 1)}
     disjoint = rows.overlap_after(0) <= 0 and all(cols.overlap_after(j) <= 0 for j in range(a, b))
-    top = rows.starts[0]
-    emitted = 0
-    tiles = [(i, j) for i in range(len(rows.starts)) for j in range(a, b + 1)]
+    top = rows.starts[j0]
+    emitted = _owned_rows(rows, i0, i1)[0]  # rows above belong to an earlier block
+    tiles = [(i, j) for i in range(j0, i1) for j in range(a, b + 1)]
     reader = _prefetch(scene, rows, cols, tiles, stats, queue_size=2 * batch_size)
-    for i in range(len(rows.starts)):
+    for i in range(j0, i1):
         wy = axis_weights(th * s, rows.overlap_before(i) * s, rows.overlap_after(i) * s, margin * s)
         y0 = rows.starts[i]
         if y0 != top:  # shift the accumulators down to this tile row

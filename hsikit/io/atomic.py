@@ -29,9 +29,12 @@ def check_output(path: str | Path, overwrite: bool) -> Path:
     return p
 
 
-def temp_path(final: Path) -> Path:
-    """A hidden, unique temporary name beside ``final`` (same filesystem, so rename is atomic)."""
-    return final.with_name(f".{final.name}.{secrets.token_hex(4)}.tmp{final.suffix}")
+def temp_path(final: Path, directory: str | Path | None = None) -> Path:
+    """A hidden, unique temporary name beside ``final`` (same filesystem, so rename is atomic), or in
+    ``directory`` (which must be on the same filesystem, e.g. a work folder inside the output folder)."""
+    final = Path(final)
+    name = f".{final.name}.{secrets.token_hex(4)}.tmp{final.suffix}"
+    return Path(directory) / name if directory is not None else final.with_name(name)
 
 
 def remove_with_sidecars(path: Path) -> None:
@@ -43,15 +46,18 @@ def remove_with_sidecars(path: Path) -> None:
 
 
 @contextmanager
-def atomic_outputs(finals: list[Path], overwrite: bool) -> Iterator[dict[Path, Path]]:
+def atomic_outputs(finals: list[Path], overwrite: bool,
+                   temp_dir: str | Path | None = None) -> Iterator[dict[Path, Path]]:
     """Yield {final: temp}; on success rename every temp to its final name, on any error remove the temps.
 
     The first path is the main file and is renamed last, so a reader that finds it finds its sidecars too.
+    ``temp_dir`` keeps the temporaries out of the output folder (same filesystem), e.g. so that a process killed
+    mid-write leaves nothing beside the outputs.
     """
     finals = [Path(f) for f in finals]
     for f in finals:
         check_output(f, overwrite)
-    temps = {f: temp_path(f) for f in finals}
+    temps = {f: temp_path(f, temp_dir) for f in finals}
     try:
         yield temps
     except BaseException:

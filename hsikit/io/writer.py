@@ -57,7 +57,8 @@ class RasterWriter:
 
     ``kind`` "categorical": single band uint8/uint16 class map, nearest overviews, colour table + category names +
     ``.qml`` from ``legend``. "continuous": any band count, average overviews. ``band_tags`` are per-band metadata
-    items (wavelength, fwhm, ...); ``tags`` dataset-level items (provenance).
+    items (wavelength, fwhm, ...); ``tags`` dataset-level items (provenance). ``temp_dir`` holds the work and
+    temporary files instead of the output's folder (it must be on the same filesystem).
     """
 
     def __init__(
@@ -80,8 +81,10 @@ class RasterWriter:
         fmt: Literal["cog", "gtiff"] = "cog",
         scales: Sequence[float] | None = None,
         offsets: Sequence[float] | None = None,
+        temp_dir: str | Path | None = None,
     ) -> None:
         self.path = Path(path)
+        self.temp_dir = Path(temp_dir) if temp_dir is not None else None
         check_output(self.path, overwrite)
         if kind not in ("categorical", "continuous"):
             raise OptionError(f"unknown output kind {kind!r}")
@@ -122,8 +125,8 @@ class RasterWriter:
     # -- context -----------------------------------------------------------------------------------------------
     def __enter__(self) -> "RasterWriter":
         self._stack = ExitStack()
-        self._temps = self._stack.enter_context(atomic_outputs(self._finals(), self.overwrite))
-        self._work = temp_path(self.path.with_name(self.path.stem + ".work.tif"))
+        self._temps = self._stack.enter_context(atomic_outputs(self._finals(), self.overwrite, self.temp_dir))
+        self._work = temp_path(self.path.with_name(self.path.stem + ".work.tif"), self.temp_dir)
         self._stack.callback(remove_with_sidecars, self._work)
         profile = dict(driver="GTiff", width=self.width, height=self.height, count=self.count, dtype=self.dtype,
                        transform=self.transform, nodata=self.nodata, tiled=True, blockxsize=self.block,

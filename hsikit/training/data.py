@@ -3,6 +3,10 @@
 Each provides ``train_loader(seed)`` for Lightning, ``loss(net, batch)`` and ``predict(net, mask, device)`` (0-based
 classes of the pixels of ``mask``, row-major). Training scenes are small enough to hold preprocessed in memory;
 whole scenes of any size are classified later by the tiled engine.
+
+Distributed training (``world`` > 1 processes): map-style loaders are sharded by Lightning's DistributedSampler;
+the streams (random crops, GS² minibatches) shard themselves when iterated, so every rank sees different samples
+and an epoch keeps its size in samples (1/world of the steps per rank).
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from hsikit.sampling import gs2_minibatches
 
 class ClassifierData:
     kind = "base"
+    #: processes sharing each epoch (set by the fit loop before the loaders are made)
+    world = 1
 
     def __init__(self, x: np.ndarray, labels: np.ndarray, train: np.ndarray, *, batch_size: int | None = None,
                  seed: int = 0, **_: Any) -> None:
@@ -29,7 +35,13 @@ class ClassifierData:
         self.seed = seed
 
     def steps_per_epoch(self) -> int:
-        return len(self.train_loader())
+        """Optimiser steps of one epoch on each rank."""
+        loader = self.train_loader()
+        if self.world <= 1 or isinstance(loader.dataset, IterableDataset):
+            return len(loader)  # streams report their per-rank length themselves
+        n = -(-len(loader.dataset) // self.world)  # DistributedSampler pads every rank to the same share
+        bs = loader.batch_size or 1
+        return n // bs if loader.drop_last else -(-n // bs)
 
     def train_loader(self) -> Any:
         raise NotImplementedError
@@ -57,8 +69,8 @@ class PixelData(ClassifierData):
         feats = torch.from_numpy(np.ascontiguousarray(self.x[:, self.train].T))
         y = torch.from_numpy(self.labels[self.train].astype(np.int64) - 1)
         g = torch.Generator().manual_seed(self.seed)
-        # BatchNorm needs two samples: a last batch of one is dropped
-        drop = feats.shape[0] % self.batch_size == 1
+        # BatchNorm needs two samples: a last batch of one (on any rank's share) is dropped
+        drop = -(-feats.shape[0] // self.world) % self.batch_size == 1
         return DataLoader(TensorDataset(feats, y), batch_size=self.batch_size, shuffle=True, generator=g, drop_last=drop)
 
     def loss(self, net, batch):
@@ -122,14 +134,26 @@ class PatchData(ClassifierData):
 
 
 class _CropStream(IterableDataset):
+    """``steps`` random crop batches per epoch, shared by the ranks: each draws its own with a generator seeded
+    by (seed, rank) (one process keeps the data's own generator)."""
+
     def __init__(self, data: "CropData", steps: int) -> None:
         self.data, self.steps = data, steps
+        self._rank: int | None = None
 
     def __len__(self) -> int:
-        return self.steps
+        from hsikit.training.module import sharded_steps
+
+        return sharded_steps(self.steps, self.data.world)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for _ in range(self.steps):
+        from hsikit.training.module import shard_info
+
+        rank, world = shard_info()
+        if world > 1 and self._rank != rank:
+            self.data.rng = np.random.default_rng([self.data.seed, rank])
+            self._rank = rank
+        for _ in range(len(self)):
             yield self.data.crop_batch()
 
 
@@ -176,15 +200,29 @@ class CropData(ClassifierData):
 
 
 class _GS2Stream(IterableDataset):
+    """One epoch of GS² minibatches. Every rank draws the same epoch (same generator) and takes its share
+    (minibatches rank, rank + world, ..., wrapping around so all ranks take as many steps)."""
+
     def __init__(self, data: "GS2Data") -> None:
         self.data = data
 
     def __len__(self) -> int:
-        return self.data.minibatches_per_epoch()
+        from hsikit.training.module import sharded_steps
+
+        n = self.data.minibatches_per_epoch()
+        return sharded_steps(n, self.data.world) if n else 0
 
     def __iter__(self) -> Iterator[torch.Tensor]:
-        for idx in self.data.epoch_masks():
-            yield torch.from_numpy(idx)
+        from hsikit.training.module import shard_info
+
+        masks = self.data.epoch_masks()
+        rank, world = shard_info()
+        if world <= 1:
+            for idx in masks:
+                yield torch.from_numpy(idx)
+            return
+        for k in range(len(self)):
+            yield torch.from_numpy(masks[(rank + k * world) % len(masks)])
 
 
 class GS2Data(ClassifierData):

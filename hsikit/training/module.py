@@ -1,10 +1,17 @@
 """Lightning module and fit loop for classifiers: checkpoint/resume, mixed precision, early stopping, progress
-bars and DDP come from Lightning; the recipe picks the optimiser and schedule of each paper."""
+bars and DDP come from Lightning; the recipe picks the optimiser and schedule of each paper.
+
+Distributed data parallel: :func:`make_trainer` with ``devices`` > 1 (or ``num_nodes`` > 1) and strategy "auto" or
+"ddp" runs one process per device (gloo on CPU, NCCL on GPUs); Lightning re-launches the command for the other
+ranks, or takes the ranks from ``torchrun``. Map-style loaders get a DistributedSampler from Lightning; streamed
+(iterable) datasets shard themselves with :func:`shard_info`. Only the global rank 0 writes checkpoints, logs
+and reports (:func:`is_global_zero`)."""
 
 from __future__ import annotations
 
 import copy
 import math
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -15,6 +22,47 @@ import torch
 
 from hsikit.training.data import ClassifierData
 from hsikit.training.recipes import Recipe
+
+
+def shard_info() -> tuple[int, int]:
+    """(rank, world size) of this process in a running distributed job, (0, 1) otherwise. Streamed datasets call it
+    when iterated (inside ``trainer.fit``) to draw different samples on every rank."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def is_global_zero() -> bool:
+    """Whether this process is the global rank 0, or no distributed job at all: only it writes outputs. Works
+    before ``trainer.fit`` too, from the variables Lightning's launcher and torchrun set for the other ranks."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank() == 0
+    return all(int(os.environ.get(k, "0") or 0) == 0 for k in ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK"))
+
+
+def world_size(devices: int | list[int] = 1, num_nodes: int = 1) -> int:
+    """Processes of a run on ``devices`` per node (an int, or a list of device indices) times ``num_nodes``."""
+    n = len(devices) if isinstance(devices, (list, tuple)) else int(devices)
+    return max(1, n) * max(1, int(num_nodes))
+
+
+def resume_step(run_dir: Path) -> int | None:
+    """The optimiser step a ``--resume`` of ``run_dir`` continues from (None: nothing to resume)."""
+    last = Path(run_dir) / "checkpoints" / "last.ckpt"
+    if not last.exists():
+        return None
+    ck = torch.load(last, map_location="cpu", weights_only=True, mmap=True)
+    return int(ck.get("global_step", 0))
+
+
+def sharded_steps(steps: int, world: int) -> int:
+    """Optimiser steps of one epoch when ``steps`` batches are shared by ``world`` ranks (Lightning's
+    DistributedSampler pads the last share)."""
+    return max(1, -(-int(steps) // max(1, int(world))))
 
 
 class RunState:
@@ -81,8 +129,10 @@ class ClassifierModule(RunState, L.LightningModule):
                              "val_oa": val_oa, "lr": lr})
         # early stopping needs a finite metric; without validation the (negated) training loss stands in
         score = val_oa if self.val_y.size else -loss
-        self.log("val_oa", val_oa if self.val_y.size else 0.0, prog_bar=True)
-        self.log("score", score)
+        # every rank holds the same weights and validation pixels: the values agree, syncing only averages equals
+        sync = self.trainer.world_size > 1
+        self.log("val_oa", val_oa if self.val_y.size else 0.0, prog_bar=True, sync_dist=sync)
+        self.log("score", score, sync_dist=sync)
         if self.recipe.select_best and score > self.best_score:
             self.best_score = score
             self.best_state = copy.deepcopy({k: v.detach().cpu() for k, v in self.net.state_dict().items()})
@@ -125,12 +175,18 @@ def fit(
     resume: bool = False,
     devices: int = 1,
     strategy: str = "auto",
+    num_nodes: int = 1,
 ) -> tuple[torch.nn.Module, list[dict[str, float]], list[float]]:
     """Train ``net`` with Lightning; returns the network to keep (best-on-validation or last, per the recipe),
     the per-epoch history and the loss of every optimiser step. Lightning's own resumable checkpoint is ``run_dir/checkpoints/last.ckpt``
-    (loaded back with torch's weights-only unpickler); the model users get is the safetensors file."""
+    (loaded back with torch's weights-only unpickler); the model users get is the safetensors file.
+
+    With ``devices`` x ``num_nodes`` > 1 processes (DDP) every rank trains on its share of each epoch's batches:
+    an epoch still covers the training set once, in 1/world as many optimiser steps of a world-times larger
+    effective batch; the learning rate is the recipe's and an ``iterations`` budget counts optimiser steps."""
     from lightning.pytorch.callbacks import EarlyStopping
 
+    data.world = world_size(devices, num_nodes)
     steps_per_epoch = max(1, data.steps_per_epoch())
     if recipe.iterations and recipe.iterations > 0:
         # no epoch bound: a resumed run must not stop at an epoch count derived from the earlier budget
@@ -145,7 +201,8 @@ def fit(
                                    check_on_train_epoch_end=True))
     trainer = make_trainer(run_dir, device=device, progress=progress, precision=precision, max_epochs=max_epochs,
                            max_steps=max_steps, grad_clip=recipe.grad_clip, steps_per_epoch=steps_per_epoch,
-                           devices=devices, strategy=strategy, callbacks=extra)
+                           devices=devices, strategy=strategy, num_nodes=num_nodes, callbacks=extra,
+                           save_every_epoch=True)
     run_fit(trainer, module, data.train_loader(), run_dir, resume)
     if recipe.select_best and module.best_state is not None:
         net.load_state_dict(module.best_state)
@@ -161,16 +218,29 @@ def run_fit(trainer: L.Trainer, module: L.LightningModule, loader: Any, run_dir:
         warnings.filterwarnings("ignore", message=".*IterableDataset.*__len__.*")
         warnings.filterwarnings("ignore", message=".*LightningModule.*has parameters that were not used.*")
         warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
+        # DDP looks for unused parameters (some models leave task prompts or heads unused in a step)
+        warnings.filterwarnings("ignore", message=".*find_unused_parameters=True was specified.*")
         trainer.fit(module, train_dataloaders=loader, ckpt_path=str(last) if (resume and last.exists()) else None,
                     weights_only=True)
 
 
 def make_trainer(run_dir: Path, *, device: torch.device, progress: bool, precision: str, max_epochs: int,
-                 max_steps: int, grad_clip: float | None, steps_per_epoch: int, devices: int = 1,
-                 strategy: str = "auto", callbacks: list[Any] | None = None) -> L.Trainer:
+                 max_steps: int, grad_clip: float | None, steps_per_epoch: int, devices: int | list[int] = 1,
+                 strategy: str = "auto", callbacks: list[Any] | None = None, num_nodes: int = 1,
+                 save_every_epoch: bool = False, use_distributed_sampler: bool = True) -> L.Trainer:
     """A Lightning trainer as every hsikit training run uses it: resumable ``run_dir/checkpoints/last.ckpt``,
     Rich progress bar, ``metrics.csv``, gradient-norm clipping, no sanity/validation loops (hsikit validates
-    at the end of each training epoch itself)."""
+    at the end of each training epoch itself).
+
+    ``devices`` processes per node (CPU processes, or GPUs) on ``num_nodes`` nodes: more than one in total runs
+    DDP ("auto"/"ddp": Lightning's DDP with unused-parameter detection; gloo on CPU, NCCL on GPUs; other Lightning
+    strategy names are passed through, except the spawn/fork ones). ``device`` "cuda:N" with one device uses GPU N.
+    Checkpoints, the CSV log and the progress bar belong to the global rank 0.
+
+    ``save_every_epoch`` rewrites ``last.ckpt`` (atomically) after every epoch's end hooks, so a killed run resumes
+    from its last finished epoch; otherwise Lightning 2.6 writes it only when fit ends and a module that wants to
+    be resumable saves it itself (as the SpectralGPT modules do). ``use_distributed_sampler`` False stops Lightning
+    from sharding map-style loaders (a loader whose batches are already keyed by rank and step)."""
     import logging
 
     from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
@@ -179,14 +249,44 @@ def make_trainer(run_dir: Path, *, device: torch.device, progress: bool, precisi
     # Lightning's start-up banners (accelerators found, logger tips) are noise in a CLI tool's output
     for name in ("lightning.pytorch", "lightning.fabric", "lightning.pytorch.utilities.rank_zero"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    cbs: list[Any] = [ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0), *(callbacks or [])]
+    if save_every_epoch:  # save_last with save_top_k=0 writes last.ckpt only when training ends
+        last = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", monitor=None, save_top_k=1,
+                               save_last=False, enable_version_counter=False, save_on_train_epoch_end=True)
+    else:
+        last = ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0)
+    cbs: list[Any] = [last, *(callbacks or [])]
     if progress:
         cbs.append(RichProgressBar(leave=True))
+    if device.type == "cuda" and device.index is not None and devices == 1:
+        devices = [device.index]
     return L.Trainer(
-        accelerator="gpu" if device.type == "cuda" else "cpu", devices=devices, strategy=strategy,
+        accelerator="gpu" if device.type == "cuda" else "cpu", devices=devices, num_nodes=int(num_nodes),
+        strategy=_strategy(strategy, world_size(devices, num_nodes)),
         precision=precision, max_epochs=max_epochs, max_steps=max_steps, callbacks=cbs,
         logger=CSVLogger(str(run_dir), name="", version=""), enable_progress_bar=progress,
         enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0, gradient_clip_val=grad_clip,
         gradient_clip_algorithm="norm", default_root_dir=str(run_dir),
         log_every_n_steps=max(1, min(50, steps_per_epoch)), deterministic=False,
+        use_distributed_sampler=use_distributed_sampler,
     )
+
+
+def _strategy(name: str, world: int) -> Any:
+    """Lightning strategy for ``name``: DDP that tolerates parameters unused in a step when several processes
+    run ("auto"/"ddp"); one process otherwise; other names as Lightning knows them."""
+    from lightning.pytorch.strategies import DDPStrategy
+
+    from hsikit.errors import OptionError
+
+    name = (name or "auto").lower()
+    if any(k in name for k in ("spawn", "fork", "notebook")):
+        raise OptionError(f"--strategy {name} is not supported: hsikit's training modules keep their history and "
+                          "best weights in the process that trains, which spawned/forked ranks do not hand back; "
+                          "use ddp (the default with --devices > 1), which also works under torchrun")
+    if name in ("auto", "ddp"):
+        if world <= 1:
+            return "auto"
+        return DDPStrategy(find_unused_parameters=True)
+    if world <= 1 and name.startswith("ddp"):
+        raise OptionError(f"--strategy {name} needs more than one process: give --devices 2 or more")
+    return name

@@ -12,13 +12,13 @@ import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, IterableDataset
 
 from hsikit.errors import InputError
 from hsikit.training.module import RunState
@@ -104,19 +104,33 @@ def augment(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.ascontiguousarray(y[:, :, ::-1] if k >= 4 else y)
 
 
-class _Batches(Dataset):
-    """``steps`` batches per epoch; batch i of the run is drawn from a generator seeded with (seed, i)."""
+class _Batches(IterableDataset):
+    """``steps`` batches per epoch on every rank. Batch k of the epoch that starts at optimiser step ``start`` is
+    drawn from a generator seeded with (seed, (start + k) * world + rank): one process draws (seed, 0), (seed,
+    1), ... over the run, ranks draw disjoint streams, and a resumed run continues where it stopped (the
+    module sets ``start`` from its global step at each epoch start)."""
 
     def __init__(self, cubes, valids, degrade: DegradeFn, recipe: RestorationRecipe, steps: int) -> None:
         self.cubes, self.valids, self.degrade, self.recipe, self.steps = cubes, valids, degrade, recipe, steps
-        self.drawn = 0
+        self.start = 0
 
     def __len__(self) -> int:
         return self.steps
 
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        from hsikit.training.module import shard_info
+
+        rank, world = shard_info()
+        for k in range(self.steps):
+            yield self.batch((self.start + k) * world + rank)
+
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        rng = np.random.default_rng([self.recipe.seed, self.drawn])
-        self.drawn += 1
+        """Batch ``i`` of the current epoch as one process draws it."""
+        return self.batch(self.start + int(i))
+
+    def batch(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The batch with draw index ``index`` (a pure function of the seed and the index)."""
+        rng = np.random.default_rng([self.recipe.seed, int(index)])
         xs, ys, ts = [], [], []
         for _ in range(self.recipe.batch_size):
             clean = random_crop(self.cubes, self.valids, self.recipe.crop, rng)
@@ -171,6 +185,11 @@ class RestorationModule(RunState, L.LightningModule):
         self._epoch_loss: list[float] = []
         self.best_state: dict[str, torch.Tensor] | None = None
         self.best_score = -math.inf
+        self.stream: _Batches | None = None
+
+    def on_train_epoch_start(self) -> None:
+        if self.stream is not None:  # batches are keyed by optimiser step: resumed runs draw what they would have
+            self.stream.start = int(self.global_step)
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         x, y, t = batch
@@ -212,7 +231,7 @@ class RestorationModule(RunState, L.LightningModule):
         lr = float(self.trainer.optimizers[0].param_groups[0]["lr"]) if self.trainer.optimizers else float("nan")
         self.history.append({"epoch": len(self.history) + 1, "step": int(self.global_step), "train_loss": loss,
                              "val_psnr": val, "lr": lr})
-        self.log("val_psnr", val if math.isfinite(val) else 0.0, prog_bar=True)
+        self.log("val_psnr", val if math.isfinite(val) else 0.0, prog_bar=True, sync_dist=self.trainer.world_size > 1)
         score = val if math.isfinite(val) else -loss
         if self.recipe.select_best and score > self.best_score:
             self.best_score = score
@@ -258,16 +277,22 @@ def fit_restorer(
     resume: bool = False,
     devices: int = 1,
     strategy: str = "auto",
+    num_nodes: int = 1,
 ) -> tuple[torch.nn.Module, list[dict[str, float]], list[float]]:
-    """Train for ``recipe.iterations`` steps; returns (network, per-epoch history, per-step loss)."""
+    """Train for ``recipe.iterations`` steps; returns (network, per-epoch history, per-step loss).
+
+    With several processes (DDP) each optimiser step averages the gradients of one batch per rank (effective
+    batch world x ``recipe.batch_size``, the ranks' crops disjoint); steps, epochs and learning rate are the
+    recipe's."""
     from hsikit.training.module import make_trainer, run_fit
 
     steps = max(1, min(int(recipe.steps_per_epoch), int(recipe.iterations)))
     module = RestorationModule(net, recipe, val, recipe.iterations)
     trainer = make_trainer(run_dir, device=device, progress=progress, precision=precision, max_epochs=-1,
                            max_steps=int(recipe.iterations), grad_clip=recipe.grad_clip, steps_per_epoch=steps,
-                           devices=devices, strategy=strategy)
-    loader = DataLoader(_Batches(cubes, valids, degrade, recipe, steps), batch_size=None, shuffle=False)
+                           devices=devices, strategy=strategy, num_nodes=num_nodes, save_every_epoch=True)
+    module.stream = _Batches(cubes, valids, degrade, recipe, steps)
+    loader = DataLoader(module.stream, batch_size=None, shuffle=False)
     run_fit(trainer, module, loader, run_dir, resume)
     if recipe.select_best and module.best_state is not None:
         net.load_state_dict(module.best_state)
