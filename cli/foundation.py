@@ -1,1 +1,202 @@
-"""CLI commands (foundation); filled in by its own issue work."""
+"""Foundation-model commands: ``pretrain spectralgpt``, ``train scene-classifier``, ``train segmenter``.
+
+Imported by :mod:`hsikit.cli.main` once its app exists; heavy libraries load inside the commands.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from hsikit.cli.main import _command_line, _model_config, _state, app, train_app
+
+pretrain_app = typer.Typer(help="Pretrain foundation models on unlabelled scene archives.", no_args_is_help=True)
+app.add_typer(pretrain_app, name="pretrain")
+
+
+class Variant(str, Enum):
+    tiny = "tiny"
+    small = "small"
+    base = "base"
+
+
+class Normalization(str, Enum):
+    dataset = "dataset"
+    zscore = "zscore"
+    per_image = "per-image"
+    none = "none"
+
+
+class Spectral(str, Enum):
+    auto = "auto"
+    select = "select"
+    resample = "resample"
+
+
+class SegHead(str, Enum):
+    upernet = "upernet"
+    smp_upernet = "smp-upernet"
+
+
+_NORM_HELP = ("dataset: per-band 2/98 % of sampled training windows -> 0/1, stored in the checkpoint (seam-free "
+              "tiles); zscore: their mean/std; per-image: the official per-image min-max; none.")
+_SPECTRAL_HELP = ("How scene bands become the model's bands: select them by name, resample a hyperspectral "
+                  "spectrum onto them (Gaussian responses), or auto (select if all are named, else resample).")
+_SET_HELP = "Model option KEY=VALUE (e.g. --set patch_size=4, --set mask_ratio=0.75, --set head_dropout=0.1)."
+
+
+def _cfg(set_: list[str] | None, **explicit) -> dict:
+    cfg = _model_config(set_)
+    cfg.update({k: v for k, v in explicit.items() if v is not None})
+    return cfg
+
+
+def _steps(steps: Optional[int], epochs: Optional[int], steps_per_epoch: Optional[int], default_per_epoch: int):
+    if steps is not None and epochs is not None:
+        from hsikit.errors import OptionError
+
+        raise OptionError("give --steps or --epochs, not both")
+    return steps if steps is not None else (epochs * (steps_per_epoch or default_per_epoch) if epochs else None)
+
+
+@pretrain_app.command("spectralgpt")
+def pretrain_spectralgpt(
+    archives: list[Path] = typer.Argument(..., help="Scenes, folders (searched recursively; *.SAFE products count as one scene), list files (.txt/.csv, one path per line) or local STAC catalogues (.json). Windows are read on demand, scenes are never loaded whole."),
+    out: Path = typer.Option(..., "-o", "--out", help="Checkpoint to write (.safetensors; its encoder initialises `train segmenter|scene-classifier --init`)."),
+    variant: Variant = typer.Option(Variant.small, "--variant", help="tiny (tests), small (CPU), base (the published shapes, 85 M encoder)."),
+    img_size: Optional[int] = typer.Option(None, "--img-size", help="Model input side in px (default 128; a multiple of the patch size)."),
+    mask_ratio: Optional[float] = typer.Option(None, "--mask-ratio", help="Fraction of 3-D tokens hidden (default 0.9, the paper's)."),
+    val: Optional[list[Path]] = typer.Option(None, "--val", help="Validation scene(s)/folders for the per-epoch loss on fixed windows (default: windows of the training scenes)."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Optimiser steps (default 2000)."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs of --steps-per-epoch steps, instead of --steps."),
+    steps_per_epoch: Optional[int] = typer.Option(None, "--steps-per-epoch", help="Steps between validation passes (default 100)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Windows per step (default 16)."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate (default 1.5e-3, for CPU batches and budgets)."),
+    base_lr: Optional[float] = typer.Option(None, "--base-lr", help="Use the paper's rule instead: peak = BASE_LR x batch / 256 (the paper: 2e-4 at batch 4096)."),
+    chip: Optional[int] = typer.Option(None, "--chip", help="Scene pixels one sample covers before the random resized crop (default: --img-size)."),
+    normalization: Normalization = typer.Option(Normalization.dataset, "--normalization", help=_NORM_HELP),
+    spectral: Spectral = typer.Option(Spectral.auto, "--spectral", help=_SPECTRAL_HELP),
+    preview_every: Optional[int] = typer.Option(None, "--preview-every", help="Write a reconstruction preview PNG every N steps (default: 5 over the run; 0: none)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (windows, masks, initialisation)."),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help=_SET_HELP),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    precision: str = typer.Option("32-true", "--precision", help="Lightning precision: 32-true, 16-mixed, bf16-mixed."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from <report>/checkpoints/last.ckpt."),
+    report_dir: Optional[Path] = typer.Option(None, "--report-dir", help="Report folder (default <out>_report/)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing checkpoint/report."),
+) -> None:
+    """Pretrain SpectralGPT (3-D spectral masked autoencoder) on windows streamed from a scene archive; writes
+    the checkpoint, report.json, loss_curve.png and reconstruction previews (original / masked / reconstructed)."""
+    from hsikit.pipelines.pretrain import pretrain_spectralgpt as run
+
+    res = run([str(a) for a in archives], out=out, variant=variant.value,
+              model_config=_cfg(set_, img_size=img_size, mask_ratio=mask_ratio),
+              val=[str(v) for v in val or []] or None, steps=_steps(steps, epochs, steps_per_epoch, 100),
+              steps_per_epoch=steps_per_epoch, batch_size=batch_size, lr=lr, base_lr=base_lr, seed=seed, chip=chip,
+              normalization=normalization.value, spectral=spectral.value, preview_every=preview_every,
+              device=device, precision=precision, resume=resume, overwrite=overwrite, report_dir=report_dir,
+              progress=_state["progress"], command=_command_line())
+    m = res.metrics
+    pps = m.get("patches_per_second")
+    typer.echo(f"wrote {res.checkpoint}")
+    typer.echo(f"loss {m['first_loss']:.4f} -> {m['last_loss']:.4f}; validation loss {m['first_val_loss']:.4f} -> "
+               f"{m['last_val_loss']:.4f}; {pps:.1f} patches/s; report: {res.report_dir}" if pps else
+               f"loss {m['first_loss']:.4f} -> {m['last_loss']:.4f}; report: {res.report_dir}")
+
+
+@train_app.command("segmenter")
+def train_segmenter(
+    scenes: list[Path] = typer.Argument(..., help="Training scene(s) (one --labels each), or CSV list(s) with columns image,mask (paths relative to the CSV)."),
+    labels: Optional[list[Path]] = typer.Option(None, "--labels", "-l", help="Label raster (on or reprojected to the scene grid) or polygons per scene, repeated in scene order; 0 = unlabelled (ignored)."),
+    out: Path = typer.Option(..., "-o", "--out", help="Checkpoint to write (.safetensors with the full preprocessing chain; use it with `hsikit classify`)."),
+    init: Optional[Path] = typer.Option(None, "--init", help="SpectralGPT checkpoint whose encoder initialises the segmenter (from `hsikit pretrain spectralgpt`); without it the encoder starts random."),
+    val: Optional[list[Path]] = typer.Option(None, "--val", help="Validation scene(s) or CSV list(s): OA/mIoU after every epoch, whole scenes in tiles."),
+    val_labels: Optional[list[Path]] = typer.Option(None, "--val-labels", help="Labels of each --val scene (in order)."),
+    attribute: Optional[str] = typer.Option(None, "--attribute", help="Class column of vector labels."),
+    class_names: Optional[str] = typer.Option(None, "--class-names", help="Comma-separated names of classes 1..K (default: from the labels' legend)."),
+    variant: Optional[Variant] = typer.Option(None, "--variant", help="Encoder size without --init (default small)."),
+    img_size: Optional[int] = typer.Option(None, "--img-size", help="Training window side in px (default: the --init model's, else 128); larger inputs run as overlapping windows of this size."),
+    head: Optional[SegHead] = typer.Option(None, "--head", help="upernet (the paper's pyramid + UPerNet head) or smp-upernet (segmentation-models-pytorch's decoder)."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Optimiser steps (default 1000)."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs of --steps-per-epoch steps, instead of --steps."),
+    steps_per_epoch: Optional[int] = typer.Option(None, "--steps-per-epoch", help="Steps between validation passes (default 50)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Windows per step (default 8)."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate (default 1e-4, the paper's)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed."),
+    select_best: Optional[bool] = typer.Option(None, "--select-best/--keep-last", help="Keep the weights of the best validation mIoU (default) or the last."),
+    normalization: Optional[Normalization] = typer.Option(None, "--normalization", help=_NORM_HELP + " Default: the --init checkpoint's statistics, else dataset."),
+    spectral: Spectral = typer.Option(Spectral.auto, "--spectral", help=_SPECTRAL_HELP),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help=_SET_HELP),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    precision: str = typer.Option("32-true", "--precision", help="Lightning precision: 32-true, 16-mixed, bf16-mixed."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from <report>/checkpoints/last.ckpt."),
+    report_dir: Optional[Path] = typer.Option(None, "--report-dir", help="Report folder (default <out>_report/)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing checkpoint/report."),
+) -> None:
+    """Fine-tune a SpectralGPT segmenter (encoder + UPerNet head) on labelled scenes; `hsikit classify` then maps
+    whole scenes with it."""
+    from hsikit.pipelines.finetune import train_segmenter as run
+
+    res = run([str(s) for s in scenes], [str(x) for x in labels or []], out=out, init=init,
+              variant=variant.value if variant else None,
+              model_config=_cfg(set_, img_size=img_size, head=head.value if head else None),
+              val=[str(v) for v in val or []] or None, val_labels=[str(v) for v in val_labels or []],
+              attribute=attribute, class_names=class_names.split(",") if class_names else None,
+              steps=_steps(steps, epochs, steps_per_epoch, 50), steps_per_epoch=steps_per_epoch,
+              batch_size=batch_size, lr=lr, seed=seed, select_best=select_best,
+              normalization=normalization.value if normalization else None, spectral=spectral.value, device=device,
+              precision=precision, resume=resume, overwrite=overwrite, report_dir=report_dir,
+              progress=_state["progress"], command=_command_line())
+    m = res.metrics
+    typer.echo(f"wrote {res.checkpoint}")
+    val_txt = f"; validation OA {m['val_oa']:.4f}, mIoU {m['val_miou']:.4f}" if "val_oa" in m else ""
+    typer.echo(f"loss {m['first_loss']:.4f} -> {m['last_loss']:.4f}{val_txt}; report: {res.report_dir}")
+
+
+@train_app.command("scene-classifier")
+def train_scene_classifier(
+    chips: list[Path] = typer.Argument(..., help="Labelled chips: folder(s) with one sub-folder per class (EuroSAT layout: root/<class>/*.tif) and/or CSV file(s) of path,label."),
+    out: Path = typer.Option(..., "-o", "--out", help="Checkpoint to write (.safetensors)."),
+    init: Optional[Path] = typer.Option(None, "--init", help="SpectralGPT checkpoint whose encoder initialises the classifier."),
+    val: Optional[list[Path]] = typer.Option(None, "--val", help="Validation chips (same layouts): accuracy after every epoch."),
+    variant: Optional[Variant] = typer.Option(None, "--variant", help="Encoder size without --init (default small)."),
+    img_size: Optional[int] = typer.Option(None, "--img-size", help="Chips are resized to this side (default: the --init model's, else 128)."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Optimiser steps (default 1000)."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs of --steps-per-epoch steps, instead of --steps."),
+    steps_per_epoch: Optional[int] = typer.Option(None, "--steps-per-epoch", help="Steps between validation passes (default 50)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Chips per step (default 16)."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate (default 2e-4)."),
+    layer_decay: Optional[float] = typer.Option(None, "--layer-decay", help="Layer-wise lr decay (default 0.75; 1 = off)."),
+    mixup: Optional[float] = typer.Option(None, "--mixup", help="Mixup Beta parameter (default 0.8; 0 = off)."),
+    cutmix: Optional[float] = typer.Option(None, "--cutmix", help="Cutmix Beta parameter (default 1.0; 0 = off)."),
+    smoothing: Optional[float] = typer.Option(None, "--smoothing", help="Label smoothing (default 0.1)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed."),
+    select_best: Optional[bool] = typer.Option(None, "--select-best/--keep-last", help="Keep the weights of the best validation accuracy (default) or the last."),
+    normalization: Optional[Normalization] = typer.Option(None, "--normalization", help=_NORM_HELP + " Default: the --init checkpoint's statistics, else dataset."),
+    spectral: Spectral = typer.Option(Spectral.auto, "--spectral", help=_SPECTRAL_HELP),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help=_SET_HELP),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    precision: str = typer.Option("32-true", "--precision", help="Lightning precision: 32-true, 16-mixed, bf16-mixed."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from <report>/checkpoints/last.ckpt."),
+    report_dir: Optional[Path] = typer.Option(None, "--report-dir", help="Report folder (default <out>_report/)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing checkpoint/report."),
+) -> None:
+    """Fine-tune a SpectralGPT scene classifier (one class per chip, e.g. EuroSAT) with layer-wise lr decay,
+    mixup/cutmix and label smoothing."""
+    from hsikit.pipelines.finetune import train_scene_classifier as run
+
+    res = run([str(c) for c in chips], out=out, init=init, variant=variant.value if variant else None,
+              model_config=_cfg(set_, img_size=img_size), val=[str(v) for v in val or []] or None,
+              steps=_steps(steps, epochs, steps_per_epoch, 50), steps_per_epoch=steps_per_epoch,
+              batch_size=batch_size, lr=lr, seed=seed, select_best=select_best, mixup=mixup, cutmix=cutmix,
+              smoothing=smoothing, layer_decay=layer_decay,
+              normalization=normalization.value if normalization else None, spectral=spectral.value, device=device,
+              precision=precision, resume=resume, overwrite=overwrite, report_dir=report_dir,
+              progress=_state["progress"], command=_command_line())
+    m = res.metrics
+    typer.echo(f"wrote {res.checkpoint}")
+    val_txt = f"; validation accuracy {m['val_accuracy']:.4f}" if "val_accuracy" in m else ""
+    typer.echo(f"loss {m['first_loss']:.4f} -> {m['last_loss']:.4f}{val_txt}; report: {res.report_dir}")

@@ -11,5 +11,7 @@ from hsikit.models import random_forest as _random_forest  # noqa: F401,E402  (r
 from hsikit.models import essaformer as _essaformer  # noqa: F401,E402  (registers)
 from hsikit.models import hsdt as _hsdt  # noqa: F401,E402  (registers)
 from hsikit.models import mp_hsir as _mp_hsir  # noqa: F401,E402  (registers)
+from hsikit.models import spectralgpt as _spectralgpt  # noqa: F401,E402  (registers)
+from hsikit.models import spectralgpt_heads as _spectralgpt_heads  # noqa: F401,E402  (registers)
 
 __all__ = ["create_model", "get_entry", "list_models", "register_model"]

@@ -1,0 +1,504 @@
+"""Fine-tune SpectralGPT heads: a segmenter on labelled scenes and a scene classifier on labelled chips,
+optionally initialised from a pretrained (or fine-tuned) SpectralGPT checkpoint (``init``).
+
+The checkpoint written holds the full preprocessing chain (band selection or spectral resampling, scaling,
+normalisation), so ``hsikit classify scene.tif --model seg.safetensors`` replays it on any scene with the same
+bands. With ``init``, the encoder shapes come from that checkpoint and its normalisation statistics are reused
+(the encoder was trained on values scaled that way); without it the statistics come from the training data.
+
+Labels: segmenter label rasters/vectors aligned with each scene through :func:`hsikit.io.labels.read_labels`
+(0 = unlabelled, ignored in the loss). Scene-classifier chips come from folders ``root/<class>/*.tif``
+(EuroSAT layout; class names = folder names, sorted) and/or CSV files ``path,label`` (header optional; paths
+relative to the CSV).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from hsikit.errors import InputError, OptionError
+from hsikit.io.scene import Scene
+from hsikit.pipelines.pretrain import (MODEL_CARD, NORMALIZATIONS, RASTER_SUFFIXES, band_chain, jsonable_config,
+                                       normalization_step, prepare_run_dir, sample_statistics, save_loss_curve,
+                                       with_normalization)
+
+#: encoder fields a head takes over from its ``init`` checkpoint
+ENCODER_FIELDS = ("variant", "bands", "group_size", "patch_size", "img_size", "embed_dim", "depth", "num_heads",
+                  "mlp_ratio", "input_scaling")
+
+
+@dataclass
+class FinetuneResult:
+    checkpoint: Path
+    metrics: dict[str, Any]
+    history: list[dict[str, Any]] = field(default_factory=list)
+    report_dir: Path | None = None
+    seconds: float = 0.0
+
+
+@dataclass
+class Init:
+    """What a head takes from a pretrained checkpoint."""
+
+    name: str
+    arch: str
+    config: dict[str, Any]
+    state: dict[str, Any]
+    normalize: dict[str, Any] | None  # params of its fitted normalize step, if any
+
+
+def read_init(path: str | Path) -> Init:
+    """A SpectralGPT checkpoint (MAE or head) as an :class:`Init`; never unpickles."""
+    from safetensors.torch import load_file
+
+    from hsikit.checkpoint import read_checkpoint_meta
+
+    meta = read_checkpoint_meta(path)
+    if not meta.arch.startswith("spectralgpt"):
+        raise InputError(f"{Path(path).name} is a {meta.arch} checkpoint, not a SpectralGPT one")
+    steps = (meta.preprocessing or {}).get("steps", [])
+    norm = next((s["params"] for s in steps if s["op"] == "normalize"), None)
+    return Init(Path(path).name, meta.arch, dict(meta.config), load_file(str(path)), norm)
+
+
+def head_config(init: Init | None, variant: str | None, model_config: dict[str, Any] | None) -> dict[str, Any]:
+    """Head options: the encoder fields of ``init`` (if any), then ``variant``, then explicit ``model_config``.
+    Changing an encoder shape against ``init`` is an error; ``img_size`` may change (tables are resized)."""
+    cfg: dict[str, Any] = {}
+    if init is not None:
+        cfg.update({k: init.config[k] for k in ENCODER_FIELDS if k in init.config})
+        if variant and variant != cfg.get("variant"):
+            raise OptionError(f"--variant {variant} contradicts the {cfg.get('variant')} encoder of {init.name}")
+        clash = [k for k in (model_config or {}) if k in ENCODER_FIELDS and k not in ("img_size", "input_scaling")
+                 and model_config[k] != cfg.get(k)]
+        if clash:
+            raise OptionError(f"{', '.join(clash)} must match the encoder of {init.name}")
+    elif variant:
+        cfg["variant"] = variant
+    cfg.update(model_config or {})
+    return cfg
+
+
+def load_init_weights(net, init: Init) -> dict[str, Any]:
+    """Copy the encoder of ``init`` into ``net`` (position table resized if the image size changed)."""
+    from hsikit.models.spectralgpt import load_encoder_state
+
+    p = int(init.config["patch_size"])
+    g = int(init.config["img_size"]) // p
+    try:
+        rep = load_encoder_state(net, init.state, src_grid=(g, g))
+    except ValueError as e:
+        raise InputError(f"{init.name}: {e}") from None
+    return {"checkpoint": init.name, "arch": init.arch, "tensors_loaded": len(rep["loaded"]),
+            "resized": rep["resized"], "ignored": rep["ignored"]}
+
+
+def _normalization(mode: str | None, init: Init | None, scenes, chains, size: int, seed: int):
+    """(mode, fitted normalize step or None, statistics) — from ``init`` unless a mode is asked for."""
+    if mode is None and init is not None:
+        if init.normalize is not None:
+            from hsikit.preprocess.chain import Step
+
+            return "from-init", Step("normalize", dict(init.normalize)), None
+        mode = "per-image" if init.config.get("input_scaling") == "minmax" else "none"
+    mode = mode or "dataset"
+    if mode not in NORMALIZATIONS:
+        raise OptionError(f"--normalization must be one of {', '.join(NORMALIZATIONS)}, not {mode!r}")
+    stats = sample_statistics(scenes, chains, size, seed=seed) if mode in ("dataset", "zscore") else None
+    return mode, normalization_step(mode, stats), stats
+
+
+# -- segmenter -------------------------------------------------------------------------------------------------------
+def read_pairs(sources: Sequence[str | Path], labels: Sequence[str | Path] | None) -> list[tuple[str, str]]:
+    """(scene, labels) pairs: ``sources`` with one ``labels`` each, or CSV files with columns image and
+    mask/label/labels (paths relative to the CSV)."""
+    pairs: list[tuple[str, str]] = []
+    plain = []
+    for s in sources:
+        p = Path(s)
+        if p.suffix.lower() == ".csv":
+            pairs.extend(_csv_pairs(p))
+        else:
+            plain.append(str(s))
+    labels = [str(x) for x in (labels or [])]
+    if plain and len(labels) != len(plain):
+        raise OptionError(f"give one --labels per scene: {len(plain)} scene(s), {len(labels)} label file(s)")
+    if labels and not plain:
+        raise OptionError("--labels given, but every scene came from a CSV list (its labels are in the CSV)")
+    pairs.extend(zip(plain, labels))
+    if not pairs:
+        raise InputError("no labelled training scene given")
+    return pairs
+
+
+def _csv_pairs(p: Path) -> list[tuple[str, str]]:
+    if not p.exists():
+        raise InputError(f"scene list not found: {p}")
+    with p.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return []
+    keys = {k.strip().lower(): k for k in rows[0]}
+    img = next((keys[k] for k in ("image", "scene", "path") if k in keys), None)
+    lab = next((keys[k] for k in ("mask", "label", "labels") if k in keys), None)
+    if img is None or lab is None:
+        raise InputError(f"{p.name}: a scene list needs columns image and mask (or label), found {list(rows[0])}")
+
+    def resolve(v: str) -> str:
+        q = Path(v.strip())
+        return str(q if q.is_absolute() else (p.parent / q).resolve())
+
+    return [(resolve(r[img]), resolve(r[lab])) for r in rows]
+
+
+def _open_labelled(pairs, bands, spectral, attribute):
+    from hsikit.io.labels import read_labels
+    from hsikit.io.open import open_scene
+
+    out = []
+    try:
+        for scene_path, label_path in pairs:
+            sc = open_scene(scene_path)
+            out.append((sc, band_chain(sc, bands, spectral), read_labels(label_path, sc, attribute=attribute)))
+    except BaseException:
+        for sc, _, _ in out:
+            sc.close()
+        raise
+    return out
+
+
+def train_segmenter(
+    scenes: Sequence[str | Path],
+    labels: Sequence[str | Path] | None = None,
+    *,
+    out: str | Path,
+    init: str | Path | None = None,
+    variant: str | None = None,
+    model_config: dict[str, Any] | None = None,
+    val: Sequence[str | Path] | None = None,
+    val_labels: Sequence[str | Path] | None = None,
+    attribute: str | None = None,
+    class_names: Sequence[str] | None = None,
+    steps: int | None = None,
+    epochs: int | None = None,
+    steps_per_epoch: int | None = None,
+    batch_size: int | None = None,
+    lr: float | None = None,
+    seed: int | None = None,
+    select_best: bool | None = None,
+    normalization: str | None = None,
+    spectral: str = "auto",
+    device: str = "auto",
+    precision: str = "32-true",
+    resume: bool = False,
+    overwrite: bool = False,
+    report_dir: str | Path | None = None,
+    progress: bool = True,
+    command: str | None = None,
+) -> FinetuneResult:
+    """Fine-tune ``spectralgpt_segmenter`` on labelled ``scenes`` (see :func:`read_pairs`); validation OA/mIoU
+    after every epoch on ``val`` scenes, classified whole through the tiled engine like ``hsikit classify``.
+    ``epochs`` (of ``steps_per_epoch`` steps) is an alternative to ``steps``."""
+    import torch
+
+    from hsikit._version import __version__
+    from hsikit.checkpoint import CheckpointMeta, save_checkpoint
+    from hsikit.engine.torch_predict import resolve_device
+    from hsikit.io.legend import default_colors
+    from hsikit.models.registry import create_model, get_entry, make_config
+    from hsikit.pipelines.train_classifier import _created
+    from hsikit.report import write_confusion_csv, write_confusion_png, write_json
+    from hsikit.training.finetune import LabelledScene, SegmentationData, fit_head, segmenter_recipe
+
+    t0 = time.perf_counter()
+    arch = "spectralgpt_segmenter"
+    recipe = segmenter_recipe().replace(steps_per_epoch=steps_per_epoch, batch_size=batch_size, lr=lr, seed=seed,
+                                        select_best=select_best)
+    recipe = recipe.replace(steps=steps if steps else (epochs * recipe.steps_per_epoch if epochs else None))
+    out = Path(out)
+    rdir = prepare_run_dir(out, report_dir, overwrite=overwrite, resume=resume)
+    ini = read_init(init) if init else None
+    cfg_in = head_config(ini, variant, model_config)
+    train_pairs = read_pairs(scenes, labels)
+    val_pairs = read_pairs(val, val_labels) if val else []
+    probe = make_config(arch, **{**cfg_in, "num_classes": 2})
+    opened = _open_labelled(train_pairs, probe.bands, spectral, attribute)
+    vopened = _open_labelled(val_pairs, probe.bands, spectral, attribute) if val_pairs else []
+    try:
+        k = max(int(lm.values.max()) for _, _, lm in opened)
+        if k < 2:
+            raise InputError("training needs labels of at least two classes")
+        names = _class_names(class_names, [lm for _, _, lm in opened], k)
+        colors = next((list(lm.class_colors)[:k] for _, _, lm in opened
+                       if lm.class_colors and len(lm.class_colors) >= k), None) or default_colors(k)
+        mode, norm, stats = _normalization(normalization, ini, [s for s, _, _ in opened], [c for _, c, _ in opened],
+                                           probe.img_size, recipe.seed)
+        if mode == "per-image":
+            cfg_in["input_scaling"] = "minmax"
+        cfg = make_config(arch, **{"drop_path": recipe.drop_path, **cfg_in, "num_classes": k})
+        entry = get_entry(arch)
+        context = int(entry.receptive_field(cfg))
+        chains = [with_normalization(c, norm) for _, c, _ in opened]
+        vchains = [with_normalization(c, norm) for _, c, _ in vopened]
+        train_set = [LabelledScene(s, c.apply, lm.values) for (s, _, lm), c in zip(opened, chains)]
+        val_set = [LabelledScene(s, c.apply, lm.values) for (s, _, lm), c in zip(vopened, vchains)]
+        data = SegmentationData(train_set, val_set, cfg.img_size, k, recipe, context=context)
+
+        torch.manual_seed(recipe.seed)
+        np.random.seed(recipe.seed)
+        dev = resolve_device(device)
+        net = create_model(arch, **jsonable_config(cfg))
+        init_report = load_init_weights(net, ini) if ini is not None else None
+        fit = fit_head(net.to(dev), data, recipe, device=dev, run_dir=rdir, progress=progress, precision=precision,
+                       resume=resume)
+        net, history, curve = fit.net, fit.history, fit.loss_curve
+        metrics: dict[str, Any] = {"first_loss": curve[0] if curve else None, "last_loss": curve[-1] if curve else None,
+                                   "steps": len(curve), "steps_this_run": fit.steps_run, "fit_seconds": fit.seconds}
+        if val_set:
+            cm = data.confusion(net, torch.device("cpu"))
+            from hsikit.metrics import scores
+            from hsikit.training.finetune import segmentation_scores
+
+            metrics.update(segmentation_scores(cm))
+            metrics.update({k2: v for k2, v in scores(cm).items() if k2 in ("aa", "kappa", "per_class_f1")})
+            write_confusion_csv(cm, names, rdir / "confusion_matrix.csv")
+            write_confusion_png(cm, names, rdir / "confusion_matrix.png",
+                                title=f"{arch} on validation: OA {metrics['val_oa']:.3f}, "
+                                      f"mIoU {metrics['val_miou']:.3f}")
+        meta = CheckpointMeta(
+            arch=arch, config=jsonable_config(net.cfg), task="classification", bands=opened[0][0].bands.to_dict(),
+            preprocessing=chains[0].to_dict(), class_names=names, class_colors=colors,
+            provenance={"command": command, "created": _created(), "seed": recipe.seed, "steps": len(curve),
+                        "scenes": [s.name for s, _, _ in opened], "val_scenes": [s.name for s, _, _ in vopened],
+                        "init": init_report, "normalization": mode, "spectral": spectral,
+                        "val_oa": metrics.get("val_oa"), "val_miou": metrics.get("val_miou"), "model_card": MODEL_CARD},
+        )
+        save_checkpoint(out, net, meta, overwrite=True if resume else overwrite)
+        save_loss_curve(curve, history, rdir / "loss_curve.png", title=f"{arch} fine-tuning",
+                        val_key="val_miou", val_label="validation mIoU")
+        write_json({"model": arch, "config": jsonable_config(net.cfg), "recipe": dataclasses.asdict(recipe),
+                    "init": init_report, "normalization": mode, "statistics": stats, "spectral": spectral,
+                    "class_names": names, "scenes": [s.name for s, _, _ in opened],
+                    "val_scenes": [s.name for s, _, _ in vopened], "device": str(dev), "precision": precision,
+                    "hsikit_version": __version__, "history": history, "loss_curve": [round(v, 6) for v in curve],
+                    "metrics": metrics, "seconds": time.perf_counter() - t0, "checkpoint": out.name,
+                    "command": command}, rdir / "report.json")
+    finally:
+        for s, _, _ in opened + vopened:
+            s.close()
+    return FinetuneResult(out, metrics, history, rdir, time.perf_counter() - t0)
+
+
+def _class_names(given: Sequence[str] | None, maps, k: int) -> list[str]:
+    if given:
+        names = [n.strip() for n in given]
+        if len(names) != k:
+            raise OptionError(f"--class-names lists {len(names)} names; the labels have {k} classes")
+        return names
+    for lm in maps:
+        if lm.class_names and len(lm.class_names) >= k:
+            return list(lm.class_names)[:k]
+    return [f"class_{i}" for i in range(1, k + 1)]
+
+
+# -- scene classifier ------------------------------------------------------------------------------------------------
+def read_chips(sources: Sequence[str | Path], classes: Sequence[str] | None = None
+               ) -> tuple[list[tuple[str, str]], list[str]]:
+    """(path, class name) of every chip and the sorted class names (``classes`` fixes the list, e.g. for
+    validation). Folders: ``root/<class>/<chip>``; CSV: ``path,label`` rows (header optional)."""
+    items: list[tuple[str, str]] = []
+    for s in sources:
+        p = Path(s)
+        if not p.exists():
+            raise InputError(f"chip folder or list not found: {p}")
+        if p.is_dir():
+            for d in sorted(q for q in p.iterdir() if q.is_dir() and not q.name.startswith(".")):
+                items.extend((str(f), d.name) for f in sorted(d.rglob("*"))
+                             if f.is_file() and f.suffix.lower() in RASTER_SUFFIXES and not f.name.startswith("."))
+        elif p.suffix.lower() == ".csv":
+            with p.open(newline="") as f:
+                rows = [r for r in csv.reader(f) if r and r[0].strip()]
+            if rows and rows[0][0].strip().lower() in ("path", "image", "file", "chip"):
+                rows = rows[1:]
+            for r in rows:
+                if len(r) < 2:
+                    raise InputError(f"{p.name}: rows must be path,label; got {r}")
+                q = Path(r[0].strip())
+                items.append((str(q if q.is_absolute() else (p.parent / q).resolve()), r[1].strip()))
+        else:
+            raise InputError(f"{p.name}: give a folder of class sub-folders or a CSV of path,label")
+    if not items:
+        raise InputError(f"no chip found in {', '.join(str(s) for s in sources)}")
+    found = sorted({c for _, c in items}, key=lambda c: (0, int(c)) if c.isdigit() else (1, c))
+    if classes is None:
+        return items, found
+    unknown = [c for c in found if c not in classes]
+    if unknown:
+        raise InputError(f"validation classes {unknown} are not training classes")
+    return items, list(classes)
+
+
+def train_scene_classifier(
+    chips: Sequence[str | Path],
+    *,
+    out: str | Path,
+    init: str | Path | None = None,
+    variant: str | None = None,
+    model_config: dict[str, Any] | None = None,
+    val: Sequence[str | Path] | None = None,
+    steps: int | None = None,
+    epochs: int | None = None,
+    steps_per_epoch: int | None = None,
+    batch_size: int | None = None,
+    lr: float | None = None,
+    seed: int | None = None,
+    select_best: bool | None = None,
+    mixup: float | None = None,
+    cutmix: float | None = None,
+    smoothing: float | None = None,
+    layer_decay: float | None = None,
+    normalization: str | None = None,
+    spectral: str = "auto",
+    device: str = "auto",
+    precision: str = "32-true",
+    resume: bool = False,
+    overwrite: bool = False,
+    report_dir: str | Path | None = None,
+    progress: bool = True,
+    command: str | None = None,
+) -> FinetuneResult:
+    """Fine-tune ``spectralgpt_scene_classifier`` on labelled chips (see :func:`read_chips`); validation
+    accuracy after every epoch on ``val`` chips. All chips must share the first chip's band layout."""
+    import torch
+
+    from hsikit._version import __version__
+    from hsikit.checkpoint import CheckpointMeta, save_checkpoint
+    from hsikit.engine.torch_predict import resolve_device
+    from hsikit.io.legend import default_colors
+    from hsikit.io.open import open_scene
+    from hsikit.metrics import confusion_matrix, scores
+    from hsikit.models.registry import create_model, make_config
+    from hsikit.pipelines.train_classifier import _created
+    from hsikit.report import write_confusion_csv, write_confusion_png, write_json
+    from hsikit.training.finetune import Chip, ChipData, fit_head, scene_classifier_recipe
+
+    t0 = time.perf_counter()
+    arch = "spectralgpt_scene_classifier"
+    recipe = scene_classifier_recipe().replace(steps_per_epoch=steps_per_epoch, batch_size=batch_size, lr=lr,
+                                               seed=seed, select_best=select_best, mixup=mixup, cutmix=cutmix,
+                                               smoothing=smoothing, layer_decay=layer_decay)
+    recipe = recipe.replace(steps=steps if steps else (epochs * recipe.steps_per_epoch if epochs else None))
+    out = Path(out)
+    rdir = prepare_run_dir(out, report_dir, overwrite=overwrite, resume=resume)
+    ini = read_init(init) if init else None
+    cfg_in = head_config(ini, variant, model_config)
+    items, names = read_chips(chips)
+    vitems, _ = read_chips(val, names) if val else ([], names)
+    if len(names) < 2:
+        raise InputError("scene classification needs chips of at least two classes")
+    probe = make_config(arch, **{**cfg_in, "num_classes": len(names)})
+    first = open_scene(items[0][0])
+    try:
+        chip_bands = first.bands.to_dict()
+        chain = band_chain(first, probe.bands, spectral)
+        rng = np.random.default_rng(recipe.seed)
+        sample = [items[i][0] for i in rng.choice(len(items), min(len(items), 64), replace=False)]
+        sample_scenes = [open_scene(p) for p in sample]
+        try:
+            for s in sample_scenes:
+                chain.check_input(s.bands)
+            mode, norm, stats = _normalization(normalization, ini, sample_scenes, [chain] * len(sample_scenes),
+                                               probe.img_size, recipe.seed)
+        finally:
+            for s in sample_scenes:
+                s.close()
+    finally:
+        first.close()
+    if mode == "per-image":
+        cfg_in["input_scaling"] = "minmax"
+    full = with_normalization(chain, norm)
+
+    def opener(path: str) -> Scene:
+        sc = open_scene(path)
+        full.check_input(sc.bands)
+        return sc
+
+    index = {n: i for i, n in enumerate(names)}
+    data = ChipData([Chip(p, index[c]) for p, c in items], [Chip(p, index[c]) for p, c in vitems], full.apply,
+                    probe.img_size, len(names), recipe, opener)
+    cfg = make_config(arch, **{"drop_path": recipe.drop_path, **cfg_in, "num_classes": len(names)})
+    torch.manual_seed(recipe.seed)
+    np.random.seed(recipe.seed)
+    dev = resolve_device(device)
+    net = create_model(arch, **jsonable_config(cfg))
+    init_report = load_init_weights(net, ini) if ini is not None else None
+    fit = fit_head(net.to(dev), data, recipe, device=dev, run_dir=rdir, progress=progress, precision=precision,
+                   resume=resume)
+    net, history, curve = fit.net, fit.history, fit.loss_curve
+    metrics: dict[str, Any] = {"first_loss": curve[0] if curve else None, "last_loss": curve[-1] if curve else None,
+                               "steps": len(curve), "steps_this_run": fit.steps_run, "fit_seconds": fit.seconds}
+    if vitems:
+        pred = data.predict(net, data.val, torch.device("cpu"))
+        cm = confusion_matrix(np.array([c.label for c in data.val]), pred, len(names))
+        sc = scores(cm)
+        metrics.update({"val_accuracy": sc["oa"], "val_kappa": sc["kappa"], "val_aa": sc["aa"]})
+        write_confusion_csv(cm, names, rdir / "confusion_matrix.csv")
+        write_confusion_png(cm, names, rdir / "confusion_matrix.png",
+                            title=f"{arch} on validation chips: accuracy {sc['oa']:.3f}")
+    meta = CheckpointMeta(
+        arch=arch, config=jsonable_config(net.cfg), task="scene-classification", bands=chip_bands,
+        preprocessing=full.to_dict(), class_names=names, class_colors=default_colors(len(names)),
+        provenance={"command": command, "created": _created(), "seed": recipe.seed, "steps": len(curve),
+                    "chips": len(items), "val_chips": len(vitems), "init": init_report, "normalization": mode,
+                    "val_accuracy": metrics.get("val_accuracy"), "model_card": MODEL_CARD},
+    )
+    save_checkpoint(out, net, meta, overwrite=True if resume else overwrite)
+    save_loss_curve(curve, history, rdir / "loss_curve.png", title=f"{arch} fine-tuning",
+                    val_key="val_accuracy", val_label="validation accuracy")
+    write_json({"model": arch, "config": jsonable_config(net.cfg), "recipe": dataclasses.asdict(recipe),
+                "init": init_report, "normalization": mode, "statistics": stats, "class_names": names,
+                "chips": len(items), "val_chips": len(vitems), "device": str(dev), "precision": precision,
+                "hsikit_version": __version__, "history": history, "loss_curve": [round(v, 6) for v in curve],
+                "metrics": metrics, "seconds": time.perf_counter() - t0, "checkpoint": out.name,
+                "command": command}, rdir / "report.json")
+    return FinetuneResult(out, metrics, history, rdir, time.perf_counter() - t0)
+
+
+def classify_chips(model: str | Path, chips: Sequence[str | Path], device: str = "auto") -> list[tuple[str, str]]:
+    """(chip path, predicted class name) for every chip file of ``chips`` (files or folders searched
+    recursively), with a scene-classifier checkpoint and its stored preprocessing."""
+    from hsikit.checkpoint import load_checkpoint
+    from hsikit.engine.torch_predict import resolve_device
+    from hsikit.io.open import open_scene
+    from hsikit.preprocess.chain import Chain
+    from hsikit.training.finetune import Chip, ChipData, scene_classifier_recipe
+
+    net, meta = load_checkpoint(model)
+    if meta.task != "scene-classification":
+        raise InputError(f"{Path(model).name} is a {meta.task} model, not a scene classifier")
+    chain = Chain.from_dict(meta.preprocessing)
+    paths: list[str] = []
+    for c in chips:
+        p = Path(c)
+        if p.is_dir():
+            paths.extend(str(f) for f in sorted(p.rglob("*")) if f.is_file() and f.suffix.lower() in RASTER_SUFFIXES)
+        else:
+            paths.append(str(p))
+
+    def opener(path: str) -> Scene:
+        sc = open_scene(path)
+        chain.check_input(sc.bands)
+        return sc
+
+    dev = resolve_device(device)
+    data = ChipData([], [], chain.apply, int(net.cfg.img_size), len(meta.class_names), scene_classifier_recipe(),
+                    opener)
+    pred = data.predict(net.to(dev), [Chip(p, 0) for p in paths], dev)
+    return [(p, meta.class_names[int(i)]) for p, i in zip(paths, pred)]
