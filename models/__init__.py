@@ -13,5 +13,6 @@ from hsikit.models import hsdt as _hsdt  # noqa: F401,E402  (registers)
 from hsikit.models import mp_hsir as _mp_hsir  # noqa: F401,E402  (registers)
 from hsikit.models import spectralgpt as _spectralgpt  # noqa: F401,E402  (registers)
 from hsikit.models import spectralgpt_heads as _spectralgpt_heads  # noqa: F401,E402  (registers)
+from hsikit.models import ffdnn as _ffdnn  # noqa: F401,E402  (registers)
 
 __all__ = ["create_model", "get_entry", "list_models", "register_model"]
