@@ -10,7 +10,8 @@ from typing import Optional
 
 import typer
 
-from hsikit.cli.main import Fmt, _command_line, _model_config, _state, app, train_app
+from hsikit.cli.main import (DEVICES_HELP, NUM_NODES_HELP, STRATEGY_HELP, Fmt, _command_line, _model_config,
+                             _quiet_ddp, _state, app, train_app)
 
 _SERIES_HELP = ("The Sentinel-2 series: per-date GeoTIFFs (band descriptions B03, B04, ...; date in the "
                 "ACQUISITION_DATE tag or YYYYMMDD in the file name; SCL band or <stem>_SCL.tif sibling), SAFE "
@@ -74,10 +75,14 @@ def train_stress(
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     precision: str = typer.Option("32-true", "--precision", help="Lightning precision: 32-true, 16-mixed, bf16-mixed (the FFT always runs in float32)."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from <report>/checkpoints/last.ckpt."),
+    devices: int = typer.Option(1, "--devices", help=DEVICES_HELP),
+    strategy: str = typer.Option("auto", "--strategy", help=STRATEGY_HELP),
+    num_nodes: int = typer.Option(1, "--num-nodes", help=NUM_NODES_HELP),
     report_dir: Optional[Path] = typer.Option(None, "--report-dir", help="Where to write the report (default: <out>_report/)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing checkpoint/report."),
 ) -> None:
     """Train the FFDNN stress model; writes the checkpoint and a report (OA, per-class F1, kappa, loss curve)."""
+    _quiet_ddp(devices, num_nodes)
     from hsikit.pipelines.train_stress import train_stress as run
 
     feats = tuple(f.strip() for f in features.split(",") if f.strip())
@@ -86,8 +91,11 @@ def train_stress(
               soil_slope=soil_slope, soil_mask=str(soil_mask) if soil_mask else None, ndvi_min=None if ndvi_min <= -1 else ndvi_min, model_config=_model_config(set_),
               epochs=epochs, patience=patience, batch_size=batch_size, lr=lr, time_shift=time_shift, seed=seed,
               max_pixels_per_field=max_pixels_per_field, device=device, precision=precision, resume=resume,
-              report_dir=report_dir, overwrite=overwrite, progress=_state["progress"], command=_command_line())
+              report_dir=report_dir, overwrite=overwrite, progress=_state["progress"], command=_command_line(),
+              devices=devices, strategy=strategy, num_nodes=num_nodes)
     m = res.metrics
+    if not m:  # a non-zero DDP rank: rank 0 reports
+        return
     typer.echo(f"wrote {res.checkpoint}")
     f1 = ", ".join(f"{v:.3f}" for v in m["per_class_f1"])
     typer.echo(f"test fields: OA {m['oa']:.4f}  kappa {m['kappa']:.4f}  F1 per class [{f1}]  field OA "

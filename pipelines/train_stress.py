@@ -178,6 +178,9 @@ def train_stress(
     progress: bool = True,
     command: str | None = None,
     reader: Any = None,
+    devices: int = 1,
+    strategy: str = "auto",
+    num_nodes: int = 1,
 ) -> StressTrainResult:
     """Train an FFDNN on ``series`` (paths or a Dataset, see :func:`hsikit.pipelines.stress.open_series_input`)
     with per-pixel class ``labels`` (raster or polygons on the series grid, an array, or a variable name of the
@@ -192,6 +195,11 @@ def train_stress(
     the report folder (default ``<out stem>_report``) gets report.json (history, OA, per-class
     precision/recall/F1, kappa, confusion matrix on the test fields, per pixel and per field), loss_curve.png
     and the confusion matrix as CSV/PNG. The checkpoint stores the filter settings and statistics.
+
+    ``devices`` processes (CPU) or GPUs per node on ``num_nodes`` nodes train with distributed data parallel
+    (``strategy`` "auto"/"ddp", see :func:`hsikit.training.stress.fit_stress`). Every rank runs this function and
+    filters the same pixels; only the global rank 0 checks and writes the outputs (the others return a result
+    without metrics).
     """
     import torch
 
@@ -206,14 +214,17 @@ def train_stress(
     from hsikit.pipelines.train_classifier import _created, _jsonable_cfg
     from hsikit.report import write_confusion_csv, write_confusion_png, write_json
     from hsikit.timeseries.filter import FilterConfig, PhotochemicalFilter, season_grid, series_variables
-    from hsikit.training.stress import StressRecipe, fit_stress, predict_lengths
+    from hsikit.training.module import is_global_zero, resume_step, world_size
+    from hsikit.training.stress import StressRecipe, epoch_steps, fit_stress, predict_lengths
 
     t_start = time.perf_counter()
     out = Path(out)
-    check_output(out, overwrite or resume)
     rdir = Path(report_dir) if report_dir else out.with_name(out.stem + "_report")
-    if rdir.exists() and not overwrite and not resume and any(rdir.iterdir()):
-        raise InputError(f"report folder exists and is not empty: {rdir} (use --overwrite, or --resume)")
+    lead = is_global_zero()  # DDP re-runs this function on every rank: the other ranks neither check nor write
+    if lead:
+        check_output(out, overwrite or resume)
+        if rdir.exists() and not overwrite and not resume and any(rdir.iterdir()):
+            raise InputError(f"report folder exists and is not empty: {rdir} (use --overwrite, or --resume)")
     recipe = StressRecipe().replace(epochs=epochs, patience=patience, batch_size=batch_size, lr=lr,
                                     time_shift=time_shift, balanced=balanced, seed=seed)
     seed = recipe.seed
@@ -281,9 +292,16 @@ def train_stress(
     np.random.seed(seed)
     dev = resolve_device(device)
     net = create_model("ffdnn", **mcfg)
-    rdir.mkdir(parents=True, exist_ok=True)
+    world = world_size(devices, num_nodes)
+    steps_per_epoch = epoch_steps(int(tr.sum()), recipe.batch_size, world)[0]
+    resumed_from = resume_step(rdir) if resume else None
+    if lead:
+        rdir.mkdir(parents=True, exist_ok=True)
     net, history, curve = fit_stress(net, x[tr], y[tr] - 1, x[va], y[va] - 1, recipe, device=dev, run_dir=rdir,
-                                     progress=progress, precision=precision, resume=resume)
+                                     progress=progress, precision=precision, resume=resume, devices=devices,
+                                     strategy=strategy, num_nodes=num_nodes)
+    if not is_global_zero():
+        return StressTrainResult(out, {}, history, rdir, time.perf_counter() - t_start, split)
 
     lengths = predict_lengths(net, x[te], torch.device("cpu"))
     pred = lengths.argmax(1) if lengths.size else np.zeros(0, np.int64)
@@ -317,7 +335,10 @@ def train_stress(
     write_loss_png(history, rdir / "loss_curve.png", title=f"FFDNN on {name}")
     write_json({"model": "ffdnn", "config": mcfg, "series": name, "seed": seed, "hsikit_version": __version__,
                 "recipe": dataclasses.asdict(recipe), "filter": preprocessing, "split": {**split, "counts": counts},
-                "class_names": class_names, "device": str(dev), "precision": precision, "history": history,
+                "class_names": class_names, "device": str(dev), "precision": precision,
+                "distributed": {"processes": world, "strategy": strategy if world > 1 else None,
+                                "steps_per_epoch": steps_per_epoch},
+                "resumed_from_step": resumed_from, "history": history,
                 "loss_curve": [round(v, 6) for v in curve], "metrics": metrics, "seconds": seconds,
                 "parameters": int(sum(p.numel() for p in net.parameters())), "checkpoint": out.name,
                 "command": command}, rdir / "report.json")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import dask.array as da
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 import rasterio
 from rasterio.crs import CRS
 from rasterio.transform import from_origin, rowcol
+from rasterio.windows import Window
 from rasterio.warp import transform as warp_points
 
 from hsikit.errors import BandMismatchError, InputError, OptionError
@@ -111,24 +113,46 @@ def test_series_contract(tmp_path):
     assert cloud[2][:, :6].all() and not cloud[2][:, 6:].any()
 
 
-def test_series_is_lazy(tmp_path, monkeypatch):
-    _series_safes(tmp_path)
+def _count_reads(monkeypatch) -> list[tuple[str, object, tuple[str, ...]]]:
+    """Record (scene, window, files) of every pixel read of a Sentinel-2 scene."""
     calls = []
     real = Sentinel2Scene._read
 
     def counting(self, window, bands):
-        calls.append((self.name, window))
+        calls.append((self.name, window, tuple(sorted({Path(self.layers[b].path).name for b in bands}))))
         return real(self, window, bands)
 
     monkeypatch.setattr(Sentinel2Scene, "_read", counting)
+    return calls
+
+
+def test_series_is_lazy(tmp_path, monkeypatch):
+    _series_safes(tmp_path)
+    calls = _count_reads(monkeypatch)
     ds = open_series(tmp_path, chunks=16, bands=["B04", "B08"])
+    assert ds.reflectance.data.chunksize == (1, 1, 16, 16)  # one band of one date per chunk
     assert calls == []  # building the dataset reads no pixel
     assert list(ds.band.values) == ["B04", "B08"]
     small = ds.reflectance.isel(time=1, y=slice(0, 10), x=slice(0, 10)).values
     assert small.shape == (2, 10, 10)
-    assert len(calls) == 1  # one 16 x 16 block of one date
+    assert len(calls) == 2  # one 16 x 16 block of one date, per band
+    assert {c[1] for c in calls} == {Window(0, 0, 16, 16)} and all(len(c[2]) == 1 for c in calls)
     ds.valid.isel(time=0).values
-    assert len(calls) == 1 + 16  # every block of date 0 (60 x 60 in 16 px chunks)
+    assert len(calls) == 2 + 16 * 2  # every block of date 0 (60 x 60 in 16 px chunks), band by band
+
+
+def test_selecting_bands_reads_only_their_files(tmp_path, monkeypatch):
+    _series_safes(tmp_path)
+    ds = open_series(tmp_path, chunks=32)  # every band
+    assert len(ds.band) > 4
+    calls = _count_reads(monkeypatch)
+    sub = ds.reflectance.sel(band=["B04", "B08"]).isel(y=slice(0, 40), x=slice(0, 40)).values
+    assert sub.shape == (3, 2, 40, 40) and np.isfinite(sub).all()
+    files = {f for c in calls for f in c[2]}
+    assert files and all(("B04" in f) or ("B08" in f) for f in files), files
+    assert {f for f in files if "B04" in f} and {f for f in files if "B08" in f}
+    assert len(calls) == 3 * 2 * 4  # dates x bands x 32-px blocks of the 40 x 40 window
+    np.testing.assert_array_equal(sub, ds.reflectance.values[:, [list(ds.band.values).index(b) for b in ("B04", "B08")], :40, :40])
 
 
 def test_series_pickles_for_process_and_distributed_schedulers(tmp_path):

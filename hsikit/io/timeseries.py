@@ -7,12 +7,16 @@ Rules (also in the README):
 - Dates: SAFE ``PRODUCT_START_TIME``; GeoTIFF tag ``ACQUISITION_DATE``, else ``TIFFTAG_DATETIME``, else a
   ``YYYYMMDD``/``YYYY-MM-DD`` in the file name; no date is an :class:`InputError`.
 - Same time twice (the same datatake on two tiles, or two files with the same date in their names): merged
-  into one time step, each pixel taken from the first input (in path order) that has data there.
+  into one time step, each pixel of a band taken from the first input (in path order) that has data in that
+  band; ``cloud`` from the first input with data in every band.
 - Grid: the earliest acquisition's grid, unless ``crs``/``resolution``/``bounds`` say otherwise; every other
   acquisition is warped onto it lazily (bilinear, or average when the source is finer; nearest for masks).
 - Bands: those present on every date (B01..B12/B8A order), or exactly ``bands`` (missing anywhere -> error).
 - ``cloud``: SCL classes 3, 8, 9, 10 (or a cloud-mask file, see :mod:`hsikit.io.sentinel2`); False where no mask
   is known (``cloud_source`` coordinate says ``none``). ``valid``: the date has data (no band at nodata).
+- Reflectance is NaN where that band has no data; read it with ``valid`` for "every band has data".
+- Laziness: reflectance chunks hold one band of one date (``chunks`` pixels square), so selecting bands reads
+  only their files; a ``valid``/``cloud`` chunk reads the bands of its date one at a time.
 """
 
 from __future__ import annotations
@@ -133,8 +137,32 @@ def target_grid(first: Grid, *, crs: Any = None, resolution: float | None = None
     return Grid(tcrs, Affine(res, 0.0, left, 0.0, -res, top), width, height)
 
 
-class _DateBlocks:
-    """One time step's dask blocks: (bands + 2, h, w) float32 = reflectance, valid, cloud (mosaicked in order)."""
+class _BandBlocks:
+    """One time step's reflectance dask blocks, one band each: (1, h, w) float32, mosaicked in order (a pixel of
+    a band comes from the first scene with data in that band). Only that band's file is read, so selecting
+    bands of the series reads only the selected bands."""
+
+    def __init__(self, scenes: list[Sentinel2Scene]) -> None:
+        self.scenes = scenes
+
+    def __call__(self, block=None, block_info=None) -> np.ndarray:
+        (b0, _), (r0, r1), (c0, c1) = block_info[None]["array-location"]
+        w = Window(c0, r0, c1 - c0, r1 - r0)
+        out = np.full((1, r1 - r0, c1 - c0), np.nan, dtype=np.float32)
+        filled = np.zeros((r1 - r0, c1 - c0), dtype=bool)
+        for sc in self.scenes:
+            refl = reflectance(sc, w, [b0])[0]
+            take = ~np.isnan(refl) & ~filled
+            out[0, take] = refl[take]
+            filled |= take
+            if filled.all():
+                break
+        return out
+
+
+class _MaskBlocks:
+    """One time step's mask dask blocks: (2, h, w) float32 = valid (every band has data), cloud (of the first
+    scene with data on every band). Bands are read one at a time, so a mask block holds one band, not all."""
 
     def __init__(self, scenes: list[Sentinel2Scene], nbands: int) -> None:
         self.scenes, self.nbands = scenes, nbands
@@ -142,21 +170,21 @@ class _DateBlocks:
     def __call__(self, block=None, block_info=None) -> np.ndarray:
         (r0, r1), (c0, c1) = block_info[None]["array-location"][1:]
         w = Window(c0, r0, c1 - c0, r1 - r0)
-        nb = self.nbands
-        out = np.zeros((nb + 2, r1 - r0, c1 - c0), dtype=np.float32)
-        out[:nb] = np.nan
+        out = np.zeros((2, r1 - r0, c1 - c0), dtype=np.float32)
         filled = np.zeros((r1 - r0, c1 - c0), dtype=bool)
         for sc in self.scenes:
-            refl = reflectance(sc, w)
-            take = ~np.isnan(refl).any(axis=0) & ~filled
-            if not take.any():
+            has = ~filled
+            for b in range(self.nbands):
+                has &= ~np.isnan(reflectance(sc, w, [b])[0])
+                if not has.any():
+                    break
+            if not has.any():
                 continue
-            out[:nb, take] = refl[:, take]
-            out[nb + 1, take] = sc.cloud_mask(w, CLOUD_CLASSES)[take]
-            filled |= take
+            out[1, has] = sc.cloud_mask(w, CLOUD_CLASSES)[has]
+            filled |= has
             if filled.all():
                 break
-        out[nb] = filled
+        out[0] = filled
         return out
 
 
@@ -213,15 +241,18 @@ def open_series(
     nb = len(names)
     ych = tuple(min(chunks, grid.height - i) for i in range(0, grid.height, chunks))
     xch = tuple(min(chunks, grid.width - i) for i in range(0, grid.width, chunks))
-    per_date = []
+    refl_dates, mask_dates = [], []
     for t in times:
         members = sorted(groups[t], key=lambda s: s.path)
         groups[t] = members
-        name = "s2-date-" + tokenize([m.path for m in members], grid.crs.to_wkt(), tuple(grid.transform),
-                                     grid.width, grid.height, names, chunks)
-        per_date.append(da.map_blocks(_DateBlocks(members, nb), dtype=np.float32, chunks=((nb + 2,), ych, xch),
-                                      meta=np.empty((0, 0, 0), np.float32), name=name))
-    stack = da.stack(per_date, axis=0)
+        token = tokenize([m.path for m in members], grid.crs.to_wkt(), tuple(grid.transform), grid.width,
+                         grid.height, names, chunks)
+        # one band per reflectance chunk: a band selection reads (and holds) only the selected bands
+        refl_dates.append(da.map_blocks(_BandBlocks(members), dtype=np.float32, chunks=((1,) * nb, ych, xch),
+                                        meta=np.empty((0, 0, 0), np.float32), name="s2-refl-" + token))
+        mask_dates.append(da.map_blocks(_MaskBlocks(members, nb), dtype=np.float32, chunks=((2,), ych, xch),
+                                        meta=np.empty((0, 0, 0), np.float32), name="s2-mask-" + token))
+    refl, masks = da.stack(refl_dates, axis=0), da.stack(mask_dates, axis=0)
     pos = {b: i for i, b in enumerate(SENTINEL2.bands)}
     tr = grid.transform
     coords = {
@@ -238,9 +269,9 @@ def open_series(
     }
     ds = xr.Dataset(
         {
-            "reflectance": (("time", "band", "y", "x"), stack[:, :nb]),
-            "cloud": (("time", "y", "x"), stack[:, nb + 1] > 0.5),
-            "valid": (("time", "y", "x"), stack[:, nb] > 0.5),
+            "reflectance": (("time", "band", "y", "x"), refl),
+            "cloud": (("time", "y", "x"), masks[:, 1] > 0.5),
+            "valid": (("time", "y", "x"), masks[:, 0] > 0.5),
         },
         coords=coords,
     )

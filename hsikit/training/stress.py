@@ -20,9 +20,9 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, TensorDataset, WeightedRandomSampler
+from torch.utils.data import DataLoader, Sampler, TensorDataset
 
-from hsikit.training.module import RunState, make_trainer, run_fit
+from hsikit.training.module import RunState, make_trainer, run_fit, world_size
 
 
 @dataclass
@@ -56,19 +56,53 @@ def shift_series(x: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
     return x.gather(2, idx[:, None, :].expand(-1, x.shape[1], -1))
 
 
-def balanced_loader(x: np.ndarray, y: np.ndarray, recipe: StressRecipe) -> DataLoader:
+def epoch_steps(n: int, batch_size: int, world: int = 1) -> tuple[int, bool]:
+    """(optimiser steps of one epoch on each rank, drop_last) for ``n`` training samples shared by ``world``
+    ranks: Lightning's DistributedSampler gives every rank ``ceil(n / world)`` samples (padding the last share),
+    and a last batch of one sample is dropped (BatchNorm needs two). Without the drop the steps equal
+    :func:`hsikit.training.module.sharded_steps` of the one-process count."""
+    share = -(-int(n) // max(1, int(world)))
+    bs = int(batch_size)
+    drop = share % bs == 1
+    return max(1, share // bs if drop else -(-share // bs)), drop
+
+
+class EpochSampler(Sampler[int]):
+    """``len(weights)`` indices per epoch: drawn with replacement at probability ∝ ``weights`` (class-balanced
+    sampling), or a permutation when ``weights`` is None. Each epoch's draw depends only on (``seed``, epoch), so
+    every DDP rank draws the same list (Lightning's sampler wrapper then gives each rank its share, and forwards
+    ``set_epoch``) and a resumed run draws what the uninterrupted run would have."""
+
+    def __init__(self, n: int, weights: torch.Tensor | None, seed: int) -> None:
+        self.n, self.weights, self.seed, self.epoch = int(n), weights, int(seed), 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        if self.weights is None:
+            idx = torch.randperm(self.n, generator=g)
+        else:
+            idx = torch.multinomial(self.weights, self.n, replacement=True, generator=g)
+        return iter(idx.tolist())
+
+
+def balanced_loader(x: np.ndarray, y: np.ndarray, recipe: StressRecipe, world: int = 1) -> DataLoader:
     """Minibatches of (x, y); with ``recipe.balanced`` drawn with replacement at probability 1/count(class),
-    so every class is seen equally often; seeded."""
+    so every class is seen equally often; seeded per epoch. ``world`` ranks: the batch bookkeeping (drop_last)
+    is that of each rank's share, which Lightning's distributed sampler cuts from the one-process epoch."""
     xt, yt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), torch.from_numpy(y.astype(np.int64))
-    g = torch.Generator().manual_seed(int(recipe.seed))
     n, bs = len(yt), int(recipe.batch_size)
-    drop = n % bs == 1  # BatchNorm needs two samples
+    _, drop = epoch_steps(n, bs, world)
+    w = None
     if recipe.balanced:
         counts = np.bincount(y, minlength=int(y.max()) + 1).astype(np.float64)
         w = torch.from_numpy(1.0 / counts[y])
-        sampler = WeightedRandomSampler(w, num_samples=n, replacement=True, generator=g)
-        return DataLoader(TensorDataset(xt, yt), batch_size=bs, sampler=sampler, drop_last=drop)
-    return DataLoader(TensorDataset(xt, yt), batch_size=bs, shuffle=True, generator=g, drop_last=drop)
+    return DataLoader(TensorDataset(xt, yt), batch_size=bs, sampler=EpochSampler(n, w, recipe.seed), drop_last=drop)
 
 
 @torch.no_grad()
@@ -104,7 +138,10 @@ class StressModule(RunState, L.LightningModule):
         x, y = batch
         k = int(self.recipe.time_shift)
         if k > 0:
-            g = torch.Generator().manual_seed(int(self.recipe.seed) * 1_000_003 + int(self.global_step))
+            # one stream per rank and step (unchanged in one process: world 1, rank 0)
+            world = self.trainer.world_size
+            g = torch.Generator().manual_seed(int(self.recipe.seed) * 1_000_003 + int(self.global_step) * world
+                                              + int(self.global_rank))
             x = shift_series(x, torch.randint(-k, k + 1, (x.shape[0],), generator=g))
         loss = self.loss(self.net(x), y)
         v = float(loss.detach())
@@ -132,8 +169,11 @@ class StressModule(RunState, L.LightningModule):
         self.history.append({"epoch": len(self.history) + 1, "step": int(self.global_step), "train_loss": loss,
                              "val_loss": val_loss, "val_oa": val_oa, "lr": lr})
         has_val = math.isfinite(val_loss)
-        self.log("val_loss", val_loss if has_val else loss, prog_bar=True)
-        self.log("val_oa", val_oa if has_val else 0.0, prog_bar=True)
+        # every rank validates the same weights on all validation pixels; DDP broadcasts rank 0's BatchNorm
+        # buffers, so the values may differ in the last digits: the mean makes early stopping agree on all ranks
+        sync = self.trainer.world_size > 1
+        self.log("val_loss", val_loss if has_val else loss, prog_bar=True, sync_dist=sync)
+        self.log("val_oa", val_oa if has_val else 0.0, prog_bar=True, sync_dist=sync)
         score = -val_loss if has_val else -loss
         if self.recipe.select_best and score > self.best_score:
             self.best_score = score
@@ -167,14 +207,22 @@ def fit_stress(
     resume: bool = False,
     devices: int = 1,
     strategy: str = "auto",
+    num_nodes: int = 1,
 ) -> tuple[torch.nn.Module, list[dict[str, float]], list[float]]:
     """Train ``net`` on (``train_x`` (N, F, T), ``train_y`` 0-based) with validation on (``val_x``, ``val_y``);
-    returns (network, per-epoch history, loss of every step). Resumable from ``run_dir/checkpoints/last.ckpt``."""
+    returns (network, per-epoch history, loss of every step). ``last.ckpt`` in ``run_dir/checkpoints`` is rewritten
+    after every epoch, so a killed run resumes (``resume``) from its last finished epoch.
+
+    ``devices`` x ``num_nodes`` > 1 processes train with DDP: each rank takes its share of every epoch's
+    balanced draw (1/world of the optimiser steps, a world-times larger effective batch, the same learning rate
+    and a cosine schedule over the per-rank steps); early stopping decides on the rank mean of the validation
+    loss. Every rank returns the network; only the global rank 0 should write it."""
     from lightning.pytorch.callbacks import EarlyStopping
 
     torch.manual_seed(int(recipe.seed))
-    loader = balanced_loader(train_x, train_y, recipe)
-    steps = max(1, len(loader))
+    world = world_size(devices, num_nodes)
+    loader = balanced_loader(train_x, train_y, recipe, world)
+    steps, _ = epoch_steps(len(train_y), int(recipe.batch_size), world)
     module = StressModule(net, recipe, val_x, val_y, steps * int(recipe.epochs))
     extra: list[Any] = []
     if len(val_y) and recipe.patience and recipe.patience > 0:
@@ -182,7 +230,8 @@ def fit_stress(
                                    check_on_train_epoch_end=True))
     trainer = make_trainer(run_dir, device=device, progress=progress, precision=precision,
                            max_epochs=int(recipe.epochs), max_steps=-1, grad_clip=recipe.grad_clip,
-                           steps_per_epoch=steps, devices=devices, strategy=strategy, callbacks=extra)
+                           steps_per_epoch=steps, devices=devices, strategy=strategy, num_nodes=num_nodes,
+                           callbacks=extra, save_every_epoch=True)
     run_fit(trainer, module, loader, run_dir, resume)
     if recipe.select_best and module.best_state is not None:
         net.load_state_dict(module.best_state)
