@@ -11,7 +11,8 @@ from typing import Optional
 
 import typer
 
-from hsikit.cli.main import _command_line, _model_config, _state, app, train_app
+from hsikit.cli.main import (NUM_NODES_HELP, STRATEGY_HELP, _command_line, _model_config, _quiet_ddp,
+                             _state, app, train_app)
 
 pretrain_app = typer.Typer(help="Pretrain foundation models on unlabelled scene archives.", no_args_is_help=True)
 app.add_typer(pretrain_app, name="pretrain")
@@ -45,6 +46,9 @@ _NORM_HELP = ("dataset: per-band 2/98 % of sampled training windows -> 0/1, stor
               "tiles); zscore: their mean/std; per-image: the official per-image min-max; none.")
 _SPECTRAL_HELP = ("How scene bands become the model's bands: select them by name, resample a hyperspectral "
                   "spectrum onto them (Gaussian responses), or auto (select if all are named, else resample).")
+_DEVICES_HELP = ("Processes (CPU) or GPUs per node; more than one trains with distributed data parallel: every "
+                 "process draws its own --batch-size windows per step (global batch x processes, same steps and "
+                 "lr; gloo on CPU). The other ranks re-run this command.")
 _SET_HELP = "Model option KEY=VALUE (e.g. --set patch_size=4, --set mask_ratio=0.75, --set head_dropout=0.1)."
 
 
@@ -75,7 +79,7 @@ def pretrain_spectralgpt(
     steps_per_epoch: Optional[int] = typer.Option(None, "--steps-per-epoch", help="Steps between validation passes (default 100)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Windows per step (default 16)."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate (default 1.5e-3, for CPU batches and budgets)."),
-    base_lr: Optional[float] = typer.Option(None, "--base-lr", help="Use the paper's rule instead: peak = BASE_LR x batch / 256 (the paper: 2e-4 at batch 4096)."),
+    base_lr: Optional[float] = typer.Option(None, "--base-lr", help="Use the paper's rule instead: peak = BASE_LR x global batch / 256 (batch x processes; the paper: 2e-4 at 4096)."),
     chip: Optional[int] = typer.Option(None, "--chip", help="Scene pixels one sample covers before the random resized crop (default: --img-size)."),
     normalization: Normalization = typer.Option(Normalization.dataset, "--normalization", help=_NORM_HELP),
     spectral: Spectral = typer.Option(Spectral.auto, "--spectral", help=_SPECTRAL_HELP),
@@ -85,11 +89,15 @@ def pretrain_spectralgpt(
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     precision: str = typer.Option("32-true", "--precision", help="Lightning precision: 32-true, 16-mixed, bf16-mixed."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from <report>/checkpoints/last.ckpt."),
+    devices: int = typer.Option(1, "--devices", help=_DEVICES_HELP),
+    strategy: str = typer.Option("auto", "--strategy", help=STRATEGY_HELP),
+    num_nodes: int = typer.Option(1, "--num-nodes", help=NUM_NODES_HELP),
     report_dir: Optional[Path] = typer.Option(None, "--report-dir", help="Report folder (default <out>_report/)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing checkpoint/report."),
 ) -> None:
     """Pretrain SpectralGPT (3-D spectral masked autoencoder) on windows streamed from a scene archive; writes
     the checkpoint, report.json, loss_curve.png and reconstruction previews (original / masked / reconstructed)."""
+    _quiet_ddp(devices, num_nodes)
     from hsikit.pipelines.pretrain import pretrain_spectralgpt as run
 
     res = run([str(a) for a in archives], out=out, variant=variant.value,
@@ -98,8 +106,11 @@ def pretrain_spectralgpt(
               steps_per_epoch=steps_per_epoch, batch_size=batch_size, lr=lr, base_lr=base_lr, seed=seed, chip=chip,
               normalization=normalization.value, spectral=spectral.value, preview_every=preview_every,
               device=device, precision=precision, resume=resume, overwrite=overwrite, report_dir=report_dir,
-              progress=_state["progress"], command=_command_line())
+              progress=_state["progress"], command=_command_line(), devices=devices, strategy=strategy,
+              num_nodes=num_nodes)
     m = res.metrics
+    if not m:  # a non-zero DDP rank: rank 0 reports
+        return
     pps = m.get("patches_per_second")
     typer.echo(f"wrote {res.checkpoint}")
     typer.echo(f"loss {m['first_loss']:.4f} -> {m['last_loss']:.4f}; validation loss {m['first_val_loss']:.4f} -> "
@@ -125,6 +136,8 @@ def train_segmenter(
     steps_per_epoch: Optional[int] = typer.Option(None, "--steps-per-epoch", help="Steps between validation passes (default 50)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Windows per step (default 8)."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate (default 1e-4, the paper's)."),
+    layer_decay: Optional[float] = typer.Option(None, "--layer-decay", help="Layer-wise lr decay of the encoder blocks (default 1 = off; e.g. 0.75)."),
+    freeze_encoder: bool = typer.Option(False, "--freeze-encoder", help="Train the head alone on the fixed (e.g. pretrained) encoder: the frozen-feature probe."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed."),
     select_best: Optional[bool] = typer.Option(None, "--select-best/--keep-last", help="Keep the weights of the best validation mIoU (default) or the last."),
     normalization: Optional[Normalization] = typer.Option(None, "--normalization", help=_NORM_HELP + " Default: the --init checkpoint's statistics, else dataset."),
@@ -133,11 +146,15 @@ def train_segmenter(
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     precision: str = typer.Option("32-true", "--precision", help="Lightning precision: 32-true, 16-mixed, bf16-mixed."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from <report>/checkpoints/last.ckpt."),
+    devices: int = typer.Option(1, "--devices", help=_DEVICES_HELP),
+    strategy: str = typer.Option("auto", "--strategy", help=STRATEGY_HELP),
+    num_nodes: int = typer.Option(1, "--num-nodes", help=NUM_NODES_HELP),
     report_dir: Optional[Path] = typer.Option(None, "--report-dir", help="Report folder (default <out>_report/)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing checkpoint/report."),
 ) -> None:
     """Fine-tune a SpectralGPT segmenter (encoder + UPerNet head) on labelled scenes; `hsikit classify` then maps
     whole scenes with it."""
+    _quiet_ddp(devices, num_nodes)
     from hsikit.pipelines.finetune import train_segmenter as run
 
     res = run([str(s) for s in scenes], [str(x) for x in labels or []], out=out, init=init,
@@ -146,11 +163,15 @@ def train_segmenter(
               val=[str(v) for v in val or []] or None, val_labels=[str(v) for v in val_labels or []],
               attribute=attribute, class_names=class_names.split(",") if class_names else None,
               steps=_steps(steps, epochs, steps_per_epoch, 50), steps_per_epoch=steps_per_epoch,
-              batch_size=batch_size, lr=lr, seed=seed, select_best=select_best,
+              batch_size=batch_size, lr=lr, seed=seed, select_best=select_best, layer_decay=layer_decay,
+              freeze_encoder=freeze_encoder or None,
               normalization=normalization.value if normalization else None, spectral=spectral.value, device=device,
               precision=precision, resume=resume, overwrite=overwrite, report_dir=report_dir,
-              progress=_state["progress"], command=_command_line())
+              progress=_state["progress"], command=_command_line(), devices=devices, strategy=strategy,
+              num_nodes=num_nodes)
     m = res.metrics
+    if not m:  # a non-zero DDP rank: rank 0 reports
+        return
     typer.echo(f"wrote {res.checkpoint}")
     val_txt = f"; validation OA {m['val_oa']:.4f}, mIoU {m['val_miou']:.4f}" if "val_oa" in m else ""
     typer.echo(f"loss {m['first_loss']:.4f} -> {m['last_loss']:.4f}{val_txt}; report: {res.report_dir}")
@@ -181,11 +202,15 @@ def train_scene_classifier(
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     precision: str = typer.Option("32-true", "--precision", help="Lightning precision: 32-true, 16-mixed, bf16-mixed."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from <report>/checkpoints/last.ckpt."),
+    devices: int = typer.Option(1, "--devices", help=_DEVICES_HELP),
+    strategy: str = typer.Option("auto", "--strategy", help=STRATEGY_HELP),
+    num_nodes: int = typer.Option(1, "--num-nodes", help=NUM_NODES_HELP),
     report_dir: Optional[Path] = typer.Option(None, "--report-dir", help="Report folder (default <out>_report/)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing checkpoint/report."),
 ) -> None:
     """Fine-tune a SpectralGPT scene classifier (one class per chip, e.g. EuroSAT) with layer-wise lr decay,
     mixup/cutmix and label smoothing."""
+    _quiet_ddp(devices, num_nodes)
     from hsikit.pipelines.finetune import train_scene_classifier as run
 
     res = run([str(c) for c in chips], out=out, init=init, variant=variant.value if variant else None,
@@ -195,8 +220,11 @@ def train_scene_classifier(
               smoothing=smoothing, layer_decay=layer_decay,
               normalization=normalization.value if normalization else None, spectral=spectral.value, device=device,
               precision=precision, resume=resume, overwrite=overwrite, report_dir=report_dir,
-              progress=_state["progress"], command=_command_line())
+              progress=_state["progress"], command=_command_line(), devices=devices, strategy=strategy,
+              num_nodes=num_nodes)
     m = res.metrics
+    if not m:  # a non-zero DDP rank: rank 0 reports
+        return
     typer.echo(f"wrote {res.checkpoint}")
     val_txt = f"; validation accuracy {m['val_accuracy']:.4f}" if "val_accuracy" in m else ""
     typer.echo(f"loss {m['first_loss']:.4f} -> {m['last_loss']:.4f}{val_txt}; report: {res.report_dir}")

@@ -193,6 +193,8 @@ def train_segmenter(
     lr: float | None = None,
     seed: int | None = None,
     select_best: bool | None = None,
+    layer_decay: float | None = None,
+    freeze_encoder: bool | None = None,
     normalization: str | None = None,
     spectral: str = "auto",
     device: str = "auto",
@@ -202,10 +204,16 @@ def train_segmenter(
     report_dir: str | Path | None = None,
     progress: bool = True,
     command: str | None = None,
+    devices: int = 1,
+    strategy: str = "auto",
+    num_nodes: int = 1,
 ) -> FinetuneResult:
     """Fine-tune ``spectralgpt_segmenter`` on labelled ``scenes`` (see :func:`read_pairs`); validation OA/mIoU
     after every epoch on ``val`` scenes, classified whole through the tiled engine like ``hsikit classify``.
-    ``epochs`` (of ``steps_per_epoch`` steps) is an alternative to ``steps``."""
+    ``epochs`` (of ``steps_per_epoch`` steps) is an alternative to ``steps``; ``layer_decay`` < 1 lowers the lr
+    of the earlier encoder blocks, ``freeze_encoder`` trains the head alone. ``devices`` x ``num_nodes`` > 1
+    trains with DDP (each step averages ``world x batch_size`` windows); only the global rank 0 checks and
+    writes outputs, the other ranks return a result without metrics."""
     import torch
 
     from hsikit._version import __version__
@@ -216,14 +224,18 @@ def train_segmenter(
     from hsikit.pipelines.train_classifier import _created
     from hsikit.report import write_confusion_csv, write_confusion_png, write_json
     from hsikit.training.finetune import LabelledScene, SegmentationData, fit_head, segmenter_recipe
+    from hsikit.training.module import is_global_zero
 
     t0 = time.perf_counter()
     arch = "spectralgpt_segmenter"
     recipe = segmenter_recipe().replace(steps_per_epoch=steps_per_epoch, batch_size=batch_size, lr=lr, seed=seed,
-                                        select_best=select_best)
+                                        select_best=select_best, layer_decay=layer_decay,
+                                        freeze_encoder=freeze_encoder)
     recipe = recipe.replace(steps=steps if steps else (epochs * recipe.steps_per_epoch if epochs else None))
     out = Path(out)
-    rdir = prepare_run_dir(out, report_dir, overwrite=overwrite, resume=resume)
+    lead = is_global_zero()  # DDP re-runs this function on every rank: the other ranks neither check nor write
+    rdir = (prepare_run_dir(out, report_dir, overwrite=overwrite, resume=resume) if lead else
+            Path(report_dir) if report_dir else out.with_name(out.stem + "_report"))
     ini = read_init(init) if init else None
     cfg_in = head_config(ini, variant, model_config)
     train_pairs = read_pairs(scenes, labels)
@@ -257,8 +269,10 @@ def train_segmenter(
         net = create_model(arch, **jsonable_config(cfg))
         init_report = load_init_weights(net, ini) if ini is not None else None
         fit = fit_head(net.to(dev), data, recipe, device=dev, run_dir=rdir, progress=progress, precision=precision,
-                       resume=resume)
+                       resume=resume, devices=devices, strategy=strategy, num_nodes=num_nodes)
         net, history, curve = fit.net, fit.history, fit.loss_curve
+        if not lead:
+            return FinetuneResult(out, {}, history, rdir, time.perf_counter() - t0)
         metrics: dict[str, Any] = {"first_loss": curve[0] if curve else None, "last_loss": curve[-1] if curve else None,
                                    "steps": len(curve), "steps_this_run": fit.steps_run, "fit_seconds": fit.seconds}
         if val_set:
@@ -373,9 +387,13 @@ def train_scene_classifier(
     report_dir: str | Path | None = None,
     progress: bool = True,
     command: str | None = None,
+    devices: int = 1,
+    strategy: str = "auto",
+    num_nodes: int = 1,
 ) -> FinetuneResult:
     """Fine-tune ``spectralgpt_scene_classifier`` on labelled chips (see :func:`read_chips`); validation
-    accuracy after every epoch on ``val`` chips. All chips must share the first chip's band layout."""
+    accuracy after every epoch on ``val`` chips. All chips must share the first chip's band layout.
+    ``devices`` x ``num_nodes`` > 1 trains with DDP; only the global rank 0 checks and writes outputs."""
     import torch
 
     from hsikit._version import __version__
@@ -388,6 +406,7 @@ def train_scene_classifier(
     from hsikit.pipelines.train_classifier import _created
     from hsikit.report import write_confusion_csv, write_confusion_png, write_json
     from hsikit.training.finetune import Chip, ChipData, fit_head, scene_classifier_recipe
+    from hsikit.training.module import is_global_zero
 
     t0 = time.perf_counter()
     arch = "spectralgpt_scene_classifier"
@@ -396,7 +415,9 @@ def train_scene_classifier(
                                                smoothing=smoothing, layer_decay=layer_decay)
     recipe = recipe.replace(steps=steps if steps else (epochs * recipe.steps_per_epoch if epochs else None))
     out = Path(out)
-    rdir = prepare_run_dir(out, report_dir, overwrite=overwrite, resume=resume)
+    lead = is_global_zero()  # DDP re-runs this function on every rank: the other ranks neither check nor write
+    rdir = (prepare_run_dir(out, report_dir, overwrite=overwrite, resume=resume) if lead else
+            Path(report_dir) if report_dir else out.with_name(out.stem + "_report"))
     ini = read_init(init) if init else None
     cfg_in = head_config(ini, variant, model_config)
     items, names = read_chips(chips)
@@ -440,8 +461,10 @@ def train_scene_classifier(
     net = create_model(arch, **jsonable_config(cfg))
     init_report = load_init_weights(net, ini) if ini is not None else None
     fit = fit_head(net.to(dev), data, recipe, device=dev, run_dir=rdir, progress=progress, precision=precision,
-                   resume=resume)
+                   resume=resume, devices=devices, strategy=strategy, num_nodes=num_nodes)
     net, history, curve = fit.net, fit.history, fit.loss_curve
+    if not lead:
+        return FinetuneResult(out, {}, history, rdir, time.perf_counter() - t0)
     metrics: dict[str, Any] = {"first_loss": curve[0] if curve else None, "last_loss": curve[-1] if curve else None,
                                "steps": len(curve), "steps_this_run": fit.steps_run, "fit_seconds": fit.seconds}
     if vitems:

@@ -420,13 +420,21 @@ def pretrain_spectralgpt(
     report_dir: str | Path | None = None,
     progress: bool = True,
     command: str | None = None,
+    devices: int = 1,
+    strategy: str = "auto",
+    num_nodes: int = 1,
 ) -> PretrainResult:
     """Pretrain SpectralGPT (``variant`` tiny/small/base; ``model_config`` overrides, e.g. img_size, patch_size,
     mask_ratio, bands) on windows sampled from ``archives`` (see :func:`list_scenes`); ``lr`` is the peak learning
     rate (default 1.5e-3), ``base_lr`` alone applies the paper's rule base_lr x batch / 256; validation loss per epoch
     on fixed windows of ``val`` scenes (or of the training scenes). Writes the checkpoint ``out``, and in the
     report folder (default ``<out stem>_report``) report.json, loss_curve.png, metrics.csv, previews/*.png
-    (every ``preview_every`` steps) and Lightning's resumable ``checkpoints/last.ckpt`` (``resume``)."""
+    (every ``preview_every`` steps) and Lightning's resumable ``checkpoints/last.ckpt`` (``resume``).
+
+    ``devices`` processes (CPU) or GPUs per node on ``num_nodes`` nodes train with DDP (``strategy`` "auto"/"ddp",
+    see :func:`hsikit.training.module.make_trainer`): each step averages ``world x batch_size`` windows, different
+    on every rank. Every rank runs this function; only the global rank 0 checks and writes outputs (the others
+    return a result without metrics)."""
     import torch
 
     from hsikit._version import __version__
@@ -436,6 +444,7 @@ def pretrain_spectralgpt(
     from hsikit.models.spectralgpt import MAE_NAMES, mae_parameter_counts
     from hsikit.pipelines.train_classifier import _created
     from hsikit.report import write_json
+    from hsikit.training.module import is_global_zero, world_size
     from hsikit.training.pretrain import PretrainRecipe, WindowSampler, fit_pretrain, validation_batches
 
     t0 = time.perf_counter()
@@ -457,7 +466,11 @@ def pretrain_spectralgpt(
     if recipe.steps < 1 or recipe.batch_size < 1:
         raise OptionError("--steps and --batch-size must be positive")
     out = Path(out)
-    rdir = prepare_run_dir(out, report_dir, overwrite=overwrite, resume=resume)
+    lead = is_global_zero()  # DDP re-runs this function on every rank: the other ranks neither check nor write
+    world = world_size(devices, num_nodes)
+    recipe.world = world
+    rdir = (prepare_run_dir(out, report_dir, overwrite=overwrite, resume=resume) if lead else
+            Path(report_dir) if report_dir else out.with_name(out.stem + "_report"))
     paths = list_scenes(archives)
     val_paths = list_scenes(val) if val else []
     scenes, chains = open_model_scenes(paths, cfg.bands, spectral, skip_unusable=True)
@@ -482,8 +495,11 @@ def pretrain_spectralgpt(
         every = int(preview_every if preview_every is not None else max(1, recipe.steps // 5))
         preview = _previewer(rdir / "previews", val_set[0], cfg.bands, arch) if every > 0 and val_set else None
         fit = fit_pretrain(net, sampler, recipe, val_set, device=dev, run_dir=rdir, progress=progress,
-                           precision=precision, resume=resume, preview=preview, preview_every=every)
+                           precision=precision, resume=resume, preview=preview, preview_every=every,
+                           devices=devices, strategy=strategy, num_nodes=num_nodes)
         net, history, curve = fit.net, fit.history, fit.loss_curve
+        if not lead:
+            return PretrainResult(out, {}, history, rdir, time.perf_counter() - t0)
         if preview is not None:
             preview(net, len(curve))
         enc, dec = mae_parameter_counts(net)
@@ -491,9 +507,10 @@ def pretrain_spectralgpt(
         last_val = history[-1]["val_loss"] if history else float("nan")
         metrics = {"first_loss": curve[0] if curve else None, "last_loss": curve[-1] if curve else None,
                    "first_val_loss": first_val, "last_val_loss": last_val,
-                   "steps": len(curve), "patches_seen": len(curve) * recipe.batch_size,
+                   "steps": len(curve), "patches_seen": len(curve) * recipe.batch_size * world,
                    "steps_this_run": fit.steps_run, "fit_seconds": fit.seconds,
-                   "patches_per_second": fit.steps_run * recipe.batch_size / fit.seconds if fit.seconds > 0 else None,
+                   "patches_per_second": (fit.steps_run * recipe.batch_size * world / fit.seconds
+                                          if fit.seconds > 0 else None),
                    "windows_with_nodata": sampler.invalid_windows}
         names = [s.name for s in scenes]
         meta = CheckpointMeta(
@@ -511,6 +528,8 @@ def pretrain_spectralgpt(
                     "statistics": stats, "scenes": names, "val_scenes": [s.name for s in vscenes],
                     "parameters": {"encoder": enc, "decoder": dec}, "device": str(dev), "precision": precision,
                     "hsikit_version": __version__, "history": history,
+                    "distributed": {"processes": world, "strategy": strategy if world > 1 else None,
+                                    "global_batch": recipe.batch_size * world},
                     "loss_curve": [round(v, 6) for v in curve], "metrics": metrics,
                     "seconds": time.perf_counter() - t0, "checkpoint": out.name, "command": command},
                    rdir / "report.json")

@@ -335,6 +335,7 @@ def test_pretraining_learning_rate_rule():
 
     assert PretrainRecipe().peak_lr == 1.5e-3
     assert PretrainRecipe(lr=None, batch_size=4096).peak_lr == pytest.approx(3.2e-3)  # the paper's stage 1
+    assert PretrainRecipe(lr=None, batch_size=1024, world=4).peak_lr == pytest.approx(3.2e-3)  # global batch
 
 
 # -- scene discovery and label lists ---------------------------------------------------------------------------------
@@ -384,3 +385,24 @@ def test_label_pairs_and_chip_lists(tmp_path):
     assert names == ["2", "10", "forest"] and len(items) == 4 and items[-1] == (str(tmp_path / "x.tif"), "2")
     with pytest.raises(InputError, match="not training classes"):
         read_chips([tmp_path / "chips"], ["2", "10"])
+
+
+def test_frozen_encoder_probe_trains_the_head_only(tmp_path):
+    """`train segmenter --freeze-encoder`: the encoder keeps its (e.g. pretrained) weights, the head learns."""
+    from hsikit.training.finetune import LabelledScene, SegmentationData, fit_head, segmenter_recipe
+
+    rng = np.random.default_rng(0)
+    sc = ArrayScene(rng.random((12, 16, 16), dtype=np.float32), bands=BandInfo(tuple(SPECTRALGPT_BANDS)))
+    lab = (np.arange(256).reshape(16, 16) % 3 + 1).astype(np.int64)
+    recipe = segmenter_recipe().replace(steps=3, steps_per_epoch=3, batch_size=2, lr=1e-2, freeze_encoder=True)
+    data = SegmentationData([LabelledScene(sc, lambda raw, valid: raw.astype(np.float32), lab)], [], 16, 3, recipe)
+    torch.manual_seed(0)
+    net = create_model("spectralgpt_segmenter", variant="tiny", img_size=16, patch_size=4, num_classes=3)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    fit = fit_head(net, data, recipe, device=torch.device("cpu"), run_dir=tmp_path, progress=False)
+    after = fit.net.state_dict()
+    enc = [k for k in after if k.startswith("encoder.")]
+    rest = [k for k in after if not k.startswith("encoder.") and after[k].is_floating_point()]
+    assert enc and rest and fit.steps_run == 3
+    assert all(torch.equal(before[k], after[k]) for k in enc)
+    assert any(not torch.equal(before[k], after[k]) for k in rest)

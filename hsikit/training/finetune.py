@@ -37,7 +37,8 @@ from hsikit.training.pretrain import StepKeyedModule, Transform, resize, step_lo
 class FinetuneRecipe:
     """Optimiser, schedule, budget and augmentation of a head. ``schedule``: "poly" (warm-up then
     (1 - t)^poly_power) or "cosine" (warm-up then half-cosine). ``layer_decay`` < 1 scales the lr of encoder
-    block i by ``layer_decay ** (depth + 1 - (i + 1))`` (embeddings lowest, head 1)."""
+    block i by ``layer_decay ** (depth + 1 - (i + 1))`` (embeddings lowest, head 1). ``freeze_encoder`` trains
+    the head alone on the fixed encoder (the frozen-feature probe of self-supervised evaluation)."""
 
     steps: int = 1000
     steps_per_epoch: int = 50
@@ -57,6 +58,7 @@ class FinetuneRecipe:
     smoothing: float = 0.0
     select_best: bool = True
     grad_clip: float | None = None
+    freeze_encoder: bool = False
     seed: int = 0
 
     def replace(self, **changes: Any) -> "FinetuneRecipe":
@@ -343,6 +345,8 @@ class FinetuneModule(StepKeyedModule):
         super().__init__(data.draw, recipe.seed, recipe.steps, ckpt_path)
         self.net, self.data, self.recipe = net, data, recipe
         self._epoch: list[float] = []
+        if recipe.freeze_encoder:
+            net.encoder.requires_grad_(False)  # left out of the optimiser (and of DDP's gradient sync)
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         tensors, _ = self.step_batch()
@@ -393,16 +397,21 @@ class FinetuneFit(NamedTuple):
 
 def fit_head(net: torch.nn.Module, data: Any, recipe: FinetuneRecipe, *, device: torch.device, run_dir: Path,
              progress: bool = True, precision: str = "32-true", resume: bool = False, devices: int = 1,
-             strategy: str = "auto") -> FinetuneFit:
+             strategy: str = "auto", num_nodes: int = 1) -> FinetuneFit:
     """Fine-tune for ``recipe.steps`` steps (history row + validation every ``steps_per_epoch``); keeps the best
-    validation weights when ``recipe.select_best`` and a validation set exists, else the last."""
+    validation weights when ``recipe.select_best`` and a validation set exists, else the last.
+
+    ``devices`` x ``num_nodes`` > 1 trains with DDP: every rank draws its own batch per step (rank-keyed seed),
+    so a step averages ``world x batch_size`` samples; steps, schedule and lr are the recipe's. Every rank
+    validates the same weights on the same data, so the best-weights choice agrees across ranks."""
     from hsikit.training.module import make_trainer, run_fit
 
     steps = max(1, min(int(recipe.steps_per_epoch), int(recipe.steps)))
     module = FinetuneModule(net, data, recipe, run_dir / "checkpoints" / "last.ckpt")
     trainer = make_trainer(run_dir, device=device, progress=progress, precision=precision, max_epochs=-1,
                            max_steps=int(recipe.steps), grad_clip=recipe.grad_clip, steps_per_epoch=steps,
-                           devices=devices, strategy=strategy)
+                           devices=devices, strategy=strategy, num_nodes=num_nodes,
+                           use_distributed_sampler=False)  # batches are keyed by (rank, step): never shard them
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         # a resumed run reuses its report folder on purpose

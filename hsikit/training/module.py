@@ -253,7 +253,8 @@ def make_trainer(run_dir: Path, *, device: torch.device, progress: bool, precisi
         last = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", monitor=None, save_top_k=1,
                                save_last=False, enable_version_counter=False, save_on_train_epoch_end=True)
     else:
-        last = ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0)
+        last = ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0,
+                               enable_version_counter=False)
     cbs: list[Any] = [last, *(callbacks or [])]
     if progress:
         cbs.append(RichProgressBar(leave=True))

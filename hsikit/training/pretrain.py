@@ -9,6 +9,12 @@ The batch of global step ``s`` is drawn from a generator seeded with ``(seed, ra
 seed drawn there too, so a resumed run sees exactly the batches and masks of an uninterrupted one. Recipe (spec §5):
 AdamW (0.9, 0.95), weight decay 0.05 except biases and norm weights, linear warm-up over 10 % then half-cosine
 to 0; peak lr 1.5e-3 at the CPU batch of 16, or the paper's base lr x batch / 256 (see :class:`PretrainRecipe`).
+
+Distributed data parallel (``devices`` x ``num_nodes`` > 1): every rank draws its own ``batch_size`` windows per
+step (the rank is in the seed), so one optimiser step averages the gradients of ``world x batch_size`` windows;
+the step count, schedule and learning rate are the recipe's. Each rank runs the same number of steps (the
+placeholder loader is not sharded by Lightning), validation is computed identically on every rank, and only rank 0
+writes the resumable checkpoint and previews.
 """
 
 from __future__ import annotations
@@ -43,7 +49,8 @@ class PretrainRecipe:
 
     Peak learning rate: ``lr`` when set, else the paper's rule ``base_lr * batch_size / 256`` (base 2e-4: 3.2e-3 at
     its batch of 4096). At a CPU batch of 16 that rule gives 1.25e-5, far too small for budgets of a few thousand
-    steps, so hsikit's default is ``lr = 1.5e-3`` (the benchmark's setting); set ``lr=None`` to apply the rule."""
+    steps, so hsikit's default is ``lr = 1.5e-3`` (the benchmark's setting); set ``lr=None`` to apply the rule.
+    ``world`` is the number of DDP processes: the rule counts the global batch ``batch_size * world``."""
 
     steps: int = 2000
     steps_per_epoch: int = 100
@@ -59,10 +66,11 @@ class PretrainRecipe:
     grad_clip: float | None = None
     val_batches: int = 2
     seed: int = 0
+    world: int = 1
 
     @property
     def peak_lr(self) -> float:
-        return float(self.lr) if self.lr else float(self.base_lr) * self.batch_size / 256
+        return float(self.lr) if self.lr else float(self.base_lr) * self.batch_size * max(1, self.world) / 256
 
     def replace(self, **changes: Any) -> "PretrainRecipe":
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
@@ -191,10 +199,12 @@ class StepKeyedModule(RunState, L.LightningModule):
         self.steps_run = 0  # optimiser steps of this process (not restored on resume)
         self.best_state: dict[str, torch.Tensor] | None = None
         self.best_score = -math.inf
+        self.last_batch_sum = float("nan")  # checksum of this rank's latest input batch
 
     def step_batch(self) -> tuple[list[torch.Tensor], int]:
         rng = np.random.default_rng([self.seed, int(self.global_rank), int(self.global_step)])
         arrays = self.draw(rng)
+        self.last_batch_sum = float(np.sum(arrays[0], dtype=np.float64))
         return [torch.from_numpy(a).to(self.device) for a in arrays], int(rng.integers(0, 2**62))
 
     def epoch_end(self) -> None:
@@ -209,11 +219,24 @@ class StepKeyedModule(RunState, L.LightningModule):
     def save_resumable(self) -> None:
         if self.ckpt_path is None:
             return
-        self.ckpt_path.parent.mkdir(parents=True, exist_ok=True)
+        lead = self.trainer.is_global_zero
+        if lead:
+            self.ckpt_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.ckpt_path.with_name(f".{self.ckpt_path.name}.tmp")
-        self.trainer.save_checkpoint(tmp)
-        if self.trainer.is_global_zero:
+        self.trainer.save_checkpoint(tmp)  # every rank calls it (it synchronises); only rank 0 writes
+        if lead:
             os.replace(tmp, self.ckpt_path)
+
+    def rank_batch_sums(self) -> list[float]:
+        """Checksum of the latest input batch of every rank (one value without DDP): shows the ranks' data differ."""
+        if self.trainer.world_size <= 1:
+            return [self.last_batch_sum]
+        import torch.distributed as dist
+
+        mine = torch.tensor([self.last_batch_sum], dtype=torch.float64, device=self.device)
+        got = [torch.zeros_like(mine) for _ in range(self.trainer.world_size)]
+        dist.all_gather(got, mine)  # the plain collective: Lightning's all_gather warns of a deprecated torch path
+        return [float(v) for v in torch.cat(got).cpu()]
 
     def current_lr(self) -> float:
         opts = self.trainer.optimizers
@@ -270,7 +293,8 @@ class PretrainModule(StepKeyedModule):
         self.history.append({"epoch": len(self.history) + 1, "step": int(self.global_step),
                              "train_loss": float(tr[0]), "train_loss_token": float(tr[1]),
                              "train_loss_spectral": float(tr[2]), "val_loss": val[0], "val_loss_token": val[1],
-                             "val_loss_spectral": val[2], "lr": self.current_lr()})
+                             "val_loss_spectral": val[2], "lr": self.current_lr(),
+                             "rank_batch_sums": self.rank_batch_sums()})
 
     def configure_optimizers(self) -> Any:
         r = self.recipe
@@ -313,11 +337,12 @@ def fit_pretrain(
     preview_every: int = 0,
     devices: int = 1,
     strategy: str = "auto",
+    num_nodes: int = 1,
 ) -> FitResult:
     """Pretrain for ``recipe.steps`` optimiser steps; returns the network (CPU, eval), per-epoch history,
-    per-step loss, steps trained here and seconds.
+    per-step loss (of this rank), steps trained here and seconds.
     Resumes from ``run_dir/checkpoints/last.ckpt`` when ``resume``; ``preview(net, step)`` runs every
-    ``preview_every`` steps on rank 0."""
+    ``preview_every`` steps on rank 0. ``devices`` x ``num_nodes`` > 1 trains with DDP (see the module notes)."""
     from hsikit.training.module import make_trainer, run_fit
 
     steps = max(1, min(int(recipe.steps_per_epoch), int(recipe.steps)))
@@ -325,7 +350,8 @@ def fit_pretrain(
                             run_dir / "checkpoints" / "last.ckpt", preview=preview, preview_every=preview_every)
     trainer = make_trainer(run_dir, device=device, progress=progress, precision=precision, max_epochs=-1,
                            max_steps=int(recipe.steps), grad_clip=recipe.grad_clip, steps_per_epoch=steps,
-                           devices=devices, strategy=strategy)
+                           devices=devices, strategy=strategy, num_nodes=num_nodes,
+                           use_distributed_sampler=False)  # batches are keyed by (rank, step): never shard them
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         # a resumed run reuses its report folder on purpose
