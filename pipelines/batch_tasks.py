@@ -229,6 +229,10 @@ def run_assemble(task: str, href: str, model: ModelRef | None, opts: dict, prep:
         tk = TASKS[task]
         paths = {k: Path(v) for k, v in outputs.items()}
         tags = {TAG_KEY: ctx["key"], TAG_INPUT: json.dumps(ctx["fingerprint"], sort_keys=True)}
+        # Dask recomputes a finished assemble whose result was lost with its worker; its outputs are then already
+        # there, complete and tagged with this key, and must be kept rather than refused as "output exists"
+        if finished_outputs(tk, ctx["key"], ctx["fingerprint"], paths, Path(ctx["receipt"])):
+            return {"outputs": [str(p) for p in paths.values()]}
         if tk.block is None:  # a whole-input task
             info = tk.assemble(href, model, opts, None, [], paths, Path(workdir), ctx)
         else:

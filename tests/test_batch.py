@@ -518,3 +518,25 @@ def test_stress_series_folders_are_one_input_each(tmp_path, cluster):
     assert len(list((tmp_path / "out" / ".hsikit-batch" / "receipts").glob("*.json"))) == 1
     res = run_batch("stress", [sim / "series"], **kw)
     assert res.skipped == 1
+
+
+def test_a_recomputed_assemble_keeps_the_finished_outputs(tmp_path):
+    """When a worker dies after a scene's assemble task renamed its outputs but before the client gathered the
+    result, Dask runs the assemble again: it must accept the outputs it finds complete and tagged with this
+    scene's key, not fail with "output exists" (seen on CI)."""
+    from hsikit.pipelines.batch_tasks import TAG_INPUT, TAG_KEY, run_assemble
+
+    out = tmp_path / "scene.tif"
+    fp = {"size": 10, "mtime_ns": 20}
+    write_fake_geotiff(out, bands=1)
+    with rasterio.open(out, "r+") as ds:
+        ds.update_tags(**{TAG_KEY: "key-1", TAG_INPUT: json.dumps(fp, sort_keys=True)})
+    before = out.stat().st_mtime_ns
+    ctx = {"key": "key-1", "fingerprint": fp, "receipt": str(tmp_path / "receipt.json")}
+    res = run_assemble("classify", str(tmp_path / "gone.tif"), None, {}, None, [], {"class_map": str(out)},
+                       str(tmp_path / "work"), ctx)
+    assert res["outputs"] == [str(out)] and out.stat().st_mtime_ns == before
+    # another scene's output under that name is still refused by the assemble (here: cannot even open the input)
+    with pytest.raises(Exception):
+        run_assemble("classify", str(tmp_path / "gone.tif"), None, {}, None, [], {"class_map": str(out)},
+                     str(tmp_path / "work"), {**ctx, "key": "key-2"})
