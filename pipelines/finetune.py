@@ -26,8 +26,9 @@ import numpy as np
 from hsikit.errors import InputError, OptionError
 from hsikit.io.scene import Scene
 from hsikit.pipelines.pretrain import (MODEL_CARD, NORMALIZATIONS, RASTER_SUFFIXES, band_chain, jsonable_config,
-                                       normalization_step, prepare_run_dir, sample_statistics, save_loss_curve,
+                                       normalization_step, prepare_run_dir, sample_statistics,
                                        with_normalization)
+from hsikit.report import write_loss_curve_png
 
 #: encoder fields a head takes over from its ``init`` checkpoint
 ENCODER_FIELDS = ("variant", "bands", "group_size", "patch_size", "img_size", "embed_dim", "depth", "num_heads",
@@ -295,7 +296,7 @@ def train_segmenter(
                         "val_oa": metrics.get("val_oa"), "val_miou": metrics.get("val_miou"), "model_card": MODEL_CARD},
         )
         save_checkpoint(out, net, meta, overwrite=True if resume else overwrite)
-        save_loss_curve(curve, history, rdir / "loss_curve.png", title=f"{arch} fine-tuning",
+        write_loss_curve_png(curve, history, rdir / "loss_curve.png", title=f"{arch} fine-tuning",
                         val_key="val_miou", val_label="validation mIoU")
         write_json({"model": arch, "config": jsonable_config(net.cfg), "recipe": dataclasses.asdict(recipe),
                     "init": init_report, "normalization": mode, "statistics": stats, "spectral": spectral,
@@ -483,7 +484,7 @@ def train_scene_classifier(
                     "val_accuracy": metrics.get("val_accuracy"), "model_card": MODEL_CARD},
     )
     save_checkpoint(out, net, meta, overwrite=True if resume else overwrite)
-    save_loss_curve(curve, history, rdir / "loss_curve.png", title=f"{arch} fine-tuning",
+    write_loss_curve_png(curve, history, rdir / "loss_curve.png", title=f"{arch} fine-tuning",
                     val_key="val_accuracy", val_label="validation accuracy")
     write_json({"model": arch, "config": jsonable_config(net.cfg), "recipe": dataclasses.asdict(recipe),
                 "init": init_report, "normalization": mode, "statistics": stats, "class_names": names,

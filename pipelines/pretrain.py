@@ -33,6 +33,7 @@ import numpy as np
 from hsikit.errors import BandMismatchError, InputError, OptionError
 from hsikit.io.scene import Scene
 from hsikit.preprocess.chain import Chain, Step
+from hsikit.report import save_png, write_loss_curve_png
 
 NORMALIZATIONS = ("dataset", "zscore", "per-image", "none")
 SPECTRAL_MODES = ("auto", "select", "resample")
@@ -281,7 +282,6 @@ def save_preview(net, x, mask_seed: int, path: Path, bands: Sequence[str], title
     import matplotlib.pyplot as plt
     import torch
 
-    from hsikit.io.atomic import temp_path
 
     was = net.training
     net.eval()
@@ -310,54 +310,7 @@ def save_preview(net, x, mask_seed: int, path: Path, bands: Sequence[str], title
         ax.set_axis_off()
     fig.suptitle(f"{title}  composite {'/'.join(bands[i] for i in idx)}  loss {float(out.loss):.4f}", fontsize=9)
     fig.tight_layout()
-    tmp = temp_path(path)
-    try:
-        fig.savefig(tmp, format="png", dpi=100)
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        if tmp.exists():
-            tmp.unlink()
-    return path
-
-
-def save_loss_curve(curve: Sequence[float], history: Sequence[dict[str, float]], path: Path, title: str,
-                    val_key: str = "val_loss", val_label: str = "validation loss") -> Path:
-    """Per-step training loss and per-epoch validation curve as PNG (atomic)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from hsikit.io.atomic import temp_path
-
-    fig, ax = plt.subplots(figsize=(6.5, 3.8))
-    if curve:
-        ax.plot(np.arange(1, len(curve) + 1), curve, lw=0.7, alpha=0.6, label="training loss (per step)")
-    steps = [h["step"] for h in history]
-    if history and any(np.isfinite(h.get("train_loss", np.nan)) for h in history):
-        ax.plot(steps, [h["train_loss"] for h in history], "o-", ms=3, label="training loss (epoch mean)")
-    if history and any(np.isfinite(h.get(val_key, np.nan)) for h in history):
-        ax2 = ax.twinx() if val_key not in ("val_loss",) else ax
-        ax2.plot(steps, [h.get(val_key, np.nan) for h in history], "s-", ms=3, color="C3", label=val_label)
-        if ax2 is not ax:
-            ax2.set_ylabel(val_label)
-    ax.set_xlabel("optimiser step")
-    ax.set_ylabel("loss")
-    if curve and min(curve) > 0:
-        ax.set_yscale("log")  # the first steps' loss is orders of magnitude above the rest
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=8, loc="upper right")
-    fig.tight_layout()
-    tmp = temp_path(path)
-    try:
-        fig.savefig(tmp, format="png", dpi=100)
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return save_png(fig, path)
 
 
 def _previewer(folder: Path, sample, bands: Sequence[str], arch: str):
@@ -522,7 +475,7 @@ def pretrain_spectralgpt(
                         "val_loss": last_val, "model_card": MODEL_CARD},
         )
         save_checkpoint(out, net, meta, overwrite=True if resume else overwrite)
-        save_loss_curve(curve, history, rdir / "loss_curve.png", title=f"{arch} pretraining on {len(scenes)} scene(s)")
+        write_loss_curve_png(curve, history, rdir / "loss_curve.png", title=f"{arch} pretraining on {len(scenes)} scene(s)")
         write_json({"model": arch, "config": jsonable_config(net.cfg), "recipe": dataclasses.asdict(recipe),
                     "peak_lr": recipe.peak_lr, "normalization": normalization, "spectral": spectral,
                     "statistics": stats, "scenes": names, "val_scenes": [s.name for s in vscenes],

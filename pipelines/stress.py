@@ -15,6 +15,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from hsikit.errors import InputError, OptionError
+from hsikit.report import save_png
 
 #: spatial chunk (px) of series opened from files; blocks follow it
 SERIES_CHUNK = 256
@@ -259,8 +260,6 @@ def write_explanation_png(summary: dict[str, Any], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from hsikit.io.atomic import temp_path
-
     classes = [(n, d) for n, d in summary["classes"].items() if d.get("pixels")]
     feats, grid = summary["features"], summary["grid_dates"]
     rows = max(1, len(classes))
@@ -286,15 +285,7 @@ def write_explanation_png(summary: dict[str, Any], path: Path) -> Path:
     if not classes:
         axes[0, 0].text(0.5, 0.5, "no classified pixel", ha="center")
     fig.tight_layout()
-    tmp = temp_path(path)
-    try:
-        fig.savefig(tmp, format="png", dpi=100)
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return save_png(fig, path)
 
 
 def date_legend(grid: Sequence[str]):

@@ -13,6 +13,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from hsikit.errors import InputError, OptionError
+from hsikit.report import save_png
 
 
 @dataclass
@@ -140,9 +141,7 @@ def write_loss_png(history: list[dict[str, float]], path: Path, title: str = "")
         ax.set_title(title, fontsize=9)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return save_png(fig, path, dpi=110)
 
 
 def train_stress(

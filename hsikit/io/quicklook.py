@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from hsikit.io.atomic import temp_path
 from hsikit.io.legend import Legend, hex_to_rgb
 
 
@@ -18,13 +16,9 @@ def _decimate(a: np.ndarray, max_size: int) -> np.ndarray:
 
 
 def _save(fig, png_path: Path) -> None:
-    tmp = temp_path(png_path)
-    try:
-        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
-        os.replace(tmp, png_path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    from hsikit.report import save_png
+
+    save_png(fig, png_path, bbox_inches="tight")
 
 
 def save_class_quicklook(class_map: np.ndarray, legend: Legend, png_path: str | Path, max_size: int = 1024) -> Path:
@@ -51,7 +45,6 @@ def save_class_quicklook(class_map: np.ndarray, legend: Legend, png_path: str | 
     handles = [Patch(color=c, label=n) for n, c in zip(legend.names, legend.colors)]
     fig.legend(handles=handles, loc="center left", bbox_to_anchor=(split, 0.5), frameon=False, fontsize=8)
     _save(fig, Path(png_path))
-    plt.close(fig)
     return Path(png_path)
 
 
@@ -79,5 +72,4 @@ def save_rgb_quicklook(cube: np.ndarray, rgb: Sequence[int], png_path: str | Pat
     ax.imshow(out, interpolation="nearest")
     ax.set_axis_off()
     _save(fig, Path(png_path))
-    plt.close(fig)
     return Path(png_path)

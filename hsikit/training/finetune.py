@@ -19,7 +19,6 @@ import copy
 import dataclasses
 import math
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, NamedTuple, Sequence
@@ -413,10 +412,7 @@ def fit_head(net: torch.nn.Module, data: Any, recipe: FinetuneRecipe, *, device:
                            devices=devices, strategy=strategy, num_nodes=num_nodes,
                            use_distributed_sampler=False)  # batches are keyed by (rank, step): never shard them
     t0 = time.perf_counter()
-    with warnings.catch_warnings():
-        # a resumed run reuses its report folder on purpose
-        warnings.filterwarnings("ignore", message=".*Experiment logs directory.*exists and is not empty.*")
-        run_fit(trainer, module, step_loader(steps), run_dir, resume)
+    run_fit(trainer, module, step_loader(steps), run_dir, resume)
     seconds = time.perf_counter() - t0
     if recipe.select_best and data.val and module.best_state is not None:
         net.load_state_dict(module.best_state)

@@ -220,6 +220,8 @@ def run_fit(trainer: L.Trainer, module: L.LightningModule, loader: Any, run_dir:
         warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
         # DDP looks for unused parameters (some models leave task prompts or heads unused in a step)
         warnings.filterwarnings("ignore", message=".*find_unused_parameters=True was specified.*")
+        # a resumed run reuses its report folder on purpose
+        warnings.filterwarnings("ignore", message=".*Experiment logs directory.*exists and is not empty.*")
         trainer.fit(module, train_dataloaders=loader, ckpt_path=str(last) if (resume and last.exists()) else None,
                     weights_only=True)
 

@@ -23,7 +23,6 @@ import dataclasses
 import math
 import os
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, NamedTuple, Sequence
@@ -353,9 +352,6 @@ def fit_pretrain(
                            devices=devices, strategy=strategy, num_nodes=num_nodes,
                            use_distributed_sampler=False)  # batches are keyed by (rank, step): never shard them
     t0 = time.perf_counter()
-    with warnings.catch_warnings():
-        # a resumed run reuses its report folder on purpose
-        warnings.filterwarnings("ignore", message=".*Experiment logs directory.*exists and is not empty.*")
-        run_fit(trainer, module, step_loader(steps), run_dir, resume)
+    run_fit(trainer, module, step_loader(steps), run_dir, resume)
     seconds = time.perf_counter() - t0
     return FitResult(net.cpu().eval(), module.history, module.loss_curve, module.steps_run, seconds)
