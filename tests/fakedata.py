@@ -62,3 +62,16 @@ def write_fake_geotiff(
             if wavelengths:
                 dst.update_tags(i + 1, wavelength=f"{wl[i]:.2f}", fwhm="10.0", wavelength_units="Nanometers")
     return Path(path)
+
+
+def write_labels_for(scene_path: Path, out: Path) -> Path:
+    """Label raster from the fake cube's block layout (classes 1..4), every 3rd pixel labelled."""
+    with rasterio.open(scene_path) as src:
+        h, w, profile = src.height, src.width, src.profile
+    yy, xx = np.mgrid[0:h, 0:w]
+    labels = (((yy // 10) + (xx // 13)) % 4 + 1).astype("uint8")
+    labels[(yy + xx) % 3 != 0] = 0
+    profile.update(count=1, dtype="uint8", nodata=0)
+    with rasterio.open(out, "w", **profile) as dst:
+        dst.write(labels, 1)
+    return out

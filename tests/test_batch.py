@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 import rasterio
 
-from fakedata import write_fake_geotiff
+from clirun import cli
+from fakedata import write_fake_geotiff, write_labels_for
 from hsikit.cli.main import run
 from hsikit.errors import InputError, OptionError, OutputError
 from hsikit.pipelines.manifest import Manifest
@@ -25,24 +26,6 @@ from hsikit.pipelines.manifest import Manifest
 distributed = pytest.importorskip("distributed")
 
 TEMP_RE = re.compile(r"^\..+\.[0-9a-f]{8}\.tmp")
-
-
-def cli(capsys, *args) -> tuple[int, str, str]:
-    code = run([str(a) for a in args])
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
-def write_labels_for(scene: Path, out: Path) -> Path:
-    with rasterio.open(scene) as src:
-        h, w, profile = src.height, src.width, src.profile
-    yy, xx = np.mgrid[0:h, 0:w]
-    labels = (((yy // 10) + (xx // 13)) % 4 + 1).astype("uint8")
-    labels[(yy + xx) % 3 != 0] = 0
-    profile.update(count=1, dtype="uint8", nodata=0)
-    with rasterio.open(out, "w", **profile) as dst:
-        dst.write(labels, 1)
-    return out
 
 
 def train_small_classifier(d: Path) -> Path:

@@ -12,29 +12,11 @@ import numpy as np
 import pytest
 import rasterio
 
-from fakedata import write_fake_geotiff
+from clirun import cli
+from fakedata import write_fake_geotiff, write_labels_for
 from hsikit.cli.main import run
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def cli(capsys, *args: str) -> tuple[int, str, str]:
-    code = run([str(a) for a in args])
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
-def write_labels_for(scene_path: Path, out: Path) -> Path:
-    """Label raster from the fake cube's block layout (classes 1..4), every 3rd pixel labelled."""
-    with rasterio.open(scene_path) as src:
-        h, w, profile = src.height, src.width, src.profile
-    yy, xx = np.mgrid[0:h, 0:w]
-    labels = (((yy // 10) + (xx // 13)) % 4 + 1).astype("uint8")
-    labels[(yy + xx) % 3 != 0] = 0
-    profile.update(count=1, dtype="uint8", nodata=0)
-    with rasterio.open(out, "w", **profile) as dst:
-        dst.write(labels, 1)
-    return out
 
 
 @pytest.fixture(scope="module")

@@ -10,16 +10,10 @@ import numpy as np
 import pytest
 import rasterio
 
-from hsikit.cli.main import run
+from clirun import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "sample_data"
-
-
-def cli(capsys, *args) -> tuple[int, str, str]:
-    code = run([str(a) for a in args])
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def test_evaluate_sample_model_on_sample_scene(tmp_path, capsys):

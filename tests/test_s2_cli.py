@@ -8,14 +8,8 @@ import numpy as np
 import pytest
 import rasterio
 
-from hsikit.cli.main import run
+from clirun import cli
 from s2fake import write_safe, write_stack
-
-
-def cli(capsys, *args) -> tuple[int, str, str]:
-    code = run([str(a) for a in args])
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.fixture
