@@ -28,3 +28,16 @@ def fake_geotiff(tmp_path):
         return write_fake_geotiff(tmp_path / name, **kwargs)
 
     return make
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch intra-op thread for a module (``pytestmark = pytest.mark.usefixtures("one_torch_thread")``):
+    the models' test tensors are tiny, and on a shared 2-core box extra spinning threads made them many times
+    slower. The previous setting is restored afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

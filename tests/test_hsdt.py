@@ -18,13 +18,7 @@ from hsikit.models.hsdt import GSSA, HSDT, HSDT_VARIANTS, S3Conv, HSDTConfig
 from hsikit.models.registry import create_model, get_entry
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny tensors on a shared 2-core box: one intra-op thread is faster than two.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def n_params(m: torch.nn.Module) -> int:

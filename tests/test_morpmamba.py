@@ -21,13 +21,7 @@ from hsikit.models.ssm import (
 NOTEBOOK = dict(ssm="recurrence", attention="cross", center_mode="row")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # These tensors are tiny: extra intra-op threads only add contention (10-100x slower on a busy 2-core box).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def n_params(m: torch.nn.Module) -> int:

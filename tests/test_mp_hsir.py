@@ -15,13 +15,7 @@ from hsikit.models import mp_hsir as M
 from hsikit.models.mp_hsir import NATURAL_TASKS, MP_HSIR_PRESETS, MPHSIRConfig, build_mp_hsir
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny tensors: one thread is faster, and the machine is shared
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _tiny(**kw) -> MPHSIRConfig:

@@ -14,13 +14,7 @@ from hsikit.models.spectralgpt import (SPECTRALGPT_BANDS, kept_count, load_encod
                                        patchify, reconstruction_loss, resize_spatial_table, unpatchify, value_mask)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One intra-op thread: on the 2 shared CPU cores two spinning threads ran these tests several times slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _tiny(**kw):

@@ -16,13 +16,7 @@ from hsikit.cli.main import run
 torch = pytest.importorskip("torch")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One intra-op thread: on the 2 shared CPU cores two spinning threads ran these tests several times slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 FAST = ["--variant", "tiny", "--img-size", "32", "--batch-size", "4", "--lr", "2e-3"]
 

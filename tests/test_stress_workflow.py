@@ -18,13 +18,7 @@ from hsikit.errors import InputError
 torch = pytest.importorskip("torch")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # small per-pixel batches: one thread is as fast, and far faster on a shared, oversubscribed CPU
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_training_on_simulated_fields_reaches_90_percent_and_beats_single_date_ndvi(tmp_path):
