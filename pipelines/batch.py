@@ -375,15 +375,14 @@ def _execute(cl, tk: Task, ref, opts, todo: list[_Scene], man: Manifest, result:
     from hsikit.pipelines.batch_tasks import run_assemble, run_block, run_prepare
 
     owner: dict[str, _Scene] = {}
-    watch = []
     total = len(todo)
-    for i, sc in enumerate(todo):
+
+    def submit(sc: _Scene, prio: int, suffix: str = "") -> list:
         workdir = tmp_root / sc.row.key
         workdir.mkdir(parents=True, exist_ok=True)
         ctx = {"key": sc.row.key, "fingerprint": sc.fingerprint, "allow_no_crs": allow_no_crs, "threads": threads,
                "overwrite": sc.overwrite, "command": command, "receipt": str(_receipt(man, sc.row.key))}
-        prio = total - i  # Dask runs higher priorities first: finish scenes in order, few half-done at a time
-        tag = f"{sc.row.key[:10]}-{sc.row.attempts + 1}"
+        tag = f"{sc.row.key[:10]}-{sc.row.attempts + 1}{suffix}"
         man.submitted(sc.row.key)
         prep = None
         if tk.block is not None:
@@ -397,44 +396,64 @@ def _execute(cl, tk: Task, ref, opts, todo: list[_Scene], man: Manifest, result:
                           {k: str(v) for k, v in sc.outputs.items()}, str(workdir), ctx, key=f"assemble-{tag}",
                           priority=prio, pure=False)
         sc.prep, sc.final, sc.futures = prep, final, [f for f in (prep, *blocks, final) if f is not None]
-        for f in (prep, final):
-            if f is not None:
-                owner[f.key] = sc
-                watch.append(f)
+        watched = [f for f in (prep, final) if f is not None]
+        for f in watched:
+            owner[f.key] = sc
+        return watched
 
+    # Dask runs higher priorities first: finish scenes in order, few half-done at a time
+    watch = [f for i, sc in enumerate(todo) for f in submit(sc, total - i)]
+    # A worker's death counts against every task queued on it, so a scene that kills workers can take others
+    # down with it: a scene lost that way gets one more try, alone, once the rest are finished.
+    alone: list[_Scene] = []
     bar = _Bar(progress, total, echo)
     t_run = time.perf_counter()
     run_px = 0
+
+    def handle(fut, retried: bool) -> None:
+        nonlocal run_px
+        sc = owner.pop(fut.key)
+        if fut is sc.prep:
+            if fut.status == "finished":
+                man.running(sc.row.key, fut.result()["t0"])
+            return
+        ok = False
+        if fut.status == "finished":
+            res = fut.result()
+            missing = [p for p in res["outputs"] if not Path(p).exists()]
+            if missing:
+                _scene_failed(man, result, sc, f"output {Path(missing[0]).name} was not written", bar)
+            else:
+                ok = True
+                px = int(res["pixels"] or 0)
+                run_px += px
+                man.done(sc.row.key, outputs=res["outputs"], pixels=px, seconds=res["timings"]["wall"],
+                         timings=res["timings"], worker=res["worker"])
+                result.done += 1
+                result.pixels += px
+                nb = res["timings"]["n_blocks"]
+                parts = f"{nb} block{'s' if nb != 1 else ''}" if nb else "whole input"
+                bar.line(f"done {sc.name} ({res['timings']['wall']:.1f} s, {parts})")
+        else:
+            killed, why = _killed_worker(fut), _failure_reason(fut)  # before cancelling, which drops the error
+            cl.cancel(sc.futures)  # its other blocks would be wasted work
+            if killed and not retried:
+                owner.pop(sc.prep.key if sc.prep is not None else "", None)
+                sc.futures, sc.prep, sc.final = [], None, None
+                alone.append(sc)
+                return
+            _scene_failed(man, result, sc, why, bar)
+        shutil.rmtree(tmp_root / sc.row.key, ignore_errors=True)
+        sc.futures, sc.prep, sc.final = [], None, None  # release the results on the cluster
+        bar.finished(ok, run_px / 1e6 / max(time.perf_counter() - t_run, 1e-9))
+
     with bar:
         for fut in as_completed(watch):
-            sc = owner.pop(fut.key)
-            if fut is sc.prep:
-                if fut.status == "finished":
-                    man.running(sc.row.key, fut.result()["t0"])
-                continue
-            ok = False
-            if fut.status == "finished":
-                res = fut.result()
-                missing = [p for p in res["outputs"] if not Path(p).exists()]
-                if missing:
-                    _scene_failed(man, result, sc, f"output {Path(missing[0]).name} was not written", bar)
-                else:
-                    ok = True
-                    px = int(res["pixels"] or 0)
-                    run_px += px
-                    man.done(sc.row.key, outputs=res["outputs"], pixels=px, seconds=res["timings"]["wall"],
-                             timings=res["timings"], worker=res["worker"])
-                    result.done += 1
-                    result.pixels += px
-                    nb = res["timings"]["n_blocks"]
-                    parts = f"{nb} block{'s' if nb != 1 else ''}" if nb else "whole input"
-                    bar.line(f"done {sc.name} ({res['timings']['wall']:.1f} s, {parts})")
-            else:
-                _scene_failed(man, result, sc, _failure_reason(fut), bar)
-                cl.cancel(sc.futures)  # its other blocks would be wasted work
-            shutil.rmtree(tmp_root / sc.row.key, ignore_errors=True)
-            sc.futures, sc.prep, sc.final = [], None, None  # release the results on the cluster
-            bar.finished(ok, run_px / 1e6 / max(time.perf_counter() - t_run, 1e-9))
+            if fut.key in owner:
+                handle(fut, retried=False)
+        for sc in alone:
+            for fut in as_completed(submit(sc, 0, suffix="-alone")):
+                handle(fut, retried=True)
 
 
 def _scene_failed(man: Manifest, result: BatchResult, sc: _Scene, why: str, bar: "_Bar") -> None:
@@ -442,6 +461,13 @@ def _scene_failed(man: Manifest, result: BatchResult, sc: _Scene, why: str, bar:
     result.failed += 1
     result.failures.append((sc.name, why))
     bar.line(f"failed {sc.name}: {why}")
+
+
+def _killed_worker(fut) -> bool:
+    try:
+        return type(fut.exception()).__name__ == "KilledWorker"
+    except Exception:  # noqa: BLE001 - e.g. the future was cancelled
+        return False
 
 
 def _failure_reason(fut) -> str:
