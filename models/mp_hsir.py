@@ -18,6 +18,12 @@ it is used. Differences from the reference, all deliberate:
 - the text map is per sample by default (``reference_batch_mixing=True`` restores the reference's cross-sample
   broadcast, spec §6 quirk 1).
 - inputs of any size: reflect-padded (replicate when too small) to a multiple of 32 and cropped back.
+- any band count (spec §8): the network works on a fixed band grid (``band_grid``, 31 for the natural layout,
+  100 for the remote one) and the sensor's ``in_bands`` are resampled onto it and back inside ``forward``. The
+  reference interpolates every sensor linearly to its grid once, offline; when the grid is coarser than the
+  sensor hsikit integrates with hat weights instead (``band_resampling="hat"``), so every band's observation
+  reaches the network rather than the two nearest ones (``"linear"`` is the reference's). Without this the
+  ``dim``-wide embedding is narrower than the sensor and the global residual cannot cancel per-band noise.
 - ``reference_text_projection=True`` adds the reference's unused text→prompt projection (a bias-carrying
   ``Linear(text_dim, 2D)`` per TVSP level, never called in forward) purely for parameter-count parity: the
   layer list of spec §2 alone is ``1026·(D1+D2) = 3078·dim`` parameters short of the published counts, exactly the
@@ -76,13 +82,53 @@ class MPHSIRConfig:
     reference_batch_mixing: bool = False
     drop_path: float = 0.1
     reference_text_projection: bool = False
+    #: bands the network itself works on (0: the sensor's ``in_bands``, no resampling)
+    band_grid: int = 31
+    #: sensor -> grid when the grid is coarser: "hat" (integrating) or "linear" (the reference's interpolation)
+    band_resampling: str = "hat"
 
 
 MP_HSIR_PRESETS: dict[str, dict[str, Any]] = {
-    "natural": {"in_bands": 31, "dim": 64, "tasks": list(NATURAL_TASKS)},
-    "remote": {"in_bands": 100, "dim": 96, "tasks": list(REMOTE_TASKS), "compress": [8, 16, 32]},
-    "small": {"in_bands": 31, "dim": 32, "tasks": list(NATURAL_TASKS)},
+    "natural": {"in_bands": 31, "dim": 64, "tasks": list(NATURAL_TASKS), "band_grid": 31},
+    "remote": {"in_bands": 100, "dim": 96, "tasks": list(REMOTE_TASKS), "compress": [8, 16, 32], "band_grid": 100},
+    "small": {"in_bands": 31, "dim": 32, "tasks": list(NATURAL_TASKS), "band_grid": 31},
 }
+
+
+def band_resampling(bands: int, grid: int, method: str = "hat") -> tuple[np.ndarray, np.ndarray]:
+    """(down (grid, bands), up (bands, grid)): the sensor's bands onto an evenly spaced grid of ``grid`` bands
+    over the same index range, and back. Coarser grid: ``down`` is linear interpolation ("linear") or hat
+    weights one grid step wide, symmetric, rows summing to 1 ("hat"); ``up`` interpolates linearly. Finer grid: ``down``
+    interpolates linearly and ``up`` is its exact left inverse, so ``up @ down`` is the identity."""
+    if bands < 1 or grid < 2:
+        raise ValueError(f"band resampling needs at least 1 band and a grid of 2, got {bands} and {grid}")
+    if method not in ("hat", "linear"):
+        raise ValueError(f"band_resampling must be 'hat' or 'linear', not {method!r}")
+
+    def interp(n_from: int, n_to: int) -> np.ndarray:
+        m = np.zeros((n_to, n_from))
+        if n_from == 1:
+            m[:, 0] = 1.0
+            return m
+        pos = np.linspace(0.0, n_from - 1.0, n_to)
+        j = np.minimum(np.floor(pos).astype(int), n_from - 2)
+        f = pos - j
+        m[np.arange(n_to), j] = 1.0 - f
+        m[np.arange(n_to), j + 1] += f
+        return m
+
+    if grid > bands:
+        down = interp(bands, grid)
+        return down, np.linalg.pinv(down)
+    up = interp(grid, bands)
+    if method == "linear":
+        return interp(bands, grid), up
+    pos = np.linspace(0.0, bands - 1.0, grid)
+    # hats stay symmetric (narrowed near the ends, down to the end band itself), so spectra linear in the band
+    # index keep their values: one-sided hats would pull the end grid bands towards the interior
+    half = np.maximum(np.minimum.reduce([np.full(grid, (bands - 1.0) / (grid - 1.0)), pos, bands - 1.0 - pos]), 1e-6)
+    down = np.maximum(0.0, 1.0 - np.abs(pos[:, None] - np.arange(bands)[None, :]) / half[:, None])
+    return down / down.sum(axis=1, keepdims=True), up
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -472,6 +518,10 @@ def _check_config(cfg: MPHSIRConfig) -> None:
             raise ValueError(f"MP-HSIR width {c} is not divisible by {h} heads (dim {cfg.dim} too small/odd)")
     if cfg.dim % 2:
         raise ValueError("MP-HSIR dim must be even (the first downsampling conv halves it)")
+    if cfg.band_grid < 0 or cfg.band_grid == 1:
+        raise ValueError(f"band_grid must be 0 (the sensor's bands) or at least 2, got {cfg.band_grid}")
+    if cfg.band_resampling not in ("hat", "linear"):
+        raise ValueError(f"band_resampling must be 'hat' or 'linear', not {cfg.band_resampling!r}")
 
 
 class MPHSIR(nn.Module):
@@ -507,7 +557,13 @@ class MPHSIR(nn.Module):
             # decoders/refinement reuse an encoder level's rates; a longer stack repeats the last one
             return (rates + rates[-1:] * n)[:n] if rates else [0.0] * n
 
-        self.embed = nn.Conv2d(cfg.in_bands, d, 3, padding=1, bias=False)
+        g = int(cfg.band_grid) or int(cfg.in_bands)
+        self.grid_bands = g
+        if g != cfg.in_bands:  # fixed by the config, so not saved with the weights
+            down, up = band_resampling(int(cfg.in_bands), g, cfg.band_resampling)
+            self.register_buffer("band_down", torch.from_numpy(down).float(), persistent=False)
+            self.register_buffer("band_up", torch.from_numpy(up).float(), persistent=False)
+        self.embed = nn.Conv2d(g, d, 3, padding=1, bias=False)
         self.enc1 = BaseBlock(d, b1, h1, w, r1, L, ex, s1)
         self.down1 = nn.Sequential(nn.Conv2d(d, d // 2, 3, padding=1, bias=False), nn.PixelUnshuffle(2))
         self.enc2 = BaseBlock(2 * d, b2, h2, w, r2, L, ex, s2)
@@ -523,7 +579,7 @@ class MPHSIR(nn.Module):
         self.fusion1 = PromptFusion(d, _FUSION_HEADS[0], ex)
         self.dec1 = BaseBlock(2 * d, b1, h1, w, r1, L, ex, reuse(s1, b1))
         self.refine = BaseBlock(2 * d, int(cfg.refinement), h1, w, r1, L, ex, reuse(s2, int(cfg.refinement)))
-        self.out = nn.Conv2d(2 * d, cfg.in_bands, 3, padding=1, bias=False)
+        self.out = nn.Conv2d(2 * d, g, 3, padding=1, bias=False)
 
     # -- tasks -----------------------------------------------------------------------------------------------------
 
@@ -586,6 +642,9 @@ class MPHSIR(nn.Module):
             x = F.pad(x, (0, pw, 0, ph), mode=mode)
         emb = self.text_embeddings.to(x.dtype)
         mix = bool(self.cfg.reference_batch_mixing)
+        resample = self.grid_bands != self.cfg.in_bands
+        if resample:
+            x = torch.einsum("gc,nchw->nghw", self.band_down.to(x.dtype), x)
 
         e1 = self.enc1(self.embed(x))
         e2 = self.enc2(self.down1(e1))
@@ -596,7 +655,8 @@ class MPHSIR(nn.Module):
         z = self.up1(z)
         p1 = self.fusion1(e1, self.prompt1(e1, wts, emb, mix))
         z = self.refine(self.dec1(torch.cat([z, p1], dim=1)))
-        return (self.out(z) + x)[..., :h, :w]
+        y = (self.out(z) + x)[..., :h, :w]
+        return torch.einsum("cg,nghw->nchw", self.band_up.to(y.dtype), y) if resample else y
 
     # -- checkpoints -----------------------------------------------------------------------------------------------
 
