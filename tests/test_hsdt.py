@@ -78,6 +78,29 @@ def test_output_shape_equals_input_shape(shape, in_bands, flex):
     assert {m.last_branch for m in net.gssa_modules} == {expected}
 
 
+def test_more_bands_than_trained_run_in_blended_spectral_runs():
+    net = HSDT(HSDTConfig(in_bands=12, width=4, spectral_overlap=4)).eval()
+    x = torch.rand(1, 40, 8, 8)
+    with torch.no_grad():
+        y = net(x)
+        assert {m.last_branch for m in net.gssa_modules} == {"guided"}  # every run has the trained band count
+        # runs start at 0, 8, 16, 24 and 28 (flush with the end); bands only one run covers are that run's output
+        assert torch.allclose(y[:, :8], net.forward_volume(x[:, None, :12]).squeeze(1)[:, :8], atol=1e-6)
+        mid = net.forward_volume(x[:, None, 8:20]).squeeze(1)
+        assert torch.allclose(y[:, 12:16], mid[:, 4:8], atol=1e-6)
+        net.cfg.spectral_overlap = 0
+        assert {m.last_branch for m in net.gssa_modules} == {"guided"}
+        whole = net(x)
+        assert {m.last_branch for m in net.gssa_modules} == {"self"} and not torch.allclose(whole, y, atol=1e-4)
+        torch.nn.init.zeros_(net.tail.weight)
+        torch.nn.init.zeros_(net.tail.bias)
+        net.cfg.spectral_overlap = 4
+        assert torch.allclose(net(x), x, atol=1e-6)  # the blend weights sum to one on every band
+    net.train()
+    net._spectral_runs = None  # training passes the whole stack at once (the runs would fail here)
+    assert net(x).shape == x.shape
+
+
 def test_large_variant_pads_to_eight():
     net = HSDT(HSDTConfig(in_bands=6, variant="l", width=2)).eval()
     with torch.no_grad():
