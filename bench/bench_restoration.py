@@ -35,13 +35,16 @@ COMMAND = {"hsdt": "denoise", "essaformer": "super-resolve", "mp-hsir": "restore
 CONFIG = {"hsdt": {"variant": "s"}, "essaformer": {"dim": 64, "scale": 4}, "mp-hsir": {"dim": 32}}
 #: the fixed CPU training budget of the quality benchmark: optimiser steps and peak learning rate (None: the
 #: recipe's). Short CPU budgets need a higher peak than the papers' long GPU schedules.
-BUDGET = {"hsdt": (2000, None), "essaformer": (3000, 5e-4), "mp-hsir": (1500, 1e-3), "mp-hsir-denoise": (1500, 1e-3), "mp-hsir-l1": (1500, 1e-3)}
-#: named variants of the quality benchmark: (architecture, tasks trained)
-VARIANTS = {"mp-hsir-denoise": ("mp-hsir", ["gaussian", "complex"], None),
+BUDGET = {"hsdt": (2000, None), "hsdt-m": (2000, None), "essaformer": (3000, 5e-4), "mp-hsir": (1500, 1e-3), "mp-hsir-denoise": (1500, 1e-3), "mp-hsir-l1": (1500, 1e-3)}
+#: named variants of the quality benchmark: (architecture, tasks trained, loss)
+VARIANTS = {"hsdt-m": ("hsdt", None, None),"mp-hsir-denoise": ("mp-hsir", ["gaussian", "complex"], None),
             # plain L1: the clamped loss gives no gradient where noise pushes the output outside [0, 1]
             "mp-hsir-l1": ("mp-hsir", None, "l1")}
+#: configurations of named variants that differ from their architecture's CPU configuration
+VARIANT_CONFIG = {"hsdt-m": {"variant": "m"}}
 #: degradations scored per model
 EVALS = {
+    "hsdt-m": [("gaussian:sigma=30", None), ("gaussian:sigma=50", None), ("mixture", None)],
     "mp-hsir-denoise": [(None, "gaussian"), (None, "complex")],
     "mp-hsir-l1": [(None, t) for t in ("gaussian", "complex", "blur", "sr", "inpaint", "haze", "band-missing")],
     "hsdt": [("gaussian:sigma=30", None), ("gaussian:sigma=50", None), ("mixture", None)],
@@ -154,6 +157,7 @@ def child_quality(name: str, data_dir: str, iterations: int, lr: float | None, r
     from hsikit.pipelines.train_restorer import train_restorer
 
     model, tasks, loss = VARIANTS.get(name, (name, None, None))
+    config = VARIANT_CONFIG.get(name, CONFIG[model])
     split = _split(Path(data_dir))
     run = WORK / "quality" / name
     run.mkdir(parents=True, exist_ok=True)
@@ -161,7 +165,7 @@ def child_quality(name: str, data_dir: str, iterations: int, lr: float | None, r
     report_path = run / f"{name}_report" / "report.json"
     if not (reuse and ck.exists() and report_path.exists()):
         train_restorer(split["train"], val_scenes=split["val"], out=ck, kind=KIND[model], model=model,
-                       model_config=CONFIG[model], tasks=tasks, loss=loss, iterations=iterations, lr=lr, crop=32, val_crops=4,
+                       model_config=config, tasks=tasks, loss=loss, iterations=iterations, lr=lr, crop=32, val_crops=4,
                        progress=False, overwrite=True)
     report = json.loads(report_path.read_text())
     rows = []
@@ -172,7 +176,7 @@ def child_quality(name: str, data_dir: str, iterations: int, lr: float | None, r
         rows.append({"degradation": ev.degradation, "task": ev.task, "methods": ev.methods})
     curve = report["loss_curve"]
     k = max(1, len(curve) // 10)
-    return {"bench": "quality", "model": name, "config": CONFIG[model], "tasks": tasks, "loss": report["recipe"]["loss"],
+    return {"bench": "quality", "model": name, "config": config, "tasks": tasks, "loss": report["recipe"]["loss"],
             "iterations": report["recipe"]["iterations"], "lr": float(report["recipe"]["lr"]), "train_s": report["seconds"],
             "loss_first": sum(curve[:k]) / k, "loss_last": sum(curve[-k:]) / k,
             "val_psnr": [round(h["val_psnr"], 2) for h in report["history"]], "results": rows, "rss_mb": _rss_mb()}

@@ -303,3 +303,39 @@ def test_short_training_reduces_the_loss():
         losses.append(loss.item())
     first, last = np.mean(losses[:5]), np.mean(losses[-5:])
     assert last < 0.8 * first, losses  # 0.32 -> 0.20 here
+
+
+def _denoising_gain(band_grid: int, steps: int = 40) -> float:
+    """PSNR gain (dB) over the noisy input after ``steps`` of Gaussian-noise training of a dim-8 network on a
+    64-band cube whose spectra mix two smooth spatial patterns."""
+    torch.manual_seed(0)
+    bands, size = 64, 32
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, size), torch.linspace(0, 1, size), indexing="ij")
+    wl = torch.linspace(0, 1, bands)[:, None, None]
+    a, b = 0.5 + 0.4 * torch.sin(6 * xx + 4 * yy), 0.5 + 0.4 * torch.cos(5 * yy - 3 * xx)
+    clean = (a * (1 - wl) + 0.8 * b * wl + 0.1 * torch.sin(8 * wl))[None].clamp(0, 1)
+    net = build_mp_hsir(MPHSIRConfig(in_bands=bands, dim=8, blocks=[1, 1, 1], refinement=1, heads=[1, 2, 4],
+                                     tasks=["gaussian"], band_grid=band_grid))
+    opt = torch.optim.AdamW(net.parameters(), lr=2e-3)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(steps):
+        noisy = clean.repeat(2, 1, 1, 1) + torch.randn(2, bands, size, size, generator=g) * 50 / 255
+        loss = (net(noisy, 0).clamp(0, 1) - clean).abs().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    noisy = clean + torch.randn(clean.shape, generator=g) * 50 / 255
+    with torch.no_grad():
+        out = net.eval()(noisy, 0).clamp(0, 1)
+
+    def psnr(x):
+        return float(10 * torch.log10(1 / ((x - clean) ** 2).mean()))
+
+    return psnr(out) - psnr(noisy.clamp(0, 1))
+
+
+def test_band_grid_lets_a_narrow_network_remove_per_band_noise():
+    # Through the global residual a network narrower than the sensor cannot cancel independent noise in every
+    # band; on its 31-band grid it can (measured: +5.2 dB with the grid, +0.2 dB without)
+    with_grid, without = _denoising_gain(31), _denoising_gain(0)
+    assert with_grid > 4.0 and with_grid > without + 3.0, (with_grid, without)
