@@ -98,8 +98,8 @@ MP_HSIR_PRESETS: dict[str, dict[str, Any]] = {
 def band_resampling(bands: int, grid: int, method: str = "hat") -> tuple[np.ndarray, np.ndarray]:
     """(down (grid, bands), up (bands, grid)): the sensor's bands onto an evenly spaced grid of ``grid`` bands
     over the same index range, and back. Coarser grid: ``down`` is linear interpolation ("linear") or hat
-    weights one grid step wide, symmetric, rows summing to 1 ("hat"); ``up`` interpolates linearly. Finer grid: ``down``
-    interpolates linearly and ``up`` is its exact left inverse, so ``up @ down`` is the identity."""
+    weights one grid step wide, symmetric, rows summing to 1 ("hat"); ``up`` interpolates linearly. Finer
+    grid: ``down`` interpolates linearly and ``up`` is its exact left inverse, so ``up @ down`` is the identity."""
     if bands < 1 or grid < 2:
         raise ValueError(f"band resampling needs at least 1 band and a grid of 2, got {bands} and {grid}")
     if method not in ("hat", "linear"):
