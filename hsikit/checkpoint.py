@@ -91,6 +91,17 @@ def read_checkpoint_meta(path: str | Path) -> CheckpointMeta:
         raise InputError(f"{p.name}: malformed hsikit metadata ({e})") from None
 
 
+def _state_mismatch(expected: dict, found: dict) -> str:
+    """The first difference between two state dicts, in words ("" when none is found)."""
+    for name, t in expected.items():
+        if name not in found:
+            return f"{name} missing"
+        if tuple(found[name].shape) != tuple(t.shape):
+            return f"{name} is {tuple(found[name].shape)} in the file, {tuple(t.shape)} in the architecture"
+    extra = [n for n in found if n not in expected]
+    return f"unexpected {extra[0]}" if extra else ""
+
+
 def load_checkpoint(path: str | Path, device: str = "cpu"):
     """(model in eval mode, CheckpointMeta); the model is rebuilt from the registry, weights from safetensors."""
     from safetensors.torch import load_file
@@ -103,7 +114,9 @@ def load_checkpoint(path: str | Path, device: str = "cpu"):
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
-        raise InputError(f"{Path(path).name}: weights do not match architecture {meta.arch!r} ({str(e).splitlines()[0]})") from None
+        raise InputError(f"{Path(path).name}: weights do not match architecture {meta.arch!r} "
+                         f"({_state_mismatch(model.state_dict(), state) or str(e).splitlines()[0]}); was it saved by "
+                         "another hsikit version?") from None
     return model.eval(), meta
 
 

@@ -65,3 +65,14 @@ def test_missing_and_foreign_files(tmp_path):
     save_file({"w": torch.zeros(2)}, str(p))
     with pytest.raises(InputError, match="without hsikit metadata"):
         read_checkpoint_meta(p)
+
+
+def test_weights_of_another_shape_name_the_first_mismatch(tmp_path):
+    # weights saved for 5 classes under metadata that says 3: what an architecture change looks like on load
+    m = create_model("spectral-cnn", in_bands=6, num_classes=5)
+    p = save_checkpoint(tmp_path / "m.safetensors", m, meta())
+    with pytest.raises(InputError) as e:
+        load_checkpoint(p)
+    msg = str(e.value)
+    assert "weights do not match architecture 'spectral-cnn'" in msg and "\n" not in msg
+    assert "in the file" in msg and "in the architecture" in msg and "another hsikit version" in msg
