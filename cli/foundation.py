@@ -11,8 +11,8 @@ from typing import Optional
 
 import typer
 
-from hsikit.cli.main import (NUM_NODES_HELP, STRATEGY_HELP, _command_line, _model_config, _quiet_ddp,
-                             _state, app, train_app)
+from hsikit.cli.main import (DEVICE_HELP, NUM_NODES_HELP, PRECISION_HELP, RESUME_HELP, STRATEGY_HELP, _command_line,
+                             _model_config, _quiet_ddp, _state, app, train_app)
 
 pretrain_app = typer.Typer(help="Pretrain foundation models on unlabelled scene archives.", no_args_is_help=True)
 app.add_typer(pretrain_app, name="pretrain")
@@ -86,9 +86,9 @@ def pretrain_spectralgpt(
     preview_every: Optional[int] = typer.Option(None, "--preview-every", help="Write a reconstruction preview PNG every N steps (default: 5 over the run; 0: none)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (windows, masks, initialisation)."),
     set_: Optional[list[str]] = typer.Option(None, "--set", help=_SET_HELP),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
-    precision: str = typer.Option("32-true", "--precision", help="Lightning precision: 32-true, 16-mixed, bf16-mixed."),
-    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from <report>/checkpoints/last.ckpt."),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+    precision: str = typer.Option("32-true", "--precision", help=PRECISION_HELP),
+    resume: bool = typer.Option(False, "--resume", help=RESUME_HELP),
     devices: int = typer.Option(1, "--devices", help=_DEVICES_HELP),
     strategy: str = typer.Option("auto", "--strategy", help=STRATEGY_HELP),
     num_nodes: int = typer.Option(1, "--num-nodes", help=NUM_NODES_HELP),
@@ -143,9 +143,9 @@ def train_segmenter(
     normalization: Optional[Normalization] = typer.Option(None, "--normalization", help=_NORM_HELP + " Default: the --init checkpoint's statistics, else dataset."),
     spectral: Spectral = typer.Option(Spectral.auto, "--spectral", help=_SPECTRAL_HELP),
     set_: Optional[list[str]] = typer.Option(None, "--set", help=_SET_HELP),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
-    precision: str = typer.Option("32-true", "--precision", help="Lightning precision: 32-true, 16-mixed, bf16-mixed."),
-    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from <report>/checkpoints/last.ckpt."),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+    precision: str = typer.Option("32-true", "--precision", help=PRECISION_HELP),
+    resume: bool = typer.Option(False, "--resume", help=RESUME_HELP),
     devices: int = typer.Option(1, "--devices", help=_DEVICES_HELP),
     strategy: str = typer.Option("auto", "--strategy", help=STRATEGY_HELP),
     num_nodes: int = typer.Option(1, "--num-nodes", help=NUM_NODES_HELP),
@@ -199,9 +199,9 @@ def train_scene_classifier(
     normalization: Optional[Normalization] = typer.Option(None, "--normalization", help=_NORM_HELP + " Default: the --init checkpoint's statistics, else dataset."),
     spectral: Spectral = typer.Option(Spectral.auto, "--spectral", help=_SPECTRAL_HELP),
     set_: Optional[list[str]] = typer.Option(None, "--set", help=_SET_HELP),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
-    precision: str = typer.Option("32-true", "--precision", help="Lightning precision: 32-true, 16-mixed, bf16-mixed."),
-    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from <report>/checkpoints/last.ckpt."),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+    precision: str = typer.Option("32-true", "--precision", help=PRECISION_HELP),
+    resume: bool = typer.Option(False, "--resume", help=RESUME_HELP),
     devices: int = typer.Option(1, "--devices", help=_DEVICES_HELP),
     strategy: str = typer.Option("auto", "--strategy", help=STRATEGY_HELP),
     num_nodes: int = typer.Option(1, "--num-nodes", help=NUM_NODES_HELP),

@@ -144,6 +144,9 @@ class ClsModel(str, Enum):
     random_forest = "random-forest"
 
 
+DEVICE_HELP = "auto, cpu, cuda or cuda:N."
+PRECISION_HELP = "Lightning precision: 32-true, 16-mixed, bf16-mixed."
+RESUME_HELP = "Continue an interrupted run from <report>/checkpoints/last.ckpt."
 DEVICES_HELP = ("Processes (CPU) or GPUs per node; more than one trains with distributed data parallel (each "
                 "process takes its share of every epoch; gloo on CPU). The other ranks re-run this command.")
 STRATEGY_HELP = ("auto (DDP when --devices or --num-nodes > 1), ddp, or another Lightning strategy name (not the "
@@ -194,9 +197,9 @@ def train_classifier(
     lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate (default: the recipe's)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Minibatch size (default depends on the model)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (splits, initialisation, batches)."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
-    precision: str = typer.Option("32-true", "--precision", help="Lightning precision: 32-true, 16-mixed, bf16-mixed."),
-    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from <report>/checkpoints/last.ckpt."),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+    precision: str = typer.Option("32-true", "--precision", help=PRECISION_HELP),
+    resume: bool = typer.Option(False, "--resume", help=RESUME_HELP),
     devices: int = typer.Option(1, "--devices", help=DEVICES_HELP),
     strategy: str = typer.Option("auto", "--strategy", help=STRATEGY_HELP),
     num_nodes: int = typer.Option(1, "--num-nodes", help=NUM_NODES_HELP),
@@ -254,7 +257,7 @@ def evaluate(
     split: Optional[Path] = typer.Option(None, "--split", help="Split raster: only pixels with value 3 (test) are scored."),
     attribute: Optional[str] = typer.Option(None, "--attribute", help="Class column of vector labels."),
     tile: int = typer.Option(512, "--tile", help="Tile size in pixels."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run folder's files."),
 ) -> None:
     """Classify a labelled scene and report OA, AA, kappa, per-class accuracy/F1 and the confusion matrix."""
@@ -282,7 +285,7 @@ def benchmark_classify(
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Override the recipe's epochs."),
     iterations: Optional[int] = typer.Option(None, "--iterations", help="Override the recipe's iterations."),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="Model option KEY=VALUE."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing results."),
 ) -> None:
     """Train and test MODEL on DATASET once per seed; prints each run and mean ± std of OA, AA and kappa."""
@@ -308,7 +311,7 @@ def classify(
     tile: int = typer.Option(512, "--tile", help="Tile size in pixels."),
     overlap: Optional[int] = typer.Option(None, "--overlap", help="Tile overlap in pixels (default 25% of the tile, at least the model's receptive field)."),
     batch_size: int = typer.Option(2, "--batch-size", help="Tiles per model call (image models; pixel models are fed in pixel chunks)."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     probabilities: Optional[ProbFmt] = typer.Option(None, "--probabilities", help="Also write per-class probabilities: float32 (the default when no value is given) or uint8 (p x 254)."),
     confidence: bool = typer.Option(False, "--confidence", help="Also write the winning class's probability (float32)."),
     quicklook: bool = typer.Option(False, "--quicklook", help="Also write a PNG quicklook with a legend."),

@@ -10,8 +10,8 @@ from typing import Optional
 
 import typer
 
-from hsikit.cli.main import (DEVICES_HELP, NUM_NODES_HELP, STRATEGY_HELP, Fmt, _command_line, _model_config, _quiet_ddp,
-                             _state, app, train_app)
+from hsikit.cli.main import (DEVICES_HELP, DEVICE_HELP, Fmt, NUM_NODES_HELP, PRECISION_HELP, RESUME_HELP,
+                             STRATEGY_HELP, _command_line, _model_config, _quiet_ddp, _state, app, train_app)
 
 _TILE_HELP = "Tile size in input pixels (default: 128, 64 for super-resolution, or 4x the model's receptive field if larger)."
 _OVERLAP_HELP = "Tile overlap in pixels (default 25% of the tile, at least the model's receptive field)."
@@ -33,7 +33,7 @@ def denoise(
     task: Optional[str] = typer.Option(None, "--task", help="For all-in-one models: gaussian (default) or complex."),
     tile: Optional[int] = typer.Option(None, "--tile", help=_TILE_HELP),
     overlap: Optional[int] = typer.Option(None, "--overlap", help=_OVERLAP_HELP),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     fmt: Fmt = typer.Option(Fmt.cog, "--format", help="Output layout."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
 ) -> None:
@@ -52,7 +52,7 @@ def super_resolve(
     scale: Optional[int] = typer.Option(None, "--scale", "-s", help="Up-sampling factor (default: the model's; all-in-one models: 4)."),
     tile: Optional[int] = typer.Option(None, "--tile", help=_TILE_HELP),
     overlap: Optional[int] = typer.Option(None, "--overlap", help=_OVERLAP_HELP),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     fmt: Fmt = typer.Option(Fmt.cog, "--format", help="Output layout."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
 ) -> None:
@@ -72,7 +72,7 @@ def restore(
     scale: Optional[int] = typer.Option(None, "--scale", "-s", help="Up-sampling factor for --task sr."),
     tile: Optional[int] = typer.Option(None, "--tile", help=_TILE_HELP),
     overlap: Optional[int] = typer.Option(None, "--overlap", help=_OVERLAP_HELP),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     fmt: Fmt = typer.Option(Fmt.cog, "--format", help="Output layout."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
 ) -> None:
@@ -93,7 +93,7 @@ def evaluate_restoration(
     seed: int = typer.Option(0, "--seed", help="Seed of the synthetic degradation."),
     baselines: bool = typer.Option(True, "--baselines/--no-baselines", help="Also score classical baselines (bicubic; wavelet, TV and PCA denoising)."),
     tile: Optional[int] = typer.Option(None, "--tile", help=_TILE_HELP),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     out: Optional[Path] = typer.Option(None, "-o", "--out", help="Run folder for report.json."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing report."),
 ) -> None:
@@ -158,9 +158,9 @@ def _train_command(kind: str, default_model: str, summary: str):
         seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (crops, degradations, initialisation)."),
         select_best: Optional[bool] = typer.Option(None, "--select-best/--keep-last", help="Keep the weights of the best validation PSNR, or the last."),
         set_: Optional[list[str]] = typer.Option(None, "--set", help="Model option KEY=VALUE (e.g. --set variant=m, --set dim=32)."),
-        device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
-        precision: str = typer.Option("32-true", "--precision", help="Lightning precision: 32-true, 16-mixed, bf16-mixed."),
-        resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from <report>/checkpoints/last.ckpt."),
+        device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+        precision: str = typer.Option("32-true", "--precision", help=PRECISION_HELP),
+        resume: bool = typer.Option(False, "--resume", help=RESUME_HELP),
         devices: int = typer.Option(1, "--devices", help=DEVICES_HELP),
         strategy: str = typer.Option("auto", "--strategy", help=STRATEGY_HELP),
         num_nodes: int = typer.Option(1, "--num-nodes", help=NUM_NODES_HELP),

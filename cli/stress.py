@@ -10,8 +10,8 @@ from typing import Optional
 
 import typer
 
-from hsikit.cli.main import (DEVICES_HELP, NUM_NODES_HELP, STRATEGY_HELP, Fmt, _command_line, _model_config,
-                             _quiet_ddp, _state, app, train_app)
+from hsikit.cli.main import (DEVICES_HELP, DEVICE_HELP, Fmt, NUM_NODES_HELP, PRECISION_HELP, RESUME_HELP,
+                             STRATEGY_HELP, _command_line, _model_config, _quiet_ddp, _state, app, train_app)
 
 _SERIES_HELP = ("The Sentinel-2 series: per-date GeoTIFFs (band descriptions B03, B04, ...; date in the "
                 "ACQUISITION_DATE tag or YYYYMMDD in the file name; SCL band or <stem>_SCL.tif sibling), SAFE "
@@ -30,7 +30,7 @@ def stress(
     png: bool = typer.Option(True, "--png/--no-png", help="Write a PNG of the class map with a legend."),
     block: Optional[int] = typer.Option(None, "--block", help="Block size in pixels (default: the series' chunk, or 256)."),
     batch_size: int = typer.Option(8192, "--batch-size", help="Pixels per model call."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     fmt: Fmt = typer.Option(Fmt.cog, "--format", help="Output layout."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
 ) -> None:
@@ -72,9 +72,9 @@ def train_stress(
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (split, initialisation, batches)."),
     max_pixels_per_field: Optional[int] = typer.Option(None, "--max-pixels-per-field", help="Subsample large fields to at most N pixels."),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="Model option KEY=VALUE (e.g. --set width=32, --set frequency_gate=true)."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
-    precision: str = typer.Option("32-true", "--precision", help="Lightning precision: 32-true, 16-mixed, bf16-mixed (the FFT always runs in float32)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from <report>/checkpoints/last.ckpt."),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+    precision: str = typer.Option("32-true", "--precision", help=PRECISION_HELP[:-1] + " (the FFT always runs in float32)."),
+    resume: bool = typer.Option(False, "--resume", help=RESUME_HELP),
     devices: int = typer.Option(1, "--devices", help=DEVICES_HELP),
     strategy: str = typer.Option("auto", "--strategy", help=STRATEGY_HELP),
     num_nodes: int = typer.Option(1, "--num-nodes", help=NUM_NODES_HELP),
