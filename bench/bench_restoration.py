@@ -36,10 +36,10 @@ CONFIG = {"hsdt": {"variant": "s"}, "essaformer": {"dim": 64, "scale": 4}, "mp-h
 #: the fixed CPU training budget of the quality benchmark: optimiser steps and peak learning rate (None: the
 #: recipe's). Short CPU budgets need a higher peak than the papers' long GPU schedules.
 BUDGET = {"hsdt": (2000, None), "hsdt-m": (2000, None), "essaformer": (3000, 5e-4), "mp-hsir": (1500, 1e-3), "mp-hsir-denoise": (1500, 1e-3)}
-#: named variants of the quality benchmark: (architecture, tasks trained, loss)
-VARIANTS = {"hsdt-m": ("hsdt", None, None), "mp-hsir-denoise": ("mp-hsir", ["gaussian", "complex"], None)}
-#: configurations of named variants that differ from their architecture's CPU configuration
-VARIANT_CONFIG = {"hsdt-m": {"variant": "m"}}
+#: named variants of the quality benchmark: (architecture, tasks trained, loss, configuration); None: the
+#: architecture's defaults and CPU configuration
+VARIANTS = {"hsdt-m": ("hsdt", None, None, {"variant": "m"}),
+            "mp-hsir-denoise": ("mp-hsir", ["gaussian", "complex"], None, None)}
 #: degradations scored per model
 EVALS = {
     "hsdt-m": [("gaussian:sigma=30", None), ("gaussian:sigma=50", None), ("mixture", None)],
@@ -153,8 +153,8 @@ def child_quality(name: str, data_dir: str, iterations: int, lr: float | None, r
     from hsikit.pipelines.evaluate_restoration import evaluate_restoration
     from hsikit.pipelines.train_restorer import train_restorer
 
-    model, tasks, loss = VARIANTS.get(name, (name, None, None))
-    config = VARIANT_CONFIG.get(name, CONFIG[model])
+    model, tasks, loss, config = VARIANTS.get(name, (name, None, None, None))
+    config = config or CONFIG[model]
     split = _split(Path(data_dir))
     run = WORK / "quality" / name
     run.mkdir(parents=True, exist_ok=True)
