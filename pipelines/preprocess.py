@@ -11,6 +11,7 @@ from typing import Any, Literal
 import numpy as np
 
 from hsikit.io.scene import Scene
+from hsikit.progress import Progress
 
 
 @dataclass
@@ -62,10 +63,10 @@ def preprocess_scene(
         bands_out = ch.output_bands(sc.bands)
         writer = preprocess_writer(out, sc, ch, command=command, fmt=fmt, overwrite=overwrite)
         windows = list(iter_windows(sc.width, sc.height, block))
-        with writer, _progress(progress, len(windows), sc.name) as advance:
+        with writer, Progress(progress, len(windows), f"preprocessing {sc.name}", unit="windows") as bar:
             for w in windows:
                 writer.write(apply_window(sc, ch, w), w)
-                advance()
+                bar.advance(pixels=int(w.width) * int(w.height))
     finally:
         if own:
             sc.close()
@@ -110,26 +111,3 @@ def preprocess_writer(out: Path, sc: Scene, ch, *, command: str | None, fmt: str
         band_descriptions=[bands_out.describe(i) for i in range(bands_out.count)],
         band_tags=spectral_band_tags(bands_out), temp_dir=temp_dir,
     )
-
-
-class _progress:
-    """A rich progress bar over windows (a no-op when disabled)."""
-
-    def __init__(self, enabled: bool, total: int, label: str) -> None:
-        self.enabled, self.total, self.label = enabled, total, label
-        self._bar = None
-
-    def __enter__(self):
-        if not self.enabled:
-            return lambda: None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                             TimeRemainingColumn(), transient=True)
-        self._bar.__enter__()
-        task = self._bar.add_task(f"preprocessing {self.label}", total=self.total)
-        return lambda: self._bar.advance(task)
-
-    def __exit__(self, *exc) -> None:
-        if self._bar is not None:
-            self._bar.__exit__(*exc)

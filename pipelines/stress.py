@@ -374,7 +374,7 @@ def stress(
 
     from hsikit._version import __version__
     from hsikit.checkpoint import checkpoint_sha256
-    from hsikit.engine.engine import _Progress
+    from hsikit.progress import Progress
     from hsikit.engine.torch_predict import resolve_device
     from hsikit.io.atomic import check_output
     from hsikit.io.legend import Legend
@@ -451,7 +451,7 @@ def stress(
             date_w = stack.enter_context(RasterWriter(paths["date_map"], count=1, dtype="uint8", nodata=0,
                                                       kind="categorical", legend=date_legend(grid_iso),
                                                       band_descriptions=["most influential date"], **common))
-        bar = stack.enter_context(_Progress(progress, len(plan), name))
+        bar = stack.enter_context(Progress(progress, len(plan), name))
         for ys, xs in plan:
             blk = read_block(ds, ys, xs, bands, var_read, filt.cfg.cloud_scl)
             hh, ww = blk.shape
@@ -494,7 +494,7 @@ def stress(
             if date_w is not None:
                 date_w.write(dmap.reshape(1, hh, ww), win)
             n_done += int(idx.size)
-            bar.advance(hh * ww, skipped=idx.size == 0)
+            bar.advance(pixels=hh * ww, skipped=idx.size == 0)
 
     res = StressResult(class_map=paths["class_map"], qml=paths["qml"], lengths=paths["lengths"], blocks=len(plan),
                        pixels=h * w, classified=n_done, grid=grid_iso)

@@ -86,7 +86,7 @@ def _soil_slope(ds: Any, filt, soil_mask: np.ndarray, block: int) -> float:
 def extract_training_pixels(ds: Any, filt, grid: np.ndarray, labels: np.ndarray, fields: np.ndarray, *,
                             block: int, max_pixels_per_field: int | None, seed: int, progress: bool = False):
     """Raw filtered features (N, F, T), labels (N,), field ids (N,) of the labelled pixels the filter keeps."""
-    from hsikit.engine.engine import _Progress
+    from hsikit.progress import Progress
     from hsikit.timeseries.filter import blocks, filter_in_chunks, read_block, series_variables
 
     variables = series_variables(ds)
@@ -98,7 +98,7 @@ def extract_training_pixels(ds: Any, filt, grid: np.ndarray, labels: np.ndarray,
 
     from hsikit.pipelines.stress import GDAL_CACHE_MB
 
-    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), _Progress(progress, len(plan), "filtering the series") as bar:
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), Progress(progress, len(plan), "filtering the series") as bar:
         for ys, xs in plan:
             blk = read_block(ds, ys, xs, bands, var_read, filt.cfg.cloud_scl)
             lab_b, fid_b = labels[ys, xs].ravel(), fields[ys, xs].ravel()
@@ -108,7 +108,7 @@ def extract_training_pixels(ds: Any, filt, grid: np.ndarray, labels: np.ndarray,
                 xs_.append(fb.raw[m])
                 ys_.append(lab[m])
                 fs_.append(fid_b[sl][m])
-            bar.advance(blk.pixels)
+            bar.advance(pixels=blk.pixels)
     if not xs_:
         raise InputError("no labelled pixel lies in the series")
     x, y, f = np.concatenate(xs_), np.concatenate(ys_), np.concatenate(fs_)

@@ -28,6 +28,7 @@ from rasterio.windows import Window
 from hsikit.engine.tiling import AxisPlan, axis_weights, column_groups, plan_axis
 from hsikit.errors import OptionError
 from hsikit.io.scene import Scene
+from hsikit.progress import Progress
 
 Predict = Callable[[np.ndarray], np.ndarray]
 Sink = Callable[[Window, np.ndarray, np.ndarray], None]
@@ -140,7 +141,7 @@ def run_tiled(
     stats = EngineStats(tile=spec.tile, overlap=overlap, margin=margin)
     total = (i1 - j0) * sum(b - a + 1 for a, b, _, _ in groups)
     t0 = time.perf_counter()
-    with rasterio.Env(GDAL_CACHEMAX=gdal_cache_mb), _Progress(progress, total, scene.name) as bar:
+    with rasterio.Env(GDAL_CACHEMAX=gdal_cache_mb), Progress(progress, total, scene.name) as bar:
         for a, b, own0, own1 in groups:
             _run_group(scene, predict, rows, cols, a, b, own0, own1, out_channels, margin, size_multiple,
                        transform_input, max(1, spec.batch_size), sink, stats, bar, scale, (j0, i0, i1))
@@ -320,33 +321,3 @@ def _prefetch(scene: Scene, rows: AxisPlan, cols: AxisPlan, tiles, stats: Engine
                 q.get_nowait()
             except queue.Empty:
                 th.join(0.05)
-
-
-class _Progress:
-    """Rich progress over tiles with megapixels/s and ETA; a no-op when disabled."""
-
-    def __init__(self, enabled: bool, total: int, label: str) -> None:
-        self.enabled, self.total, self.label = enabled, total, label
-        self.px, self.skipped, self.t0 = 0, 0, time.perf_counter()
-
-    def __enter__(self) -> "_Progress":
-        if self.enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self._p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                               TextColumn("tiles  {task.fields[rate]:.2f} Mpx/s  {task.fields[skipped]} skipped"),
-                               TimeRemainingColumn())
-            self._p.__enter__()
-            self._task = self._p.add_task(self.label, total=self.total, rate=0.0, skipped=0)
-        return self
-
-    def advance(self, pixels: int = 0, skipped: bool = False) -> None:
-        self.px += pixels
-        self.skipped += int(skipped)
-        if self.enabled:
-            rate = self.px / 1e6 / max(time.perf_counter() - self.t0, 1e-9)
-            self._p.update(self._task, advance=1, rate=rate, skipped=self.skipped)
-
-    def __exit__(self, *exc) -> None:
-        if self.enabled:
-            self._p.__exit__(*exc)

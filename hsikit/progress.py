@@ -1,0 +1,99 @@
+"""Progress of long work: a live bar on a terminal, plain lines in logs, nothing when switched off.
+
+A scheduler job, ``| tee`` or a log file is not a terminal: a redrawn bar would either show nothing until the end
+or flood the log. There, :class:`Progress` prints one line every ``every`` of the work (10 %) or ``seconds``
+(30 s), whichever comes first, with the count done, the rate and the time left.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TextIO
+
+
+def _clock(seconds: float) -> str:
+    s = int(round(max(seconds, 0.0)))
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
+class Progress:
+    """Progress over ``total`` steps of ``unit`` (tiles, windows, scenes…) labelled ``label``.
+
+    ``advance(n, pixels=…, skipped=…)`` after each step; pixels give a Mpx/s rate, skipped steps are counted.
+    ``live`` forces the bar (True) or plain lines (False); default: a bar when ``stream`` is a terminal.
+    """
+
+    def __init__(self, enabled: bool, total: int, label: str, *, unit: str = "tiles", stream: TextIO | None = None,
+                 live: bool | None = None, every: float = 0.1, seconds: float = 30.0) -> None:
+        self.enabled, self.total, self.label, self.unit = bool(enabled), max(int(total), 0), label, unit
+        self.stream = stream if stream is not None else sys.stderr
+        self.live = live if live is not None else _is_terminal(self.stream)
+        self.every, self.seconds = every, seconds
+        self.done = self.px = self.skipped = 0
+        self.t0 = self._last_t = time.perf_counter()
+        self._last_frac = 0.0
+        self._bar = None
+
+    # -- context -----------------------------------------------------------------------------------------------
+    def __enter__(self) -> "Progress":
+        self.t0 = self._last_t = time.perf_counter()
+        if self.enabled and self.live:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+            from rich.progress import Progress as RichProgress
+
+            self._bar = RichProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                     TextColumn(f"{self.unit}  {{task.fields[extra]}}"), TimeRemainingColumn(),
+                                     console=Console(file=self.stream), transient=False)
+            self._bar.__enter__()
+            self._task = self._bar.add_task(self.label, total=self.total, extra="")
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if not self.enabled:
+            return
+        if self._bar is not None:
+            self._bar.__exit__(exc_type, exc, tb)
+            self._bar = None
+        elif exc_type is None and self.done:
+            elapsed = time.perf_counter() - self.t0
+            self._line(f"{self.label}: done, {self.done} {self.unit} in {elapsed:.1f} s{self._rate(elapsed)}")
+
+    # -- reporting ---------------------------------------------------------------------------------------------
+    def advance(self, n: int = 1, *, pixels: int = 0, skipped: bool = False) -> None:
+        self.done += int(n)
+        self.px += int(pixels)
+        self.skipped += int(skipped)
+        if not self.enabled:
+            return
+        now = time.perf_counter()
+        elapsed = now - self.t0
+        if self._bar is not None:
+            extra = self._rate(elapsed).lstrip(", ")
+            if self.skipped:
+                extra += f"  {self.skipped} skipped"
+            self._bar.update(self._task, advance=n, extra=extra)
+            return
+        frac = self.done / self.total if self.total else 1.0
+        if self.done >= self.total or frac - self._last_frac >= self.every - 1e-9 or now - self._last_t >= self.seconds:
+            self._last_frac, self._last_t = frac, now
+            if self.done >= self.total:
+                return  # the closing line says it
+            left = elapsed / self.done * (self.total - self.done) if self.done else 0.0
+            skipped = f", {self.skipped} skipped" if self.skipped else ""
+            self._line(f"{self.label}: {100 * frac:.0f} % ({self.done}/{self.total} {self.unit}{skipped})"
+                       f"{self._rate(elapsed)}, {_clock(left)} left")
+
+    def _rate(self, elapsed: float) -> str:
+        return f", {self.px / 1e6 / max(elapsed, 1e-9):.2f} Mpx/s" if self.px else ""
+
+    def _line(self, text: str) -> None:
+        print(text, file=self.stream, flush=True)
+
+
+def _is_terminal(stream: TextIO) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
