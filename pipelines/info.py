@@ -9,12 +9,19 @@ from hsikit.io.scene import Scene
 
 
 def scene_info(scene: str | Path | Scene, *, variable: str | None = None) -> dict[str, Any]:
-    """Size, bands, wavelength range, bad bands, CRS, resolution, nodata and dtype of a scene."""
+    """Size, bands, wavelength range, bad bands, CRS, resolution, nodata and dtype of a scene.
+
+    The first and last block of every band are read (scenes that support it), so a truncated or damaged file
+    raises :class:`~hsikit.errors.InputError` here rather than hours into a run.
+    """
     from hsikit.io.open import open_scene
 
     own = not isinstance(scene, Scene)
     sc = open_scene(scene, variable=variable) if own else scene
     try:
+        check = getattr(sc, "check_readable", None)
+        if check is not None:  # in-memory scenes (.mat cubes) were read whole when opened
+            check()
         return _describe(sc)
     finally:
         if own:

@@ -59,8 +59,17 @@ def _open_gdal(path: str, label: str) -> Scene:
     try:
         sc = RasterioScene(path)
     except RasterioIOError as e:
-        reason = str(e).split(":")[-1].strip() or "unrecognised format"
-        raise InputError(f"{label} is not a raster GDAL can read ({reason})") from None
+        raise InputError(f"{label} is not a raster GDAL can read ({_open_reason(str(e), path)})") from None
     if sc.driver == "LAN" and sc.count == 1:
         sc.class_names = class_names_for(path, (sc.height, sc.width))
     return sc
+
+
+def _open_reason(message: str, path: str) -> str:
+    """GDAL's reason without the file's path (the message names the file already), on one line:
+    "'/data/x.tif' not recognized as being in a supported file format." -> "not recognized as being in a ..."."""
+    text = " ".join(message.split())
+    for p in (path, Path(path).name):
+        text = text.replace(f"'{p}'", "").replace(f"`{p}'", "")
+    reason = text.split(":")[-1].strip().rstrip(".")
+    return reason or "unrecognised format"

@@ -2,22 +2,33 @@
 
 from __future__ import annotations
 
+import os
 import re
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import rasterio
 from rasterio.enums import MaskFlags
-from rasterio.errors import NotGeoreferencedWarning
+from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.windows import Window
 
+from hsikit.errors import InputError
 from hsikit.io.bandinfo import BandInfo, to_nanometres
 from hsikit.io.envi import find_header, read_envi_metadata
 from hsikit.io.scene import Scene
 
+try:  # rasterio 1.3 raises GDAL's errors (CPLE_*) from reads directly, 1.4 wraps them in RasterioIOError
+    from rasterio._err import CPLE_BaseError
+except ImportError:  # pragma: no cover - private module moved
+    CPLE_BaseError = RasterioIOError
+
+_READ_ERRORS = (RasterioIOError, CPLE_BaseError)
 _LIST = re.compile(r"[{}]")
+_LIBTIFF_FN = re.compile(r"\b(TIFF\w+)")
+_GOT_BYTES = re.compile(r"got (\d+) bytes, expected (\d+)")
+_HEADER_OFFSET = re.compile(r"^\s*header\s+offset\s*=\s*(\d+)", re.IGNORECASE | re.MULTILINE)
 
 
 def _parse_list(text: str) -> list[str]:
@@ -72,6 +83,12 @@ class RasterioScene(Scene):
             tags=tags,
         )
         self.driver = ds.driver
+        if ds.driver == "ENVI":
+            try:
+                self._check_raw_size()
+            except InputError:
+                ds.close()
+                raise
         # nodata-derived masks are handled by Scene.read_valid; only real mask bands need GDAL's mask
         self._has_mask = any(MaskFlags.per_dataset in f or MaskFlags.alpha in f for f in ds.mask_flag_enums)
 
@@ -135,15 +152,127 @@ class RasterioScene(Scene):
 
     # -- reading -----------------------------------------------------------------------------------------------
     def _read(self, window: Window, bands: list[int]) -> np.ndarray:
-        return self._ds.read([b + 1 for b in bands], window=window)
+        try:
+            return self._ds.read([b + 1 for b in bands], window=window)
+        except _READ_ERRORS as e:
+            bad = _failing(bands, lambda b: self._ds.read(b + 1, window=window)) if len(bands) > 1 else bands
+            raise self._read_error(window, _band_list(bad or bands), e) from e
 
     def _mask(self, window: Window) -> np.ndarray | None:
         if not self._has_mask:
             return None
-        return self._ds.dataset_mask(window=window) > 0
+        try:
+            return self._ds.dataset_mask(window=window) > 0
+        except _READ_ERRORS as e:
+            bands = list(range(self.count))
+            bad = _failing(bands, lambda b: self._ds.read_masks(b + 1, window=window))
+            # a per-dataset mask (or alpha band) is shared by every band
+            what = "mask band" if len(bad) in (0, len(bands)) else "mask of " + _band_list(bad)
+            raise self._read_error(window, what, e) from e
+
+    def check_readable(self) -> None:
+        """Read the first and last block of every band (and of the mask band, if any), raising
+        :class:`InputError` if one fails.
+
+        Cheap (two blocks a band, not the whole file) and catches the usual damage, a truncated file, before a
+        long run reaches it.
+        """
+        by_shape: dict[tuple[int, int], list[int]] = {}
+        for b, shape in enumerate(self._ds.block_shapes):
+            by_shape.setdefault(tuple(shape), []).append(b)
+        item = np.dtype(self.dtype).itemsize
+        for (bh, bw), bands in by_shape.items():
+            # several bands a read (far fewer calls), at most about 64 MB at once
+            step = max(1, (64 << 20) // (bh * bw * item))
+            for w in self._end_blocks(bh, bw):
+                for i in range(0, len(bands), step):
+                    self.read(w, bands[i : i + step])
+        if self._has_mask:
+            for w in self._end_blocks(*self._ds.block_shapes[0]):
+                with self._lock:
+                    self._mask(w)
+
+    def _end_blocks(self, bh: int, bw: int) -> list[Window]:
+        """The first and the last block of a band with blocks of ``bh`` x ``bw``, as windows inside the raster."""
+        r1 = (self.height - 1) // bh * bh
+        c1 = (self.width - 1) // bw * bw
+        first = Window(0, 0, min(bw, self.width), min(bh, self.height))
+        return [first] if (r1, c1) == (0, 0) else [first, Window(c1, r1, self.width - c1, self.height - r1)]
+
+    def _read_error(self, window: Window, what: str, err: Exception) -> InputError:
+        r0, c0 = int(window.row_off), int(window.col_off)
+        return InputError(f"cannot read {self.name}: {what}, rows {r0}-{r0 + int(window.height) - 1}, "
+                          f"cols {c0}-{c0 + int(window.width) - 1} ({_gdal_reason(err)} / the file may be "
+                          "truncated or damaged)")
+
+    def _check_raw_size(self) -> None:
+        """GDAL reads the missing part of a truncated ENVI file as zeros, silently: compare the size first."""
+        hdr = find_header(self.path)
+        try:
+            text = hdr.read_text(errors="replace") if hdr is not None else ""
+            size = os.path.getsize(self.path)
+        except OSError:
+            return
+        m = _HEADER_OFFSET.search(text)
+        offset = int(m.group(1)) if m else 0
+        item = np.dtype(self._ds.dtypes[0]).itemsize
+        band_bytes = self.width * self.height * item
+        if size >= offset + band_bytes * self.count:
+            return
+        interleave = (self._ds.tags(ns="IMAGE_STRUCTURE").get("INTERLEAVE") or "BAND").upper()
+        have = max(0, size - offset)
+        if interleave == "BAND":
+            first = have // band_bytes
+            what = _band_list(list(range(first, self.count)))
+        else:  # BIL/BIP: every band misses the rows from the first incomplete line on
+            first_row = have // (self.width * self.count * item)
+            what = f"{_band_list(list(range(self.count)))}, rows {first_row}-{self.height - 1}"
+        raise InputError(f"cannot read {self.name}: {what} (the file has {size} bytes, its ENVI header describes "
+                         f"{offset + band_bytes * self.count}; the file may be truncated)")
 
     def close(self) -> None:
         self._ds.close()
+
+
+def _failing(bands: list[int], read_one: Callable[[int], Any]) -> list[int]:
+    """The bands whose read fails when read one at a time (the error path only)."""
+    bad = []
+    for b in bands:
+        try:
+            read_one(b)
+        except _READ_ERRORS:
+            bad.append(b)
+    return bad
+
+
+def _band_list(bands: list[int]) -> str:
+    """0-based indices as 1-based words: "band 7", "bands 1-3, 9"."""
+    nums = sorted(b + 1 for b in bands)
+    if len(nums) == 1:
+        return f"band {nums[0]}"
+    runs, start, prev = [], nums[0], nums[0]
+    for n in nums[1:]:
+        if n != prev + 1:
+            runs.append((start, prev))
+            start = n
+        prev = n
+    runs.append((start, prev))
+    return "bands " + ", ".join(f"{a}-{b}" if b != a else f"{a}" for a, b in runs)
+
+
+def _gdal_reason(err: BaseException) -> str:
+    """GDAL's own words for a failed read, from the innermost error, shortened: "TIFFReadEncodedTile failed, got
+    0 of 8192 bytes" rather than libtiff's full message with its sentinel row/column numbers."""
+    while err.__cause__ is not None:
+        err = err.__cause__
+    text = " ".join(str(err).split())
+    if not text or text.startswith("Read failed. See previous"):
+        return "read failed"
+    fn = _LIBTIFF_FN.search(text)
+    if fn:
+        got = _GOT_BYTES.search(text)
+        return f"{fn.group(1)} failed" + (f", got {got.group(1)} of {got.group(2)} bytes" if got else "")
+    return text.rsplit(": ", 1)[-1].replace("()", "").rstrip(".")[:120]
 
 
 def _normalise_units(units: str | None) -> str:
