@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -50,17 +49,15 @@ def save_png(fig, path: str | Path, *, dpi: int = 100, **savefig_kw: Any) -> Pat
     """Write a matplotlib figure as PNG through a temporary file renamed when complete, and close it."""
     import matplotlib.pyplot as plt
 
-    from hsikit.io.atomic import temp_path
+    from hsikit.io.atomic import atomic_outputs
 
     path = Path(path)
-    tmp = temp_path(path)
     try:
-        fig.savefig(tmp, format="png", dpi=dpi, **savefig_kw)
-        os.replace(tmp, path)
+        # the caller decided whether ``path`` may be replaced; inside an output group it is renamed with the rest
+        with atomic_outputs([path], overwrite=True) as temps:
+            fig.savefig(temps[path], format="png", dpi=dpi, **savefig_kw)
     finally:
         plt.close(fig)
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 

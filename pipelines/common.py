@@ -18,13 +18,48 @@ SAMPLE_MODEL = Path(__file__).resolve().parents[1] / "sample_data" / "sample_mod
 
 
 def default_model() -> Path:
-    """$HSIKIT_DEFAULT_MODEL, else the sample model of a source checkout."""
+    """$HSIKIT_DEFAULT_MODEL, else the sample model of a source checkout; warns which model is used and what it
+    was trained on."""
     env = os.environ.get("HSIKIT_DEFAULT_MODEL")
     if env:
-        return Path(env)
+        path = Path(env)
+        warnings.warn(f"no --model given: using $HSIKIT_DEFAULT_MODEL {path}{_model_facts(path)}", stacklevel=2)
+        return path
     if SAMPLE_MODEL.exists():
+        facts = _model_facts(SAMPLE_MODEL, "trained on the synthetic sample scene", "pass --model for real scenes")
+        warnings.warn(f"no --model given: using the sample model {SAMPLE_MODEL.name}{facts}", stacklevel=2)
         return SAMPLE_MODEL
     raise OptionError("no --model given and no default model found (set HSIKIT_DEFAULT_MODEL or pass --model)")
+
+
+def _model_facts(path: Path, trained_on: str | None = None, advice: str | None = None) -> str:
+    """What a checkpoint is, for the default-model warning: ``" (freenet trained on ...; 7 classes: water, ...;
+    103 bands 400-2484 nm; advice)"``, from its header only (no weights are read). A file that cannot be read gives
+    no facts; loading it reports why."""
+    from hsikit.checkpoint import read_checkpoint_meta
+    from hsikit.errors import HsikitError
+
+    parts = []
+    try:
+        meta = read_checkpoint_meta(path)
+    except (HsikitError, OSError):
+        meta = None
+    if meta is not None:
+        scene = (meta.provenance or {}).get("scene")
+        on = trained_on or (f"trained on {scene}" if scene else None)
+        parts.append(f"{meta.arch} {on}" if on else meta.arch)
+        names = list(meta.class_names or [])
+        if names:
+            shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+            parts.append(f"{len(names)} classes: {shown}")
+        bands = meta.bands or {}
+        n = len(bands.get("names") or [])
+        wl = bands.get("wavelengths")
+        if n:
+            parts.append(f"{n} bands" + (f" {min(wl):.0f}-{max(wl):.0f} nm" if wl else ""))
+    if advice:
+        parts.append(advice)
+    return f" ({'; '.join(parts)})" if parts else ""
 
 
 def check_georeferencing(scene: Scene) -> None:
@@ -35,7 +70,11 @@ def check_georeferencing(scene: Scene) -> None:
             "so outputs can carry a transform"
         )
     if scene.crs is None:
+        from hsikit.io.writer import note_no_crs_reported
+
         warnings.warn(f"{scene.name} has no CRS: outputs are written on its pixel grid without georeferencing", stacklevel=2)
+        # the outputs' writers would say it again, once per output
+        note_no_crs_reported(scene.width, scene.height, scene.transform)
 
 
 def provenance_tags(

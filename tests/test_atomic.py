@@ -228,3 +228,47 @@ def test_quicklook_decimates_large_maps(tmp_path):
     full = _read_png(save_class_quicklook(cm, legend, tmp_path / "full.png", max_size=2048))
     assert small.shape[0] < full.shape[0] / 2, (small.shape, full.shape)
     assert small.shape[1] < full.shape[1]
+
+
+def test_output_group_renames_all_outputs_together_or_none(tmp_path):
+    from hsikit.io.atomic import output_group
+
+    a, b = tmp_path / "a.tif", tmp_path / "b.png"
+    with pytest.raises(RuntimeError):
+        with output_group():
+            with atomic_outputs([a], overwrite=False) as t:
+                t[a].write_bytes(b"finished first")
+            assert names(tmp_path) != [] and not a.exists()  # finished, but held back
+            raise RuntimeError("the second output failed")
+    assert names(tmp_path) == []
+    with output_group() as group:
+        with atomic_outputs([a], overwrite=False) as t:
+            t[a].write_bytes(b"A")
+        assert group.staged(a).read_bytes() == b"A" and not a.exists()
+        with atomic_outputs([b], overwrite=False) as t:
+            t[b].write_bytes(b"B")
+    assert names(tmp_path) == ["a.tif", "b.png"] and a.read_bytes() == b"A"
+
+
+def test_classify_failing_on_its_last_output_leaves_none_of_the_others(tmp_path, monkeypatch, capsys):
+    """The class map is finalised after the probabilities: its failure must take them back too."""
+    from clirun import cli
+    from fakedata import write_fake_geotiff, write_labels_for
+    from hsikit.cli.main import run
+
+    scene = write_fake_geotiff(tmp_path / "s.tif", bands=6, height=30, width=30)
+    labels = write_labels_for(scene, tmp_path / "l.tif")
+    model = tmp_path / "m.safetensors"
+    assert run(["-q", "train", "classifier", str(scene), "--labels", str(labels), "-o", str(model), "--model",
+                "random-forest"]) == 0
+    out = tmp_path / "out"
+    out.mkdir()
+
+    def broken(self, root):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(RasterWriter, "_add_categories", broken)  # only the class map has categories
+    code, _, err = cli(capsys, "classify", scene, "-m", model, "-o", out / "c.tif", "--probabilities",
+                       "--confidence", "--quicklook")
+    assert code != 0 and "disk full" in err
+    assert names(out) == []

@@ -8,10 +8,14 @@ is complete; on error every temporary file is removed.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import sys
+import threading
 import warnings
 import xml.etree.ElementTree as ET
+from collections import OrderedDict
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Literal, Sequence
@@ -24,7 +28,7 @@ from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
 from hsikit.errors import OptionError
-from hsikit.io.atomic import atomic_outputs, check_output, remove_with_sidecars, temp_path
+from hsikit.io.atomic import atomic_outputs, check_output, remove_stale_temps, remove_with_sidecars, temp_path
 from hsikit.io.legend import Legend
 from hsikit.io.qml import write_qml_paletted
 
@@ -46,10 +50,69 @@ def overview_factors(width: int, height: int, block: int, min_size: int = 128) -
     return out
 
 
+# pixel grids (width, height, transform) whose missing CRS the user has been told about, most recent last
+_NO_CRS_REPORTED: OrderedDict[tuple, None] = OrderedDict()
+_NO_CRS_LOCK = threading.Lock()
+
+
+def _grid_key(width: int, height: int, transform: Any) -> tuple:
+    return (int(width), int(height), tuple(float(v) for v in tuple(transform)[:6]))
+
+
+def note_no_crs_reported(width: int, height: int, transform: Any) -> None:
+    """Record that the user was warned that the raster on this pixel grid has no CRS (as pipelines'
+    ``check_georeferencing`` does), so writers of outputs on the same grid do not warn again."""
+    key = _grid_key(width, height, transform)
+    with _NO_CRS_LOCK:
+        _NO_CRS_REPORTED[key] = None
+        _NO_CRS_REPORTED.move_to_end(key)
+        while len(_NO_CRS_REPORTED) > 32:
+            _NO_CRS_REPORTED.popitem(last=False)
+
+
+def _no_crs_reported(width: int, height: int, transform: Any) -> bool:
+    with _NO_CRS_LOCK:
+        return _grid_key(width, height, transform) in _NO_CRS_REPORTED
+
+
 def _gdal_at_least(major: int, minor: int) -> bool:
     """The COG driver learnt INTERLEAVE=BAND in GDAL 3.11; older builds write multi-band COGs pixel-interleaved."""
     v = tuple(int(x) for x in rasterio.__gdal_version__.split(".")[:2])
     return v >= (major, minor)
+
+
+@functools.lru_cache(maxsize=1)
+def _cog_copy_keeps_domains() -> bool:
+    """Whether the COG driver, told COPY_SRC_MDD=YES, keeps named metadata domains *and* the bands' own items.
+
+    GDAL < 3.8 has no such option, and GDAL 3.8-3.10 then drop every band's default-domain items (wavelengths):
+    a one-pixel copy in memory tells which build this is.
+    """
+    if not _gdal_at_least(3, 8):
+        return False
+    src, dst = f"/vsimem/hsikit_probe_{os.getpid()}.tif", f"/vsimem/hsikit_probe_{os.getpid()}_cog.tif"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            return _probe_cog_copy(src, dst)
+    except Exception:  # noqa: BLE001 - any failure means "do not rely on it"
+        return False
+    finally:
+        for p in (src, dst):
+            try:
+                rasterio.shutil.delete(p)
+            except Exception:  # noqa: BLE001
+                pass
+
+
+def _probe_cog_copy(src: str, dst: str) -> bool:
+    with rasterio.open(src, "w", driver="GTiff", width=1, height=1, count=1, dtype="uint8") as ds:
+        ds.write(np.zeros((1, 1, 1), np.uint8))
+        ds.update_tags(1, probe="band")
+        ds.update_tags(ns="HSIKIT_PROBE", probe="domain")
+    rasterio.shutil.copy(src, dst, driver="COG", COPY_SRC_MDD="YES")
+    with rasterio.open(dst) as ds:
+        return ds.tags(1).get("probe") == "band" and ds.tags(ns="HSIKIT_PROBE").get("probe") == "domain"
 
 
 class RasterWriter:
@@ -57,8 +120,13 @@ class RasterWriter:
 
     ``kind`` "categorical": single band uint8/uint16 class map, nearest overviews, colour table + category names +
     ``.qml`` from ``legend``. "continuous": any band count, average overviews. ``band_tags`` are per-band metadata
-    items (wavelength, fwhm, ...); ``tags`` dataset-level items (provenance). ``temp_dir`` holds the work and
-    temporary files instead of the output's folder (it must be on the same filesystem).
+    items (wavelength, fwhm, ...); ``tags`` dataset-level items (provenance), more can be added during the run
+    with :meth:`add_tags`; ``tag_domains`` dataset-level items in named metadata domains ({domain: {key: value}},
+    read back with rasterio's ``src.tags(ns=domain)``). ``temp_dir`` holds the work and temporary files instead of
+    the output's folder (it must be on the same filesystem).
+
+    Without a CRS the output is written on the pixel grid, with a warning unless the user was already told about
+    this grid (:func:`note_no_crs_reported`).
     """
 
     def __init__(
@@ -82,6 +150,7 @@ class RasterWriter:
         scales: Sequence[float] | None = None,
         offsets: Sequence[float] | None = None,
         temp_dir: str | Path | None = None,
+        tag_domains: dict[str, dict[str, str]] | None = None,
     ) -> None:
         self.path = Path(path)
         self.temp_dir = Path(temp_dir) if temp_dir is not None else None
@@ -96,16 +165,21 @@ class RasterWriter:
                           ("offsets", offsets)):
             if seq is not None and len(seq) != count:
                 raise ValueError(f"{name} has {len(seq)} entries for {count} bands")
+        for domain in tag_domains or {}:
+            if not domain or domain.upper() in ("IMAGE_STRUCTURE", "DERIVED_SUBDATASETS", "SUBDATASETS"):
+                raise ValueError(f"tag domain {domain!r} is the default or a GDAL-reserved domain")
         self.width, self.height, self.count = int(width), int(height), int(count)
         self.dtype = np.dtype(dtype).name
         self.crs, self.transform, self.nodata = crs, transform, nodata
         self.kind, self.fmt, self.overwrite, self.legend = kind, fmt, overwrite, legend
         self.band_descriptions, self.band_tags = band_descriptions, band_tags
         self.tags = dict(tags or {})
+        self.tag_domains = {d: {str(k): str(v) for k, v in items.items()} for d, items in (tag_domains or {}).items()}
         self.scales, self.offsets = scales, offsets
         self.block = block_size(self.width, self.height)
         self._stack: ExitStack | None = None
         self._dst = None
+        self._finalised = False
 
     # -- files -------------------------------------------------------------------------------------------------
     @property
@@ -116,30 +190,59 @@ class RasterWriter:
     def qml_path(self) -> Path:
         return self.path.with_suffix(".qml")
 
+    @property
+    def _domains_in_pam(self) -> bool:
+        """Tag domains go to the ``.aux.xml`` sidecar when this GDAL cannot copy them into a COG (and its band
+        items too); rewriting the COG's header afterwards would break its layout."""
+        return self.fmt == "cog" and bool(self.tag_domains) and not _cog_copy_keeps_domains()
+
     def _finals(self) -> list[Path]:
         finals = [self.path]
         if self.kind == "categorical" and self.legend is not None:
             finals += [self.aux_path, self.qml_path]
+        elif self._domains_in_pam:
+            finals.append(self.aux_path)
         return finals
 
     # -- context -----------------------------------------------------------------------------------------------
     def __enter__(self) -> "RasterWriter":
         self._stack = ExitStack()
-        self._temps = self._stack.enter_context(atomic_outputs(self._finals(), self.overwrite, self.temp_dir))
-        self._work = temp_path(self.path.with_name(self.path.stem + ".work.tif"), self.temp_dir)
-        self._stack.callback(remove_with_sidecars, self._work)
-        profile = dict(driver="GTiff", width=self.width, height=self.height, count=self.count, dtype=self.dtype,
-                       transform=self.transform, nodata=self.nodata, tiled=True, blockxsize=self.block,
-                       blockysize=self.block, interleave="band", bigtiff="IF_SAFER", compress="NONE")
-        if self.crs is not None:
-            profile["crs"] = self.crs
-        else:
-            warnings.warn(f"{self.path.name}: no CRS, written on the pixel grid without georeferencing", stacklevel=2)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            self._dst = rasterio.open(self._work, "w", **profile)
-        self._describe(self._dst)
+        try:
+            self._temps = self._stack.enter_context(atomic_outputs(self._finals(), self.overwrite, self.temp_dir))
+            work_name = self.path.with_name(self.path.stem + ".work.tif")
+            remove_stale_temps(work_name, self.temp_dir)
+            self._work = temp_path(work_name, self.temp_dir)
+            self._stack.callback(remove_with_sidecars, self._work)
+            profile = dict(driver="GTiff", width=self.width, height=self.height, count=self.count, dtype=self.dtype,
+                           transform=self.transform, nodata=self.nodata, tiled=True, blockxsize=self.block,
+                           blockysize=self.block, interleave="band", bigtiff="IF_SAFER", compress="NONE")
+            if self.crs is not None:
+                profile["crs"] = self.crs
+            elif not _no_crs_reported(self.width, self.height, self.transform):
+                warnings.warn(f"{self.path.name}: no CRS, written on the pixel grid without georeferencing",
+                              stacklevel=2)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                self._dst = rasterio.open(self._work, "w", **profile)
+            self._describe(self._dst)
+        except BaseException:
+            stack, self._stack = self._stack, None
+            if self._dst is not None:
+                self._dst.close()
+                self._dst = None
+            stack.__exit__(*sys.exc_info())
+            raise
         return self
+
+    def add_tags(self, **tags: str) -> None:
+        """Add dataset-level (default domain) tags, e.g. statistics known only at the end of a run; call it
+        before the ``with`` block ends."""
+        if self._finalised:
+            raise RuntimeError(f"{self.path.name} is already finalised: add tags inside the with block")
+        tags = {str(k): str(v) for k, v in tags.items()}
+        self.tags.update(tags)
+        if self._dst is not None:
+            self._dst.update_tags(**tags)
 
     def write(self, array: np.ndarray, window: Window) -> None:
         """Write ``array`` (count, h, w) at ``window`` (any position, any order)."""
@@ -151,6 +254,7 @@ class RasterWriter:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         stack, self._stack = self._stack, None
+        self._finalised = True
         try:
             if self._dst is not None:
                 self._dst.close()
@@ -158,7 +262,7 @@ class RasterWriter:
             if exc_type is None:
                 self._finalise()
         except BaseException:
-            stack.__exit__(*__import__("sys").exc_info())
+            stack.__exit__(*sys.exc_info())
             raise
         stack.__exit__(exc_type, exc, tb)
         if exc_type is None and self.overwrite:
@@ -185,6 +289,8 @@ class RasterWriter:
             tags["HSIKIT_CLASS_COLORS"] = json.dumps(list(self.legend.colors))
         if tags:
             dst.update_tags(**tags)
+        for domain, items in self.tag_domains.items():
+            dst.update_tags(ns=domain, **items)
 
     def _finalise(self) -> None:
         final_tmp = self._temps[self.path]
@@ -194,6 +300,9 @@ class RasterWriter:
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             if self.fmt == "cog":
                 extra = {"INTERLEAVE": "BAND"} if self.count > 1 and _gdal_at_least(3, 11) else {}
+                # CreateCopy keeps only the default metadata domain unless told otherwise
+                if self.tag_domains and not self._domains_in_pam:
+                    extra["COPY_SRC_MDD"] = "YES"
                 rasterio.shutil.copy(
                     self._work, final_tmp, driver="COG", BLOCKSIZE=self.block, COMPRESS="DEFLATE", LEVEL=6,
                     PREDICTOR=predictor, OVERVIEWS="AUTO", RESAMPLING=resampling, BIGTIFF="IF_SAFER",
@@ -210,14 +319,36 @@ class RasterWriter:
                     BLOCKYSIZE=self.block, COMPRESS="DEFLATE", ZLEVEL=6, PREDICTOR=predictor, BIGTIFF="IF_SAFER",
                     COPY_SRC_OVERVIEWS="YES", INTERLEAVE="BAND", NUM_THREADS="ALL_CPUS",
                 )
+                if self.tag_domains:  # not promised as a COG: its header may move behind the data
+                    with rasterio.open(final_tmp, "r+", IGNORE_COG_LAYOUT_BREAK="YES") as dst:
+                        for domain, items in self.tag_domains.items():
+                            dst.update_tags(ns=domain, **items)
+        if self.aux_path in self._temps:
+            self._write_pam(final_tmp, self._temps[self.aux_path])
         if self.kind == "categorical" and self.legend is not None:
-            self._write_categories(final_tmp, self._temps[self.aux_path])
             write_qml_paletted(self._temps[self.qml_path], self.legend)
 
-    def _write_categories(self, raster_tmp: Path, aux_tmp: Path) -> None:
-        """GDAL category names in the PAM sidecar, merged with whatever PAM content GDAL wrote itself."""
+    def _write_pam(self, raster_tmp: Path, aux_tmp: Path) -> None:
+        """The ``.aux.xml`` sidecar: whatever PAM content GDAL wrote itself, plus GDAL category names (class maps)
+        and the tag domains the COG could not hold."""
         gdal_aux = raster_tmp.with_name(raster_tmp.name + ".aux.xml")
         root = ET.parse(gdal_aux).getroot() if gdal_aux.exists() else ET.Element("PAMDataset")
+        if self.kind == "categorical" and self.legend is not None:
+            self._add_categories(root)
+        if self._domains_in_pam:
+            for domain, items in self.tag_domains.items():
+                for old in root.findall(f"./Metadata[@domain='{domain}']"):
+                    root.remove(old)
+                md = ET.SubElement(root, "Metadata", {"domain": domain})
+                for key, value in items.items():
+                    ET.SubElement(md, "MDI", {"key": key}).text = value
+        ET.indent(root)
+        aux_tmp.write_text(ET.tostring(root, encoding="unicode") + "\n", encoding="utf-8")
+        if gdal_aux.exists():
+            os.remove(gdal_aux)
+
+    def _add_categories(self, root: ET.Element) -> None:
+        """GDAL category names of band 1 into a PAM tree (replacing any)."""
         band = root.find("./PAMRasterBand[@band='1']")
         if band is None:
             band = ET.SubElement(root, "PAMRasterBand", {"band": "1"})
@@ -228,9 +359,3 @@ class RasterWriter:
         for name in ("no data", *self.legend.names):
             ET.SubElement(cats, "Category").text = name
         band.insert(0, cats)
-        ET.indent(root)
-        aux_tmp.write_text(ET.tostring(root, encoding="unicode") + "\n", encoding="utf-8")
-        if gdal_aux.exists():
-            os.remove(gdal_aux)
-
-
