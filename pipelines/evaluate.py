@@ -29,6 +29,7 @@ def evaluate(
     out: str | Path,
     split: str | Path | None = None,
     attribute: str | None = None,
+    allow_resample: bool = False,
     tile: int = 512,
     device: str = "auto",
     overwrite: bool = False,
@@ -40,7 +41,8 @@ def evaluate(
     Scored pixels: every labelled pixel, or with ``split`` (a raster on the scene grid: 3 = test) only the
     test pixels. The folder gets ``class_map.tif`` (+ .qml, PNG quicklook), ``report.json`` (OA, AA, kappa,
     per-class accuracy/precision/F1, model config, seed, hsikit version, timings), ``confusion_matrix.csv/png``.
-    Label values are matched to the model's classes by value (1..K).
+    Label values are matched to the model's classes by value (1..K). Label and split rasters must lie on the
+    scene grid unless ``allow_resample`` (nearest neighbour, with a warning).
     """
     from hsikit._version import __version__
     from hsikit.checkpoint import read_checkpoint_meta
@@ -60,10 +62,10 @@ def evaluate(
         raise InputError(f"{Path(model).name} is a {meta.task} model, not a classifier")
     k = len(meta.class_names or [])
     with open_scene(scene) as sc:
-        lab = read_labels(labels, sc, attribute=attribute).values
+        lab = read_labels(labels, sc, attribute=attribute, allow_resample=allow_resample).values
         mask = lab > 0
         if split is not None:
-            sp = read_labels(split, sc).values
+            sp = read_labels(split, sc, allow_resample=allow_resample).values
             mask &= sp == 3
         if not mask.any():
             raise InputError("no labelled pixel to score (check the labels and the split raster)")

@@ -159,7 +159,7 @@ def _csv_pairs(p: Path) -> list[tuple[str, str]]:
     return [(resolve(r[img]), resolve(r[lab])) for r in rows]
 
 
-def _open_labelled(pairs, bands, spectral, attribute):
+def _open_labelled(pairs, bands, spectral, attribute, allow_resample=False):
     from hsikit.io.labels import read_labels
     from hsikit.io.open import open_scene
 
@@ -167,7 +167,12 @@ def _open_labelled(pairs, bands, spectral, attribute):
     try:
         for scene_path, label_path in pairs:
             sc = open_scene(scene_path)
-            out.append((sc, band_chain(sc, bands, spectral), read_labels(label_path, sc, attribute=attribute)))
+            try:
+                lm = read_labels(label_path, sc, attribute=attribute, allow_resample=allow_resample)
+                out.append((sc, band_chain(sc, bands, spectral), lm))
+            except BaseException:
+                sc.close()
+                raise
     except BaseException:
         for sc, _, _ in out:
             sc.close()
@@ -186,6 +191,7 @@ def train_segmenter(
     val: Sequence[str | Path] | None = None,
     val_labels: Sequence[str | Path] | None = None,
     attribute: str | None = None,
+    allow_resample: bool = False,
     class_names: Sequence[str] | None = None,
     steps: int | None = None,
     epochs: int | None = None,
@@ -214,7 +220,8 @@ def train_segmenter(
     ``epochs`` (of ``steps_per_epoch`` steps) is an alternative to ``steps``; ``layer_decay`` < 1 lowers the lr
     of the earlier encoder blocks, ``freeze_encoder`` trains the head alone. ``devices`` x ``num_nodes`` > 1
     trains with DDP (each step averages ``world x batch_size`` windows); only the global rank 0 checks and
-    writes outputs, the other ranks return a result without metrics."""
+    writes outputs, the other ranks return a result without metrics. Label rasters must lie on their scene's
+    grid unless ``allow_resample`` (nearest neighbour, with a warning; see :func:`hsikit.io.labels.read_labels`)."""
     import torch
 
     from hsikit._version import __version__
@@ -242,8 +249,8 @@ def train_segmenter(
     train_pairs = read_pairs(scenes, labels)
     val_pairs = read_pairs(val, val_labels) if val else []
     probe = make_config(arch, **{**cfg_in, "num_classes": 2})
-    opened = _open_labelled(train_pairs, probe.bands, spectral, attribute)
-    vopened = _open_labelled(val_pairs, probe.bands, spectral, attribute) if val_pairs else []
+    opened = _open_labelled(train_pairs, probe.bands, spectral, attribute, allow_resample)
+    vopened = _open_labelled(val_pairs, probe.bands, spectral, attribute, allow_resample) if val_pairs else []
     try:
         k = max(int(lm.values.max()) for _, _, lm in opened)
         if k < 2:

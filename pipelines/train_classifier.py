@@ -33,9 +33,10 @@ def train_classifier(
     model_config: dict[str, Any] | None = None,
     chain: dict[str, Any] | None = None,
     attribute: str | None = None,
+    allow_resample: bool = False,
     train: float | None = None,
     val: float | None = None,
-    split: np.ndarray | None = None,
+    split: np.ndarray | str | Path | None = None,
     disjoint: bool = False,
     epochs: int | None = None,
     iterations: int | None = None,
@@ -60,9 +61,11 @@ def train_classifier(
 
     Each architecture trains with its paper's recipe (:mod:`hsikit.training.recipes`: optimiser, schedule,
     sampling, default split and preprocessing); arguments given here override it. Pixels of each class are split
-    into ``train``/``val`` (counts >= 1 or fractions < 1) and the rest for testing, or by a ``split`` array
-    (1 train, 2 val, 3 test). ``disjoint`` drops validation/test pixels whose neighbourhood (the model's receptive
-    field, e.g. a patch) overlaps a training pixel's, so no test patch shares pixels with a training patch.
+    into ``train``/``val`` (counts >= 1 or fractions < 1) and the rest for testing, or by a ``split`` array or
+    raster file (1 train, 2 val, 3 test). Label and split rasters must lie on the scene grid unless
+    ``allow_resample`` (nearest neighbour, with a warning; see :func:`hsikit.io.labels.read_labels`).
+    ``disjoint`` drops validation/test pixels whose neighbourhood (the model's receptive field, e.g. a patch)
+    overlaps a training pixel's, so no test patch shares pixels with a training patch.
     ``select_best`` keeps the weights of the best validation epoch (default: per recipe; the FreeNet and
     MorpMamba papers report the last iteration).
     Bands go through the recipe's preprocessing chain fitted on the scene and stored in the checkpoint. Neural
@@ -111,13 +114,16 @@ def train_classifier(
     own = not isinstance(scene, Scene)
     sc = open_scene(scene) if own else scene
     try:
-        lm = labels if isinstance(labels, LabelMap) else read_labels(labels, sc, attribute=attribute)
+        lm = (labels if isinstance(labels, LabelMap)
+              else read_labels(labels, sc, attribute=attribute, allow_resample=allow_resample))
         lab = lm.values
         k = int(lab.max())
         if k < 2:
             raise InputError("training needs labels of at least two classes")
         names = list(lm.class_names or [])[:k] + [f"class_{i}" for i in range(len(lm.class_names or []) + 1, k + 1)]
         colors = list(lm.class_colors) if lm.class_colors and len(lm.class_colors) >= k else default_colors(k)
+        if isinstance(split, (str, Path)):
+            split = read_labels(split, sc, allow_resample=allow_resample).values
         sp = (split_from_raster(split, lab) if split is not None
               else stratified_split(lab, train=recipe.train, val=recipe.val, seed=seed,
                                     max_train_fraction=recipe.max_train_fraction))

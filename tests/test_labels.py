@@ -1,9 +1,12 @@
-"""``hsikit.io.read_labels``: label rasters on (or reprojected/cropped to) a scene grid, legends from .qml /
-tags / GDAL categories, and vector polygons rasterised onto the scene grid."""
+"""``hsikit.io.read_labels``: label rasters on (or cropped to) a scene grid, off-grid rasters refused or resampled on
+request, labels outside the scene refused, legends from .qml / tags / GDAL categories, and vector polygons
+rasterised onto the scene grid."""
 
 from __future__ import annotations
 
 import json
+import re
+import warnings
 
 import numpy as np
 import pytest
@@ -172,13 +175,14 @@ def test_label_raster_nodata_becomes_unlabelled(tmp_path, scene):
 
 
 def test_label_raster_on_finer_grid_is_resampled(tmp_path, scene):
-    """A 15 m label raster over the 30 m scene: nearest-neighbour onto the scene grid."""
+    """A 15 m label raster over the 30 m scene: nearest-neighbour onto the scene grid (when allowed)."""
     coarse = np.zeros((H, W), np.uint8)
     coarse[10:20, 5:25] = 1
     coarse[30:35, 40:48] = 4
     fine = np.repeat(np.repeat(coarse, 2, axis=0), 2, axis=1)
     p = _write_label_raster(tmp_path / "fine.tif", fine, transform=from_origin(*ORIGIN, 15.0, 15.0), nodata=0)
-    lm = read_labels(p, scene)
+    with pytest.warns(UserWarning, match="nearest neighbour"):
+        lm = read_labels(p, scene, allow_resample=True)
     np.testing.assert_array_equal(lm.values, coarse.astype(np.int32))
 
 
@@ -192,7 +196,7 @@ def test_label_raster_larger_than_scene_is_cropped(tmp_path, scene):
 
 
 def test_label_raster_in_other_crs_is_reprojected(tmp_path, scene):
-    """A label raster in EPSG:4326 lands on the UTM scene grid (nearest neighbour)."""
+    """A label raster in EPSG:4326 lands on the UTM scene grid (nearest neighbour, when allowed)."""
     from rasterio.warp import Resampling, calculate_default_transform, reproject
 
     truth = np.zeros((H, W), np.uint8)
@@ -203,7 +207,8 @@ def test_label_raster_in_other_crs_is_reprojected(tmp_path, scene):
     reproject(truth, geo, src_transform=GRID, src_crs=UTM, dst_transform=dst_t, dst_crs="EPSG:4326",
               resampling=Resampling.nearest, src_nodata=255, dst_nodata=0)
     p = _write_label_raster(tmp_path / "geo.tif", geo, transform=dst_t, crs=CRS.from_epsg(4326), nodata=0)
-    lm = read_labels(p, scene)
+    with pytest.warns(UserWarning, match="nearest neighbour"):
+        lm = read_labels(p, scene, allow_resample=True)
     assert lm.values.shape == (H, W)
     assert (lm.values == truth).mean() >= 0.97
     for code in (1, 2):
@@ -271,6 +276,160 @@ def test_label_raster_same_size_without_crs(tmp_path):
     p = _write_label_raster(tmp_path / "pix.tif", lab, crs=None, transform=from_origin(0, 12, 1, 1))
     sc = ArrayScene(np.zeros((2, 12, 10), np.float32))
     np.testing.assert_array_equal(read_labels(p, sc).values, lab.astype(np.int32))
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# label rasters off the scene grid: refused with the exact difference, resampled only when allowed
+# ------------------------------------------------------------------------------------------------------------------
+def _blocks() -> np.ndarray:
+    lab = np.zeros((H, W), np.uint8)
+    lab[4:20, 6:30] = 1
+    lab[22:38, 20:46] = 2
+    return lab
+
+
+@pytest.mark.parametrize("dx, dy, shift", [
+    (15.0, 0.0, r"\(\+0\.5, 0\) px \(15 m east\)"),
+    (0.0, -7.5, r"\(0, \+0\.25\) px \(7\.5 m south\)"),
+    (-9.0, 12.0, r"\(-0\.3, -0\.4\) px \(9 m west, 12 m north\)"),
+])
+def test_label_raster_shifted_by_part_of_a_pixel_is_refused(tmp_path, scene, dx, dy, shift):
+    p = _write_label_raster(tmp_path / "labels.tif", _blocks(),
+                            transform=from_origin(ORIGIN[0] + dx, ORIGIN[1] + dy, 30.0, 30.0), nodata=0)
+    with pytest.raises(InputError) as ei:
+        read_labels(p, scene)
+    msg = str(ei.value)
+    assert "\n" not in msg
+    assert re.fullmatch(rf"labels\.tif is not on the grid of scene\.tif: its origin is shifted by {shift}; "
+                        r"pass --allow-resample to resample it by nearest neighbour", msg), msg
+
+
+def test_label_raster_in_other_crs_is_refused(tmp_path, scene):
+    from rasterio.warp import calculate_default_transform
+
+    dst_t, dw, dh = calculate_default_transform(UTM, "EPSG:4326", W, H, *scene_bounds(), resolution=0.0001)
+    p = _write_label_raster(tmp_path / "geo.tif", np.ones((dh, dw), np.uint8), transform=dst_t,
+                            crs=CRS.from_epsg(4326), nodata=0)
+    with pytest.raises(InputError, match=r"^geo\.tif is in EPSG:4326, scene\.tif in EPSG:32633; "
+                                         r"pass --allow-resample to resample it by nearest neighbour$"):
+        read_labels(p, scene)
+
+
+def test_label_raster_with_other_pixel_size_is_refused(tmp_path, scene):
+    p = _write_label_raster(tmp_path / "fine.tif", np.ones((2 * H, 2 * W), np.uint8),
+                            transform=from_origin(*ORIGIN, 15.0, 15.0), nodata=0)
+    with pytest.raises(InputError, match=r"^fine\.tif is not on the grid of scene\.tif: its pixels are 15 x 15 m, "
+                                         r"the scene's 30 x 30 m; pass --allow-resample"):
+        read_labels(p, scene)
+
+
+def test_allow_resample_warns_with_both_grids(tmp_path, scene):
+    """Half a pixel east: nearest neighbour then takes every scene pixel's value from one label pixel, and the
+    warning names both grids."""
+    truth = _blocks()
+    p = _write_label_raster(tmp_path / "labels.tif", truth,
+                            transform=from_origin(ORIGIN[0] + 15.0, ORIGIN[1], 30.0, 30.0), nodata=0)
+    with pytest.warns(UserWarning) as rec:
+        lm = read_labels(p, scene, allow_resample=True)
+    assert len(rec) == 1
+    msg = str(rec[0].message)
+    assert "\n" not in msg
+    assert msg == ("labels.tif is resampled by nearest neighbour from its grid (EPSG:32633, 30 x 30 m pixels, "
+                   "origin (366015, 5810000), 50x40 px) onto that of scene.tif (EPSG:32633, 30 x 30 m pixels, "
+                   "origin (366000, 5810000), 50x40 px)")
+    assert lm.values.shape == (H, W)
+    assert (lm.values == truth).mean() > 0.9  # the class blocks shift by at most one column
+
+
+def test_label_raster_within_grid_tolerance_is_read_as_is(tmp_path, scene):
+    """Origins that differ by float noise (1e-9 px) are the same grid: no error, no warning, values unchanged."""
+    truth = _blocks()
+    p = _write_label_raster(tmp_path / "labels.tif", truth,
+                            transform=from_origin(ORIGIN[0] + 30.0 * 1e-9, ORIGIN[1], 30.0, 30.0), nodata=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        lm = read_labels(p, scene)
+    np.testing.assert_array_equal(lm.values, truth.astype(np.int32))
+
+
+def test_label_raster_on_larger_grid_crop_needs_no_resampling(tmp_path, scene):
+    """A raster on the same pixel grid but offset by whole pixels and larger is cropped exactly, without warning."""
+    big = np.zeros((H + 7, W + 9), np.uint8)
+    big[3:3 + H, 5:5 + W] = _blocks()
+    p = _write_label_raster(tmp_path / "big.tif", big,
+                            transform=from_origin(ORIGIN[0] - 5 * 30.0, ORIGIN[1] + 3 * 30.0, 30.0, 30.0), nodata=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        lm = read_labels(p, scene)
+    np.testing.assert_array_equal(lm.values, _blocks().astype(np.int32))
+
+
+def test_enmap_labels_shifted_half_a_pixel(shared_data, tmp_path):
+    """A real EnMAP label tile moved by half a pixel (15 m east) is refused over its image tile; allowed, it is
+    resampled by nearest neighbour and lands one column over for half the tile's pixels at most."""
+    d = shared_data / "enmap_potsdam"
+    with rasterio.open(d / "labels/enmap_potsdam_tile_128_0.tif") as src:
+        raw, t, crs = src.read(1), src.transform, src.crs
+    shifted = _write_label_raster(tmp_path / "enmap_labels_shifted.tif", raw,
+                                  transform=from_origin(t.c + 15.0, t.f, 30.0, 30.0), crs=crs)
+    with open_scene(d / "images/enmap_potsdam_tile_128_0.tif") as sc:
+        with pytest.raises(InputError, match=r"enmap_labels_shifted\.tif is not on the grid of "
+                                             r"enmap_potsdam_tile_128_0\.tif: its origin is shifted by "
+                                             r"\(\+0\.5, 0\) px \(15 m east\)"):
+            read_labels(shifted, sc)
+        with pytest.warns(UserWarning, match="nearest neighbour"):
+            lm = read_labels(shifted, sc, allow_resample=True)
+    direct = raw.astype(np.int32)
+    assert lm.values.shape == (32, 32)
+    # every resampled pixel takes the value of its own label pixel or of its western neighbour
+    ok = (lm.values[:, 1:] == direct[:, 1:]) | (lm.values[:, 1:] == direct[:, :-1])
+    assert ok.all()
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# labels that do not overlap the scene
+# ------------------------------------------------------------------------------------------------------------------
+def test_label_raster_outside_scene_names_both_extents(tmp_path, scene):
+    p = _write_label_raster(tmp_path / "labels.tif", np.ones((10, 20), np.uint8),
+                            transform=from_origin(500000.0, 5801000.0, 50.0, 100.0), nodata=0)
+    with pytest.raises(InputError) as ei:
+        read_labels(p, scene)
+    assert str(ei.value) == ("labels.tif and scene.tif do not overlap: the labels cover x 500000 to 501000, "
+                             "y 5800000 to 5801000, the scene x 366000 to 367500, y 5808800 to 5810000 (EPSG:32633)")
+
+
+def test_label_raster_outside_scene_in_other_crs_reports_scene_crs(tmp_path, scene):
+    """Bounds of a far-away EPSG:4326 raster are given in the scene's CRS, even without --allow-resample."""
+    from rasterio.warp import transform_bounds
+
+    t = from_origin(2.0, 48.0, 0.001, 0.001)
+    p = _write_label_raster(tmp_path / "paris.tif", np.ones((10, 10), np.uint8), transform=t,
+                            crs=CRS.from_epsg(4326), nodata=0)
+    with pytest.raises(InputError) as ei:
+        read_labels(p, scene, allow_resample=True)
+    msg = str(ei.value)
+    x0, y0, x1, y1 = transform_bounds("EPSG:4326", UTM, 2.0, 47.99, 2.01, 48.0, densify_pts=21)
+    assert msg.startswith(f"paris.tif and scene.tif do not overlap: the labels cover x {x0:.0f} to {x1:.0f}, "
+                          f"y {y0:.0f} to {y1:.0f}, the scene x 366000 to 367500"), msg
+    assert msg.endswith("(EPSG:32633)") and "\n" not in msg
+
+
+def test_vector_polygons_outside_scene_names_both_extents(tmp_path):
+    p = write_polygons(tmp_path / "p.gpkg")
+    far = open_scene(write_fake_geotiff(tmp_path / "far.tif", transform=from_origin(500000.0, 5000000.0, 30.0, 30.0)))
+    with far, pytest.raises(InputError) as ei:
+        read_labels(p, far)
+    # POLYGONS span pixel rows 5..35 and columns 2..45 of the GRID
+    assert str(ei.value) == ("p.gpkg and far.tif do not overlap: the labels cover x 366060 to 367350, "
+                             "y 5808950 to 5809850, the scene x 500000 to 501500, y 4998800 to 5000000 (EPSG:32633)")
+
+
+def test_enmap_label_tile_over_another_tile(shared_data):
+    d = shared_data / "enmap_potsdam"
+    with open_scene(d / "images/enmap_potsdam_tile_192_160.tif") as sc:
+        with pytest.raises(InputError, match=r"^enmap_potsdam_tile_64_0\.tif and enmap_potsdam_tile_192_160\.tif do "
+                                             r"not overlap: the labels cover x 364095 to 365055, .*\(EPSG:32633\)$"):
+            read_labels(d / "labels/enmap_potsdam_tile_64_0.tif", sc)
 
 
 def test_missing_label_file(tmp_path, scene):

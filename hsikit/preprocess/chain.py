@@ -2,14 +2,17 @@
 
 Every step is per-pixel, so applying a chain to tiles equals applying it to the whole scene. ``fit`` resolves
 everything that depends on the scene (band indices, scale factors, statistics, PCA axes) into the step
-parameters, so replaying a fitted chain never looks at the new scene's flags or statistics.
+parameters, so replaying a fitted chain never looks at the new scene's flags or statistics. Fitted numbers are
+kept to float32 precision (the precision data are processed in), so the serialised chain is short and replays
+exactly what was fitted.
 
 Ops (params before fit -> after fit):
 - ``select_bands`` {indices}
 - ``drop_bad_bands`` {windows} -> + {indices}: keep bands neither flagged bad nor inside the windows (nm)
 - ``wavelength_range`` {min, max} -> + {indices}
 - ``scale`` {factor?} -> {scale, offset}: physical = stored * scale + offset (default: the file's own)
-- ``resample`` {sensor | centers+fwhm+names} -> + {matrix, names, centers, fwhm}: Gaussian SRF resampling
+- ``resample`` {sensor | centers+fwhm+names} -> + {names, centers, fwhm, input_wavelengths, input_fwhm}: Gaussian
+  SRF resampling; the matrix is rebuilt from these when applied (older chains carry it as ``matrix``)
 - ``normalize`` {} -> {mean, std}: z-score with statistics of the (already transformed) scene
 - ``pca`` {n_components} -> + {mean, components}
 - ``fill_invalid`` {value=0}: invalid pixels set to ``value`` (the neutral value after normalisation)
@@ -17,6 +20,8 @@ Ops (params before fit -> after fit):
 
 from __future__ import annotations
 
+import json
+import math
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,10 +37,17 @@ OPS = ("select_bands", "drop_bad_bands", "wavelength_range", "scale", "resample"
 _STD_FLOOR = 1e-6
 
 
+#: parameters whose presence marks a step as fitted (any one of them)
+_FITTED_BY = {"drop_bad_bands": ("indices",), "wavelength_range": ("indices",), "scale": ("scale",),
+              "resample": ("input_wavelengths", "matrix"), "normalize": ("mean",), "pca": ("components",)}
+
+
 @dataclass
 class Step:
     op: str
     params: dict[str, Any] = field(default_factory=dict)
+    #: the resampling matrix rebuilt from ``params`` (never serialised)
+    _matrix: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.op not in OPS:
@@ -43,9 +55,23 @@ class Step:
 
     @property
     def fitted(self) -> bool:
-        need = {"drop_bad_bands": "indices", "wavelength_range": "indices", "scale": "scale",
-                "resample": "matrix", "normalize": "mean", "pca": "components"}.get(self.op)
-        return need is None or need in self.params
+        need = _FITTED_BY.get(self.op)
+        return need is None or any(k in self.params for k in need)
+
+    def resample_matrix(self) -> np.ndarray:
+        """float32 weights (bands out, bands in) of a fitted ``resample`` step: its stored ``matrix`` (older
+        chains) or rebuilt from the input and target bands it was fitted on, once."""
+        if self._matrix is None:
+            from hsikit.preprocess.resample import resampling_matrix
+
+            p = self.params
+            if "matrix" in p:
+                m = p["matrix"]
+            else:  # the target bands were chosen for their coverage at fit time: no second check
+                m = resampling_matrix(p["input_wavelengths"], p.get("input_fwhm"), p["centers"], p["fwhm"],
+                                      min_coverage=0.0)
+            self._matrix = np.asarray(m, np.float32)
+        return self._matrix
 
 
 @dataclass
@@ -97,6 +123,26 @@ class Chain:
         return {"steps": [{"op": s.op, "params": _jsonable(s.params)} for s in self.steps],
                 "input_bands": _jsonable(self.input_bands)}
 
+    def to_json(self) -> str:
+        """The chain as compact JSON with every float at float32 precision (for tags and files)."""
+        return json.dumps(float32_precision(self.to_dict()), separators=(",", ":"))
+
+    def summary(self, max_chars: int = 120) -> dict[str, Any]:
+        """What the chain does, for where the full chain is too long to show: every step with its parameters of
+        at most ``max_chars`` characters of JSON (names, sensor, component count; no statistics), and the input
+        band count and wavelength range. Not replayable."""
+        steps = []
+        for s in self.steps:
+            params = float32_precision(_jsonable(s.params))
+            small = {k: v for k, v in params.items() if len(json.dumps(v)) <= max_chars}
+            steps.append({"op": s.op, "params": small})
+        out: dict[str, Any] = {"summary": True, "steps": steps}
+        if self.input_bands:
+            wl = self.input_bands.get("wavelengths")
+            out["input_bands"] = {"count": self.input_bands.get("count"),
+                                  "wavelength_range": float32_precision([min(wl), max(wl)]) if wl else None}
+        return out
+
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> "Chain":
         if not d:
@@ -133,6 +179,7 @@ class Chain:
                 elif step.op == "scale":
                     p.update(_scale_params(bands, p.get("factor")))
                 elif step.op == "resample":
+                    p.pop("matrix", None)
                     p.update(_resample_params(bands, p))
                 elif step.op == "normalize":
                     st = band_statistics(scene, block=block, transform=tf)
@@ -144,10 +191,12 @@ class Chain:
                     p["components"] = m.components.tolist()
                     p["explained_variance_ratio"] = m.explained_variance_ratio.tolist()
                     p["explained_variance"] = m.explained_variance.tolist()
+                p = float32_precision(p)
             new = Step(step.op, p)
             done.append(new)
             bands = _step_bands(new, bands)
-        inb = self.input_bands if (self.input_bands is not None and not refit) else _band_summary(scene.bands)
+        inb = (self.input_bands if (self.input_bands is not None and not refit)
+               else float32_precision(_band_summary(scene.bands)))
         return Chain(done, inb)
 
     # -- application -------------------------------------------------------------------------------------------
@@ -181,7 +230,7 @@ class Chain:
             if x.dtype != np.float32 or x is raw:
                 x = x.astype(np.float32)  # a private copy: the steps below work in place
             if step.op == "resample":
-                x = np.tensordot(np.asarray(p["matrix"], np.float32), x, axes=1)
+                x = np.tensordot(step.resample_matrix(), x, axes=1)
             elif step.op == "pca":
                 x -= np.asarray(p["mean"], np.float32)[:, None, None]
                 comp = np.asarray(p["components"], np.float64)
@@ -211,8 +260,9 @@ class Chain:
             bands = _step_bands(step, bands)
         return bands
 
-    def check_input(self, bands: BandInfo) -> None:
-        """Raise BandMismatchError when ``bands`` differ from those the chain was fitted on."""
+    def check_input(self, bands: BandInfo, *, source: str | None = None) -> None:
+        """Raise BandMismatchError when ``bands`` differ from those the chain was fitted on; warn when the scene
+        (named ``source``) has no wavelengths to compare with the chain's."""
         ref = self.input_bands
         if not ref:
             return
@@ -223,6 +273,10 @@ class Chain:
                 f"{_range(bands.wavelengths)}"
             )
         wl = ref.get("wavelengths")
+        if wl and bands.wavelengths is None:
+            # e.g. a .mat benchmark cube: same band count, but nothing says the bands are the same
+            warnings.warn(f"{source or 'the scene'} has no wavelengths: hsikit cannot check that its {have} bands are "
+                          f"the model's{_range(wl)}; the results are wrong if they are not", stacklevel=2)
         if wl is not None and bands.wavelengths is not None:
             fw = ref.get("fwhm") or [0.0] * want
             tol = np.maximum(1.0, 0.25 * np.asarray(fw))
@@ -260,7 +314,7 @@ def _scale_params(bands: BandInfo, factor: float | None) -> dict[str, Any]:
 
 
 def _resample_params(bands: BandInfo, p: dict[str, Any]) -> dict[str, Any]:
-    from hsikit.preprocess.resample import resampling_matrix, target_coverage
+    from hsikit.preprocess.resample import target_coverage
     from hsikit.preprocess.sensors import get_sensor
 
     if bands.wavelengths is None:
@@ -280,8 +334,8 @@ def _resample_params(bands: BandInfo, p: dict[str, Any]) -> dict[str, Any]:
         warnings.warn(f"resampling: target band(s) {', '.join(dropped)} not covered by the scene's bands; left out",
                       stacklevel=3)
     names, centers, fwhm = [names[i] for i in keep], [centers[i] for i in keep], [fwhm[i] for i in keep]
-    m = resampling_matrix(bands.wavelengths, bands.fwhm, centers, fwhm)
-    return {"matrix": m.tolist(), "names": names, "centers": centers, "fwhm": fwhm}
+    return {"names": names, "centers": centers, "fwhm": fwhm, "input_wavelengths": list(bands.wavelengths),
+            "input_fwhm": None if bands.fwhm is None else list(bands.fwhm)}
 
 
 def _step_bands(step: Step, bands: BandInfo) -> BandInfo:
@@ -290,11 +344,28 @@ def _step_bands(step: Step, bands: BandInfo) -> BandInfo:
         return bands.subset(p["indices"])
     if step.op == "scale" and "scale" in p:
         return BandInfo(bands.names, bands.wavelengths, bands.fwhm, bands.bad, None, None, bands.wavelength_units)
-    if step.op == "resample" and "matrix" in p:
+    if step.op == "resample" and step.fitted:
         return BandInfo(tuple(p["names"]), tuple(p["centers"]), tuple(p["fwhm"]), wavelength_units="nm")
     if step.op == "pca" and "components" in p:
         return BandInfo(tuple(f"PC{i + 1}" for i in range(len(p["components"]))))
     return bands
+
+
+def float32_precision(v: Any) -> Any:
+    """``v`` (plain data) with every float rounded to the shortest decimal that reads back as the same float32,
+    e.g. 0.30000001192 -> 0.3, 6.5e-320 -> 0.0; ints, strings and non-finite or out-of-range floats unchanged."""
+    if isinstance(v, dict):
+        return {k: float32_precision(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [float32_precision(x) for x in v]
+    if isinstance(v, (np.ndarray, np.generic)):
+        return float32_precision(v.tolist())
+    if isinstance(v, float) and math.isfinite(v) and abs(v) <= _FLOAT32_MAX:
+        return float(str(np.float32(v)))
+    return v
+
+
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def _jsonable(v: Any) -> Any:
