@@ -14,12 +14,19 @@ from typing import Any, Optional, Tuple
 
 import typer
 
-from hsikit.cli.main import Fmt, ProbFmt, _command_line, _state, app
+from hsikit.cli.main import Fmt, ProbFmt, _command_line, _exists, _positive, _state, app
+
+#: what every task command's exit code means (also in each one's --help)
+EXIT_CODES = ("Exit code 0: every scene done; 1: some scenes failed or did not finish (each failure is listed "
+              "with its reason, and kept in the manifest); 2: nothing was processed because of a bad option, a "
+              "missing input or an unusable output folder (e.g. two outputs that would share a file name, or "
+              "another batch running on it); 130 or 143: interrupted by SIGINT (Ctrl-C) or SIGTERM, finished scenes "
+              "kept.")
 
 batch_app = typer.Typer(
     help="Process many scenes on Dask distributed (a local cluster of worker processes, or --scheduler): "
     "TASK is classify, denoise, super-resolve, restore, preprocess or stress. A manifest in OUTDIR records every "
-    "scene; re-running the same command resumes (done scenes are skipped). Exit code 0: all done; 1: some failed.",
+    "scene; re-running the same command resumes (done scenes are skipped). " + EXIT_CODES,
     no_args_is_help=True,
 )
 app.add_typer(batch_app, name="batch")
@@ -40,9 +47,10 @@ _INPUTS = inspect.Parameter("inputs", inspect.Parameter.POSITIONAL_OR_KEYWORD, a
 
 #: options every task takes, in --help order after the task's own
 _COMMON = [
-    _p("out", Path, typer.Option(..., "-o", "--out", help="Output folder: one output per scene (named after it), the "
-       "manifest hsikit-batch.sqlite and a hidden work folder .hsikit-batch/.")),
-    _p("workers", Optional[int], typer.Option(None, "--workers", "-w", help="Worker processes of the local cluster "
+    _p("out", Path, typer.Option(..., "-o", "--out", help="Output folder: one output per scene (named after it; "
+       "inputs that share a file name get a short hash of their path added), the manifest hsikit-batch.sqlite and "
+       "a hidden work folder .hsikit-batch/.")),
+    _p("workers", Optional[int], typer.Option(None, "--workers", "-w", min=1, help="Worker processes of the local cluster "
        "(default: half the CPU cores).")),
     _p("scheduler", Optional[str], typer.Option(None, "--scheduler", help="Use the Dask scheduler at this address "
        "(tcp://HOST:PORT) instead of a local cluster; OUTDIR, inputs and model must be visible to its workers.")),
@@ -54,54 +62,56 @@ _COMMON = [
        "by this batch.")),
     _p("checksum", bool, typer.Option(False, "--checksum", help="Fingerprint inputs by SHA-256 instead of size and "
        "modification time (reads every input once).")),
-    _p("block_mpx", float, typer.Option(4.0, "--block-mpx", help="Megapixels per block task: large scenes are "
+    _p("block_mpx", float, typer.Option(4.0, "--block-mpx", min=0.0, help="Megapixels per block task: large scenes are "
        "split into row blocks spread over workers (0: one block per scene).")),
     _p("allow_no_crs", bool, typer.Option(False, "--allow-no-crs", help="Process scenes without a CRS on their "
        "pixel grid (by default they fail).")),
-    _p("asset", Optional[list[str]], typer.Option(None, "--asset", help="STAC asset key(s) to process (repeatable; "
+    _p("asset", Optional[list[str]], typer.Option(None, "--asset", metavar="KEY", help="STAC asset key(s) to process (repeatable; "
        "default: every raster data asset).")),
-    _p("threads", Optional[int], typer.Option(None, "--threads", help="Torch/BLAS threads per worker "
+    _p("threads", Optional[int], typer.Option(None, "--threads", min=1, help="Torch/BLAS threads per worker "
        "(default: CPU cores / workers).")),
 ]
 _COMMON_NAMES = [p.name for p in _COMMON]
 
-_MODEL_REQUIRED = _p("model", Path, typer.Option(..., "--model", "-m", help="Checkpoint (.safetensors)."))
+_MODEL_REQUIRED = _p("model", Path, typer.Option(..., "--model", "-m", help="Checkpoint (.safetensors).",
+                                                  callback=_exists))
 _FORMAT = _p("fmt", Fmt, typer.Option(Fmt.cog, "--format", help="Output layout."))
-_TILE_OPT = _p("tile", Optional[int], typer.Option(None, "--tile", help=_TILE))
-_OVERLAP_OPT = _p("overlap", Optional[int], typer.Option(None, "--overlap", help=_OVERLAP))
+_TILE_OPT = _p("tile", Optional[int], typer.Option(None, "--tile", min=1, help=_TILE))
+_OVERLAP_OPT = _p("overlap", Optional[int], typer.Option(None, "--overlap", min=0, help=_OVERLAP))
 _DEVICE_OPT = _p("device", str, typer.Option("auto", "--device", help=_DEVICE))
 
 _TASK_PARAMS: dict[str, list[inspect.Parameter]] = {
     "classify": [
-        _p("model", Optional[Path], typer.Option(None, "--model", "-m", help="Classifier checkpoint (default: the "
-           "bundled sample model).")),
-        _p("tile", int, typer.Option(512, "--tile", help=_TILE)),
+        _p("model", Optional[Path], typer.Option(None, "--model", "-m", callback=_exists, help="Classifier checkpoint "
+           "(default: the bundled sample model).")),
+        _p("tile", int, typer.Option(512, "--tile", min=1, help=_TILE)),
         _OVERLAP_OPT,
-        _p("batch_size", int, typer.Option(2, "--batch-size", help="Tiles per model call (image models).")),
+        _p("batch_size", int, typer.Option(2, "--batch-size", min=1, help="Tiles per model call (image models).")),
         _DEVICE_OPT,
         _p("probabilities", Optional[ProbFmt], typer.Option(None, "--probabilities", help="Also write per-class "
            "probabilities: float32 (default when no value is given) or uint8.")),
         _p("confidence", bool, typer.Option(False, "--confidence", help="Also write the winning class's probability.")),
         _p("quicklook", bool, typer.Option(False, "--quicklook", help="Also write a PNG quicklook per scene.")),
-        _p("legend", Optional[Path], typer.Option(None, "--legend", help="Own class names/colours (.json, .csv, .clr).")),
+        _p("legend", Optional[Path], typer.Option(None, "--legend", callback=_exists, help="Own class names/colours (.json, .csv, .clr).")),
         _FORMAT,
     ],
     "denoise": [_MODEL_REQUIRED, _p("task", Optional[str], typer.Option(None, "--task", help="All-in-one models: "
                 "gaussian (default) or complex.")), _TILE_OPT, _OVERLAP_OPT, _DEVICE_OPT, _FORMAT],
-    "super-resolve": [_MODEL_REQUIRED, _p("scale", Optional[int], typer.Option(None, "--scale", "-s", help="Up-sampling "
+    "super-resolve": [_MODEL_REQUIRED, _p("scale", Optional[int], typer.Option(None, "--scale", "-s", min=2, help="Up-sampling "
                       "factor (default: the model's).")), _TILE_OPT, _OVERLAP_OPT, _DEVICE_OPT, _FORMAT],
     "restore": [_MODEL_REQUIRED, _p("task", Optional[str], typer.Option(None, "--task", "-t", help="Task of an "
-                "all-in-one model.")), _p("scale", Optional[int], typer.Option(None, "--scale", "-s", help="Factor for "
+                "all-in-one model.")), _p("scale", Optional[int], typer.Option(None, "--scale", "-s", min=2, help="Factor for "
                 "--task sr.")), _TILE_OPT, _OVERLAP_OPT, _DEVICE_OPT, _FORMAT],
     "preprocess": [
         _p("drop_bad_bands", bool, typer.Option(False, "--drop-bad-bands", help="Drop bad and water-vapour bands.")),
         _p("wavelength_range", Optional[Tuple[float, float]], typer.Option(None, "--wavelength-range", metavar="MIN MAX",
            help="Keep bands between MIN and MAX nm.")),
         _p("resample_to", Optional[str], typer.Option(None, "--resample-to", help="Resample spectrally to a sensor.")),
-        _p("scale", Optional[float], typer.Option(None, "--scale", help="Multiply values by this factor.")),
+        _p("scale", Optional[float], typer.Option(None, "--scale", callback=_positive,
+                                                  help="Multiply values by this factor.")),
         _p("normalize", bool, typer.Option(False, "--normalize", help="Standardise each band (per-scene statistics).")),
-        _p("pca", Optional[int], typer.Option(None, "--pca", help="Keep N principal components (fitted per scene).")),
-        _p("chain", Optional[Path], typer.Option(None, "--chain", help="A preprocessing chain as JSON instead.")),
+        _p("pca", Optional[int], typer.Option(None, "--pca", min=1, help="Keep N principal components (fitted per scene).")),
+        _p("chain", Optional[Path], typer.Option(None, "--chain", callback=_exists, help="A preprocessing chain as JSON instead.")),
         _FORMAT,
     ],
     "stress": [
@@ -133,6 +143,8 @@ def _run(task: str, inputs: list[str], common: dict[str, Any], own: dict[str, An
     from hsikit.pipelines.batch import run_batch
 
     model, opts = _options(task, own)
+    _state["interrupted"] = (f"the scenes finished so far are kept in {common['out']} and its manifest; run the "
+                             "same command again to resume")
     res = run_batch(
         task, inputs, outdir=common["out"], model=model, options=opts, workers=common["workers"],
         scheduler=common["scheduler"], dashboard=common["dashboard"],
@@ -186,8 +198,8 @@ def _register() -> None:
     from hsikit.pipelines.batch_tasks import TASKS
 
     for name, tk in TASKS.items():
-        doc = (f"{tk.help} Same options and outputs as `hsikit {tk.command}`, one output per input in OUTDIR; "
-               "exit code 0 when every scene is done, 1 when any failed.")
+        doc = (f"{tk.help} Same options and outputs as `hsikit {tk.command}`, one output per input in OUTDIR. "
+               + EXIT_CODES)
         batch_app.command(name, help=doc)(_make_command(name))
 
 

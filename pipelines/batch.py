@@ -10,15 +10,21 @@ with the same input and options, retries interrupted ones and, with ``retry_fail
 No data lost: outputs appear only by atomic rename (their temporaries live in ``OUTDIR/.hsikit-batch/tmp``,
 wiped at the start of every run); a scene whose outputs were renamed into place but not yet recorded when the
 client died is recognised by the manifest key in the outputs' tags and recorded as done without recomputing.
+No output overwrites another of the same run: inputs that share a file name get distinct output names (a short
+hash of their path, see :func:`hsikit.io.inputs.resolve_inputs`, with a note), and any two outputs that would
+still share a file, or an output that would replace an input, stop the run before it starts.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
 import shutil
+import sys
 import time
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +41,8 @@ _TEMP_RE = re.compile(r"^\..+\.[0-9a-f]{8}\.tmp(\.[A-Za-z0-9]+)?(\.aux\.xml|\.ov
 
 
 class BatchIncomplete(HsikitError):
-    """Some scenes failed or are unfinished: the CLI's exit code 1 (user errors before the run exit with 2)."""
+    """Some scenes failed or are unfinished: the CLI's exit code 1 (errors that stop a run before any scene is
+    processed, such as a bad option or colliding output names, exit with 2)."""
 
     exit_code = 1
 
@@ -121,10 +128,16 @@ def run_batch(
     scene). ``checksum`` fingerprints inputs by SHA-256 instead of size + mtime. ``allow_no_crs`` processes
     scenes without a CRS on their pixel grid (by default they fail). ``threads``: torch/BLAS threads per worker
     (default: cores / workers). Every scene's fate is in the manifest; the result sums it up.
+
+    ``echo`` gets the lines for the user: each failed scene with its reason, notes, and with ``progress`` also
+    the start of the cluster and of the work and each finished scene; ``progress`` also shows
+    :class:`hsikit.progress.Progress` on stdout (a bar on a terminal, plain lines in a log). A scene's warnings
+    (e.g. a band filled by interpolation) are given with :func:`warnings.warn` and noted in the manifest.
     """
     from hsikit.io.inputs import check_series_inputs, fingerprint, resolve_inputs
 
     echo = echo or (lambda s: None)
+    info = echo if progress else (lambda s: None)
     if task not in TASKS:
         raise OptionError(f"unknown batch task {task!r}; one of {', '.join(TASKS)}")
     tk = TASKS[task]
@@ -138,6 +151,10 @@ def run_batch(
     items = resolve_inputs(inputs, series=tk.series, assets=assets, exclude=[outdir])
     if tk.series:
         check_series_inputs(items)
+    check_output_names(tk, outdir, items, opts)
+    note = renamed_note(items, outdir)
+    if note:
+        echo(note)
 
     t_start = time.perf_counter()
     result = BatchResult(outdir=outdir, task=task, scenes=len(items))
@@ -181,15 +198,19 @@ def run_batch(
         status = "done"
         try:
             if todo:
+                info(f"batch {task}: checking {len(todo)} of {len(items)} scene{_s(len(items))}")
                 _plan(tk, ref, opts, todo, man, result, block_mpx, allow_no_crs, echo)
                 todo = [s for s in todo if s.blocks or tk.block is None]
             if todo:
-                with _client(workers, scheduler, client, dashboard, threads) as (cl, label, link):
+                with _client(workers, scheduler, client, dashboard, threads, info) as (cl, label, link):
                     result.cluster, result.dashboard = label, link
                     if link:
                         echo(f"Dask dashboard: {link}")
                     elif dashboard:
                         echo("Dask dashboard: not available (install bokeh>=3.1 to get one)")
+                    n = _n_workers(cl)
+                    info(f"batch {task}: {len(items)} scene{_s(len(items))}, {len(todo)} to do, "
+                         f"{n} worker{_s(n)}")
                     _execute(cl, tk, ref, opts, todo, man, result, tmp_root, allow_no_crs, threads, command,
                              progress, echo, t_start)
                     result.model_loads = _model_loads(cl)
@@ -221,6 +242,54 @@ def _model_ref(tk: Task, model: str | Path | None) -> ModelRef | None:
     p = Path(model).resolve()
     read_checkpoint_meta(p)  # a missing or foreign file is a clear error before anything starts
     return ModelRef(str(p), checkpoint_sha256(p))
+
+
+def check_output_names(tk: Task, outdir: Path, items: Sequence[Any], opts: dict[str, Any]) -> None:
+    """Refuse a run in which two outputs would share a file (e.g. the probabilities of ``x`` and the class map of
+    an input named ``x_probabilities``) or an output would replace one of the inputs (an input inside OUTDIR):
+    :class:`OutputError` naming both, before any work starts."""
+    from hsikit.io.inputs import input_files
+
+    inputs: dict[str, Any] = {}
+    for it in items:
+        if not Path(it.href).is_dir():
+            for f in input_files(it.href):
+                inputs[os.path.normcase(str(f.resolve()))] = it
+    seen: dict[str, tuple[Any, str]] = {}
+    for it in items:
+        for role, path in tk.outputs(outdir, it.name, opts).items():
+            what = role.replace("_", " ")
+            key = os.path.normcase(str(path.resolve()))
+            if key in seen:
+                other, other_what = seen[key]
+                raise OutputError(f"{path.name} would be written twice in {outdir}: as the {other_what} of "
+                                  f"{other.href} and as the {what} of {it.href}; rename one of them or run them "
+                                  "into separate output folders")
+            if key in inputs:
+                raise OutputError(f"the {what} of {it.href} would replace the input {inputs[key].href}; "
+                                  "choose another output folder")
+            seen[key] = (it, what)
+
+
+def renamed_note(items: Sequence[Any], outdir: Path) -> str | None:
+    """One line saying which inputs got their path's hash in their output names (they share a file name with
+    another input), or None."""
+    renamed = []
+    for it in items:
+        tail = "_" + hashlib.sha1(it.href.encode()).hexdigest()[:6]  # as hsikit.io.inputs names them
+        if it.name.endswith(tail):
+            renamed.append(it)
+    if not renamed:
+        return None
+    eg = ", ".join(f"{it.name} for {it.href}" for it in renamed[:2])
+    more = f" and {len(renamed) - 2} more" if len(renamed) > 2 else ""
+    return (f"note: {len(renamed)} inputs share their file name with another input; their outputs are named "
+            f"after the file plus a short hash of its path: {eg}{more} (`hsikit batch status {outdir} --json` "
+            "lists every input with its name)")
+
+
+def _s(n: int) -> str:
+    return "" if n == 1 else "s"
 
 
 def _count_failed(result: BatchResult, name: str, why: str, echo) -> None:
@@ -300,9 +369,11 @@ def _plan(tk: Task, ref, opts, todo: list[_Scene], man: Manifest, result: BatchR
 
 
 @contextmanager
-def _client(workers, scheduler, client, dashboard: bool, threads) -> Iterator[tuple[Any, str, str | None]]:
+def _client(workers, scheduler, client, dashboard: bool, threads,
+            info: Callable[[str], None]) -> Iterator[tuple[Any, str, str | None]]:
     """(client, label, dashboard link): the caller's client, one connected to ``scheduler``, or a LocalCluster
-    of worker processes (one thread each: GDAL and torch run in parallel across processes)."""
+    of worker processes (one thread each: GDAL and torch run in parallel across processes). ``info`` gets one
+    line before a cluster is started or connected to (which can take a while)."""
     import dask
     from distributed import Client, LocalCluster
 
@@ -310,6 +381,7 @@ def _client(workers, scheduler, client, dashboard: bool, threads) -> Iterator[tu
         yield client, str(client.scheduler.address), _dashboard_link(client) if dashboard is not False else None
         return
     if scheduler:
+        info(f"batch: connecting to the Dask scheduler at {scheduler}")
         try:
             cl = Client(scheduler, timeout="30s")
         except OSError as e:
@@ -324,17 +396,20 @@ def _client(workers, scheduler, client, dashboard: bool, threads) -> Iterator[tu
         raise OptionError(f"--workers must be at least 1, not {n}")
     t = int(threads or max(1, (os.cpu_count() or 1) // n))
     env = {k: str(t) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+    info(f"batch: starting a local Dask cluster of {n} worker process{'es' if n != 1 else ''}")
     with dask.config.set({"distributed.scheduler.allowed-failures": ALLOWED_FAILURES,
                           "distributed.nanny.pre-spawn-environ": {"MALLOC_TRIM_THRESHOLD_": 65536, **env},
                           "distributed.worker.memory.spill": False}):
-        address = ":0" if dashboard is not False and _has_bokeh() else None
-        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=address,
+        show = dashboard is not False and _has_bokeh()
+        # a free port: the scheduler's HTTP server starts even without a dashboard, and its default port 8787 is
+        # taken by any other cluster on this machine (Dask then warns over several lines)
+        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
                                silence_logs=logging.ERROR)
         try:
             cl = Client(cluster)
             try:
                 yield cl, f"LocalCluster({n} workers x 1 thread, {t} torch threads each)", \
-                    _dashboard_link(cl) if address else None
+                    _dashboard_link(cl) if show else None
             finally:
                 cl.close()
         finally:
@@ -358,6 +433,13 @@ def _dashboard_link(cl) -> str | None:
     return None
 
 
+def _n_workers(cl) -> int:
+    try:
+        return len(cl.scheduler_info().get("workers", {}))
+    except Exception:  # noqa: BLE001 - only for the start line
+        return 0
+
+
 def _model_loads(cl) -> dict[str, dict[str, int]]:
     from hsikit.pipelines.batch_tasks import model_loads
 
@@ -369,12 +451,14 @@ def _model_loads(cl) -> dict[str, dict[str, int]]:
 
 def _execute(cl, tk: Task, ref, opts, todo: list[_Scene], man: Manifest, result: BatchResult, tmp_root: Path,
              allow_no_crs: bool, threads, command, progress: bool, echo, t_start: float) -> None:
-    """Submit every scene's graph (earlier scenes first), then record each as it finishes."""
+    """Submit every scene's graph (earlier scenes first), then record each as it finishes. Every task of a scene
+    is watched: the first failure record (or error) ends the scene at once and cancels the rest of its graph."""
     from distributed import as_completed
 
-    from hsikit.pipelines.batch_tasks import run_assemble, run_block, run_prepare
+    from hsikit.pipelines.batch_tasks import failure, run_assemble, run_block, run_prepare
+    from hsikit.progress import Progress
 
-    owner: dict[str, _Scene] = {}
+    live: dict[str, _Scene] = {}  # key of each future still watched -> its scene
     total = len(todo)
 
     def submit(sc: _Scene, prio: int, suffix: str = "") -> list:
@@ -396,71 +480,87 @@ def _execute(cl, tk: Task, ref, opts, todo: list[_Scene], man: Manifest, result:
                           {k: str(v) for k, v in sc.outputs.items()}, str(workdir), ctx, key=f"assemble-{tag}",
                           priority=prio, pure=False)
         sc.prep, sc.final, sc.futures = prep, final, [f for f in (prep, *blocks, final) if f is not None]
-        watched = [f for f in (prep, final) if f is not None]
-        for f in watched:
-            owner[f.key] = sc
-        return watched
+        for f in sc.futures:
+            live[f.key] = sc
+        return sc.futures
 
     # Dask runs higher priorities first: finish scenes in order, few half-done at a time
     watch = [f for i, sc in enumerate(todo) for f in submit(sc, total - i)]
     # A worker's death counts against every task queued on it, so a scene that kills workers can take others
     # down with it: a scene lost that way gets one more try, alone, once the rest are finished.
     alone: list[_Scene] = []
-    bar = _Bar(progress, total, echo)
-    t_run = time.perf_counter()
-    run_px = 0
+    bar = Progress(progress, total, "batch", unit="scenes", stream=sys.stdout)
+
+    def forget(sc: _Scene, cancel: bool) -> None:
+        if cancel:
+            cl.cancel(sc.futures)  # its other tasks would be wasted work
+        for f in sc.futures:
+            live.pop(f.key, None)
+        sc.futures, sc.prep, sc.final = [], None, None  # release the results on the cluster
+
+    def ended(sc: _Scene, why: str | None, px: int = 0) -> None:
+        if why is not None:
+            _scene_failed(man, result, sc, why, echo)
+        shutil.rmtree(tmp_root / sc.row.key, ignore_errors=True)
+        bar.advance(1, pixels=px)
 
     def handle(fut, retried: bool) -> None:
-        nonlocal run_px
-        sc = owner.pop(fut.key)
-        if fut is sc.prep:
-            if fut.status == "finished":
-                man.running(sc.row.key, fut.result()["t0"])
-            return
-        ok = False
-        if fut.status == "finished":
-            res = fut.result()
-            missing = [p for p in res["outputs"] if not Path(p).exists()]
-            if missing:
-                _scene_failed(man, result, sc, f"output {Path(missing[0]).name} was not written", bar)
-            else:
-                ok = True
-                px = int(res["pixels"] or 0)
-                run_px += px
-                man.done(sc.row.key, outputs=res["outputs"], pixels=px, seconds=res["timings"]["wall"],
-                         timings=res["timings"], worker=res["worker"])
-                result.done += 1
-                result.pixels += px
-                nb = res["timings"]["n_blocks"]
-                parts = f"{nb} block{'s' if nb != 1 else ''}" if nb else "whole input"
-                bar.line(f"done {sc.name} ({res['timings']['wall']:.1f} s, {parts})")
-        else:
+        sc = live.get(fut.key)
+        if sc is None:
+            return  # its scene has ended (a cancelled task, or one finishing after its scene failed)
+        if fut.status != "finished":
             killed, why = _killed_worker(fut), _failure_reason(fut)  # before cancelling, which drops the error
-            cl.cancel(sc.futures)  # its other blocks would be wasted work
+            forget(sc, cancel=True)
             if killed and not retried:
-                owner.pop(sc.prep.key if sc.prep is not None else "", None)
-                sc.futures, sc.prep, sc.final = [], None, None
                 alone.append(sc)
                 return
-            _scene_failed(man, result, sc, why, bar)
-        shutil.rmtree(tmp_root / sc.row.key, ignore_errors=True)
-        sc.futures, sc.prep, sc.final = [], None, None  # release the results on the cluster
-        bar.finished(ok, run_px / 1e6 / max(time.perf_counter() - t_run, 1e-9))
+            ended(sc, why)
+            return
+        res = fut.result()
+        why = failure(res)
+        if why is not None:  # the scene is at fault: its reason, as the single-scene command says it
+            forget(sc, cancel=True)
+            ended(sc, why)
+            return
+        if fut is sc.prep:
+            live.pop(fut.key, None)
+            man.running(sc.row.key, res["t0"])
+            for text in res.get("notes") or ():
+                man.note(sc.row.key, "warning", text)
+                warnings.warn(text, stacklevel=1)
+            return
+        if fut is not sc.final:
+            live.pop(fut.key, None)  # a block: its files are the assemble's business
+            return
+        missing = [p for p in res["outputs"] if not Path(p).exists()]
+        forget(sc, cancel=False)
+        if missing:
+            ended(sc, f"output {Path(missing[0]).name} was not written")
+            return
+        px = int(res["pixels"] or 0)
+        man.done(sc.row.key, outputs=res["outputs"], pixels=px, seconds=res["timings"]["wall"],
+                 timings=res["timings"], worker=res["worker"])
+        result.done += 1
+        result.pixels += px
+        nb = res["timings"]["n_blocks"]
+        parts = f"{nb} block{_s(nb)}" if nb else "whole input"
+        if progress:
+            echo(f"done {sc.name} ({res['timings']['wall']:.1f} s, {parts})")
+        ended(sc, None, px)
 
     with bar:
         for fut in as_completed(watch):
-            if fut.key in owner:
-                handle(fut, retried=False)
+            handle(fut, retried=False)
         for sc in alone:
             for fut in as_completed(submit(sc, 0, suffix="-alone")):
                 handle(fut, retried=True)
 
 
-def _scene_failed(man: Manifest, result: BatchResult, sc: _Scene, why: str, bar: "_Bar") -> None:
+def _scene_failed(man: Manifest, result: BatchResult, sc: _Scene, why: str, echo) -> None:
     man.failed(sc.row.key, why)
     result.failed += 1
     result.failures.append((sc.name, why))
-    bar.line(f"failed {sc.name}: {why}")
+    echo(f"failed {sc.name}: {why}")
 
 
 def _killed_worker(fut) -> bool:
@@ -480,42 +580,6 @@ def _failure_reason(fut) -> str:
         return ("a worker died while processing this scene, more often than the scheduler allows "
                 "(distributed.scheduler.allowed-failures): out of memory, or a crash in a native library")
     return reason(exc)
-
-
-class _Bar:
-    """Live progress (scenes done / failed / pending, Mpx/s) with rich, and one line per finished scene."""
-
-    def __init__(self, enabled: bool, total: int, echo) -> None:
-        self.enabled, self.total, self.echo = enabled, total, echo
-        self.ok = self.bad = 0
-
-    def __enter__(self) -> "_Bar":
-        if self.enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self._p = Progress(TextColumn("scenes"), BarColumn(), MofNCompleteColumn(),
-                               TextColumn("{task.fields[failed]} failed, {task.fields[pending]} pending, "
-                                          "{task.fields[rate]:.2f} Mpx/s"), TimeElapsedColumn())
-            self._p.__enter__()
-            self._task = self._p.add_task("scenes", total=self.total, failed=0, pending=self.total, rate=0.0)
-        return self
-
-    def finished(self, ok: bool, rate: float) -> None:
-        self.ok += int(ok)
-        self.bad += int(not ok)
-        if self.enabled:
-            n = self.ok + self.bad
-            self._p.update(self._task, completed=n, failed=self.bad, pending=self.total - n, rate=rate)
-
-    def line(self, text: str) -> None:
-        if self.enabled:
-            self._p.console.print(text, highlight=False, markup=False)
-        else:
-            self.echo(text)
-
-    def __exit__(self, *exc) -> None:
-        if self.enabled:
-            self._p.__exit__(*exc)
 
 
 # -- status ----------------------------------------------------------------------------------------------------------

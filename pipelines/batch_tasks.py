@@ -9,7 +9,11 @@ the work folder and whose outputs appear by atomic rename, main file last). Bloc
 single-scene command computes for those rows, so a batch output equals the command's output.
 
 The functions :func:`run_prepare`, :func:`run_block` and :func:`run_assemble` run on Dask workers; models are
-loaded once per worker process (:func:`cached_model`) and never travel through the scheduler.
+loaded once per worker process (:func:`cached_model`) and never travel through the scheduler. A scene at fault
+(an :class:`~hsikit.errors.HsikitError` such as a band mismatch or a scene with no valid pixel, or a raster GDAL
+cannot read) does not raise on the worker: the task returns a failure record (``{"failed": reason}``) that the
+later tasks of the scene pass on, so the worker does not log it as a crash and the client records the same one
+line a single-scene run prints. Anything else is a bug: raised, and logged by the worker with its traceback.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ _WRITE_ROWS = 512
 
 
 class SceneError(Exception):
-    """A scene failed; the message is the one-line reason recorded in the manifest."""
+    """A scene failed on a bug (not on its data); the message is the one-line reason recorded in the manifest."""
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,7 @@ class Task:
     needs_model: bool = True
     series: bool = False
     tagged: bool = True  # outputs carry the batch tags (else a receipt file records completion)
+    gaps: bool = False  # check band gaps first, as the single-scene command does (hsikit.io.gaps)
     outputs: Callable[[Path, str, dict], dict[str, Path]] = field(default=None, repr=False)
     validate: Callable[[ModelRef | None, dict], None] = field(default=None, repr=False)
     plan: Callable[..., list[Block]] = field(default=None, repr=False)
@@ -140,24 +145,58 @@ def reason(exc: BaseException) -> str:
     if isinstance(exc, (SceneError, HsikitError)):
         text = str(exc)
     elif isinstance(exc, RasterioError):
-        text = f"cannot read the raster ({str(exc).strip()})"
+        text = f"cannot read the raster ({_gdal_detail(exc)})"
     else:
         msg = str(exc).strip()
         text = f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
     return " ".join(text.split()) or type(exc).__name__
 
 
-def _guard(fn: Callable, *args, **kw):
-    """Run a task body turning every error into a :class:`SceneError` with a one-line reason (Dask then hands
-    it to the client as the scene's failure, and never pickles an exotic exception type)."""
+def _gdal_detail(exc: BaseException) -> str:
+    """The first message of a rasterio error's chain that says more than "see previous exception"."""
+    seen = 0
+    e: BaseException | None = exc
+    while e is not None and seen < 8:
+        msg = str(e).strip()
+        if msg and "previous exception" not in msg:
+            return msg
+        e, seen = e.__cause__ or e.__context__, seen + 1
+    return str(exc).strip()
+
+
+def scene_fault(exc: BaseException) -> bool:
+    """Whether ``exc`` is the scene's (or the options') fault rather than a bug: an hsikit error, or a raster GDAL
+    cannot read or write."""
+    from rasterio.errors import RasterioError
+
+    return isinstance(exc, (HsikitError, RasterioError))
+
+
+def _guard(fn: Callable, *args, **kw) -> tuple[Any, str | None]:
+    """``(fn(...), None)``, or ``(None, reason)`` when the scene is at fault (:func:`scene_fault`): returned, not
+    raised, so the worker does not log a traceback for it. Any other error is raised as a :class:`SceneError`
+    with the reason as message and the original traceback (for the worker's log), but without the chain of
+    exceptions, which may not survive pickling to the client (rasterio's do not) and would turn the reason into
+    ``Exception: SceneError(...)``."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return fn(*args, **kw)
+            return fn(*args, **kw), None
     except SceneError:
         raise
     except Exception as e:  # noqa: BLE001 - any failure of one scene is recorded, the batch goes on
-        raise SceneError(reason(e)) from None
+        if scene_fault(e):
+            return None, reason(e)
+        why, tb = reason(e), e.__traceback__
+    raise SceneError(why).with_traceback(tb)
+
+
+def failure(*records: dict | None) -> str | None:
+    """The reason of the first failure record among ``records`` (task results), or None."""
+    for r in records:
+        if isinstance(r, dict) and r.get("failed"):
+            return r["failed"]
+    return None
 
 
 def check_scene(sc, allow_no_crs: bool) -> None:
@@ -170,12 +209,15 @@ def check_scene(sc, allow_no_crs: bool) -> None:
                          "(use --allow-no-crs to process it on its pixel grid)")
 
 
-def _open(href: str, allow_no_crs: bool):
+def _open(href: str, allow_no_crs: bool, prep: dict | None = None):
+    """The scene, checked, with the band filling its prepare task decided (so every block reads the same)."""
     from hsikit.io.open import open_scene
 
     sc = open_scene(href)
     try:
         check_scene(sc, allow_no_crs)
+        if prep and prep.get("band_fill") is not None:
+            sc.band_fill = prep["band_fill"]
     except BaseException:
         sc.close()
         raise
@@ -190,24 +232,33 @@ def run_prepare(task: str, href: str, model: ModelRef | None, opts: dict, ctx: d
     def body():
         _set_threads(ctx.get("threads"))
         tk = TASKS[task]
-        if tk.prepare is None:
-            return None
+        if tk.prepare is None and not tk.gaps:
+            return {"stats": None}
         sc = _open(href, ctx["allow_no_crs"])
         with sc:
-            return tk.prepare(sc, model, opts)
+            notes = []
+            if tk.gaps:
+                from hsikit.io.gaps import check_band_gaps
 
-    out = _guard(body)
-    return {"stats": out, "t0": t0, "t1": time.time(), "worker": _worker_name()}
+                notes = check_band_gaps(sc)  # refuses a scene with no valid pixel, fills bands missing everywhere
+            stats = tk.prepare(sc, model, opts) if tk.prepare is not None else None
+            return {"stats": stats, "band_fill": getattr(sc, "band_fill", None), "notes": notes}
+
+    out, why = _guard(body)
+    return {**(out or {"failed": why}), "t0": t0, "t1": time.time(), "worker": _worker_name()}
 
 
 def run_block(task: str, href: str, model: ModelRef | None, opts: dict, prep: dict, block: Block, workdir: str,
               ctx: dict) -> dict:
     """Worker: compute one block of a scene and save its arrays under ``workdir`` (atomically)."""
     t0 = time.time()
+    failed = failure(prep)
+    if failed:  # the scene failed already: nothing to compute
+        return {"failed": failed, "block": block, "t0": t0, "t1": t0, "worker": _worker_name()}
 
     def body():
         _set_threads(ctx.get("threads"))
-        sc = _open(href, ctx["allow_no_crs"])
+        sc = _open(href, ctx["allow_no_crs"], prep)
         with sc:
             arrays, info = TASKS[task].block(sc, model, opts, prep["stats"], block)
         files = {}
@@ -215,14 +266,18 @@ def run_block(task: str, href: str, model: ModelRef | None, opts: dict, prep: di
             files[role] = _save_array(Path(workdir), f"block_{block.index:05d}.{role}", a)
         return {"files": files, **info}
 
-    out = _guard(body)
-    return {**out, "block": block, "t0": t0, "t1": time.time(), "worker": _worker_name()}
+    out, why = _guard(body)
+    return {**(out or {"failed": why}), "block": block, "t0": t0, "t1": time.time(), "worker": _worker_name()}
 
 
 def run_assemble(task: str, href: str, model: ModelRef | None, opts: dict, prep: dict, blocks: list[dict],
                  outputs: dict[str, str], workdir: str, ctx: dict) -> dict:
-    """Worker: write the scene's final outputs from its blocks (temporaries in ``workdir``, atomic renames)."""
+    """Worker: write the scene's final outputs from its blocks (temporaries in ``workdir``, atomic renames).
+    A failure of the scene's prepare or blocks is passed on as the scene's failure record."""
     t0 = time.time()
+    failed = failure(prep, *blocks)
+    if failed:
+        return {"failed": failed, "outputs": [], "t0": t0, "t1": t0, "worker": _worker_name()}
 
     def body():
         _set_threads(ctx.get("threads"))
@@ -236,16 +291,18 @@ def run_assemble(task: str, href: str, model: ModelRef | None, opts: dict, prep:
         if tk.block is None:  # a whole-input task
             info = tk.assemble(href, model, opts, None, [], paths, Path(workdir), ctx)
         else:
-            sc = _open(href, ctx["allow_no_crs"])
+            sc = _open(href, ctx["allow_no_crs"], prep)
             with sc:
                 info = tk.assemble(sc, model, opts, prep["stats"], blocks, paths, Path(workdir),
                                    {**ctx, "tags": tags})
         for b in blocks:
             for f in b["files"].values():
                 Path(f).unlink(missing_ok=True)
-        return info
+        return info or {}
 
-    info = _guard(body) or {}
+    info, why = _guard(body)
+    if why is not None:
+        return {"failed": why, "outputs": [], "t0": t0, "t1": time.time(), "worker": _worker_name()}
     if not TASKS[task].tagged:
         _write_receipt(Path(ctx["receipt"]), ctx["key"], ctx["fingerprint"])
     starts = [prep["t0"]] if prep else [t0]
@@ -568,14 +625,14 @@ TASKS: dict[str, Task] = {
         "classify", "classify", "Classify scenes into QGIS-ready class maps.",
         {"tile": 512, "overlap": None, "batch_size": 2, "device": "auto", "probabilities": None, "confidence": False,
          "quicklook": False, "legend": None, "fmt": "cog"},
-        outputs=_classify_outputs, validate=_classify_validate, plan=_classify_plan, prepare=_classify_prepare,
-        block=_classify_block, assemble=_classify_assemble),
-    "denoise": Task("denoise", "denoise", "Denoise scenes.", {**_RESTORE_OPTS, "task": None},
+        gaps=True, outputs=_classify_outputs, validate=_classify_validate, plan=_classify_plan,
+        prepare=_classify_prepare, block=_classify_block, assemble=_classify_assemble),
+    "denoise": Task("denoise", "denoise", "Denoise scenes.", {**_RESTORE_OPTS, "task": None}, gaps=True,
                     outputs=_restore_outputs, **_restoration("denoise")),
     "super-resolve": Task("super-resolve", "super-resolve", "Super-resolve scenes.", {**_RESTORE_OPTS, "scale": None},
-                          outputs=_restore_outputs, **_restoration("super-resolve")),
+                          gaps=True, outputs=_restore_outputs, **_restoration("super-resolve")),
     "restore": Task("restore", "restore", "Restore scenes with any restoration model.",
-                    {**_RESTORE_OPTS, "task": None, "scale": None}, outputs=_restore_outputs,
+                    {**_RESTORE_OPTS, "task": None, "scale": None}, gaps=True, outputs=_restore_outputs,
                     **_restoration("restore")),
     "preprocess": Task(
         "preprocess", "preprocess", "Apply a band-preprocessing chain to scenes.",

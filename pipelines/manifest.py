@@ -6,18 +6,23 @@ error and the outputs written. An ``events`` table logs every transition (submit
 recovered, skipped) so a run's history can be audited, and ``runs`` one line per invocation.
 
 Only the batch client writes, each change in its own transaction (SQLite commits are atomic and survive a killed
-process); an exclusive lock file keeps a second client off the same folder while one runs. Readers
-(``hsikit batch status``) may open it at any time.
+process); an exclusive lock file (``.hsikit-batch/lock``, holding the owner's pid and host) keeps a second client
+off the same folder while one runs. The client removes it when it ends, however it ends; a lock left by a killed
+client is taken over with a warning (see :meth:`Manifest._take_lock`). Readers (``hsikit batch status``) may open
+the manifest at any time.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
 import os
+import socket
 import sqlite3
 import time
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +33,8 @@ from hsikit.errors import InputError, OutputError
 MANIFEST_NAME = "hsikit-batch.sqlite"
 #: hidden work folder of a batch inside OUTDIR: per-scene temporary files and the client lock
 WORK_NAME = ".hsikit-batch"
+#: the client lock inside the work folder
+LOCK_NAME = "lock"
 STATUSES = ("pending", "running", "done", "failed")
 
 _SCHEMA = """
@@ -121,61 +128,125 @@ class Manifest:
         self.path = self.outdir / MANIFEST_NAME
         self.writable = writable
         self._lock_fd: int | None = None
+        self.db: sqlite3.Connection | None = None
         if writable:
             self.work.mkdir(parents=True, exist_ok=True)
             self._take_lock()
         elif not self.path.exists():
             raise InputError(f"no batch manifest in {self.outdir} ({MANIFEST_NAME} not found)")
-        uri = self.path.resolve().as_uri() + ("" if writable else "?mode=ro")
-        self.db = sqlite3.connect(uri, uri=True, timeout=30.0, isolation_level=None)
-        self.db.row_factory = sqlite3.Row
-        if writable:
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=FULL")
-            self.db.executescript(_SCHEMA)
+        try:
+            uri = self.path.resolve().as_uri() + ("" if writable else "?mode=ro")
+            self.db = sqlite3.connect(uri, uri=True, timeout=30.0, isolation_level=None)
+            self.db.row_factory = sqlite3.Row
+            if writable:
+                self.db.execute("PRAGMA journal_mode=WAL")
+                self.db.execute("PRAGMA synchronous=FULL")
+                self.db.executescript(_SCHEMA)
+        except BaseException:
+            self.close()
+            raise
         self.run_id: int | None = None
 
     @property
     def work(self) -> Path:
         return self.outdir / WORK_NAME
 
+    @property
+    def lock_path(self) -> Path:
+        return self.work / LOCK_NAME
+
     def _take_lock(self) -> None:
-        fd = os.open(self.work / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+        """Hold the folder's lock file: an ``flock`` on it, and "PID HOST" inside for messages.
+
+        The kernel drops an ``flock`` when its process dies, so a file found unlocked but with an owner in it
+        was left by a client that was killed (kill -9, power loss): taken over with a warning. A file still
+        locked while its owner's pid is not alive on this host is locked through a descriptor some other
+        process inherited, not by a batch: taken over too. Where the file system has no ``flock`` the owner's
+        pid decides alone. Between ``open`` and ``flock`` the owner may remove the file; the lock is then on
+        a name no longer in the folder, so it is taken again on the new file.
+        """
+        path = self.lock_path
+        for _ in range(20):
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                held = _flock(fd)
+                pid, host = _owner(_read(fd))
+                if held is False and pid is None:  # a client that has not written its pid yet, or a status reader
+                    time.sleep(0.05)
+                    continue
+                if held is False and not _running(pid, host):
+                    warnings.warn(f"the batch lock of {self.outdir} is held, but its owner ({_who(pid, host)}) is "
+                                  "not running: taken over", stacklevel=3)
+                    path.unlink(missing_ok=True)
+                    continue
+                if held is False or (held is None and _running(pid, host)):
+                    raise self._busy(pid, host)
+                if not _same_file(fd, path):
+                    continue  # removed by its owner between our open and flock: lock the new file
+                if pid is not None and (pid, host or _HOST) != (os.getpid(), _HOST):
+                    warnings.warn(f"took over the batch lock of {self.outdir} left by {_who(pid, host)}, which "
+                                  "ended without releasing it (killed?); its unfinished scenes are run again",
+                                  stacklevel=3)
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{os.getpid()} {_HOST}".encode(), 0)
+                self._lock_fd, fd = fd, None
+                return
+            finally:
+                if fd is not None:
+                    os.close(fd)
+        raise self._busy(None, None)
+
+    def _busy(self, pid: int | None, host: str | None) -> OutputError:
+        where = f" on {host}" if host and host != _HOST else ""
+        extra = f"; if no batch runs there, delete {self.lock_path}" if where else ""
+        return OutputError(f"another hsikit batch (pid {pid if pid is not None else '?'}{where}) is running on "
+                           f"{self.outdir}; wait for it or stop it{extra}")
+
+    def _release_lock(self) -> None:
+        fd, self._lock_fd = self._lock_fd, None
+        if fd is None:
+            return
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            other = os.read(fd, 64).decode(errors="replace").strip() or "?"
+            if _same_file(fd, self.lock_path):  # removed while still locked: a client waiting on it sees it go
+                self.lock_path.unlink(missing_ok=True)
+        except OSError:
+            pass
+        finally:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            except OSError:
+                pass
             os.close(fd)
-            raise OutputError(f"another hsikit batch (pid {other}) is running on {self.outdir}; wait for it or stop it")
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
-        self._lock_fd = fd  # released by the OS even if this process is killed
 
     def active_pid(self) -> int | None:
         """The pid of the batch client holding this folder now, or None when no batch runs on it."""
-        lock = self.work / "lock"
         if self._lock_fd is not None:
             return os.getpid()
-        if not lock.exists():
-            return None
-        fd = os.open(lock, os.O_RDONLY)
         try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            text = os.read(fd, 64).decode(errors="replace").strip()
-            return int(text) if text.isdigit() else -1
-        else:
+            fd = os.open(self.lock_path, os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                pid, _ = _owner(_read(fd))
+                return pid if pid is not None else -1
+            except OSError:  # no flock on this file system: the recorded owner, if it runs
+                pid, host = _owner(_read(fd))
+                return pid if _running(pid, host) else None
             fcntl.flock(fd, fcntl.LOCK_UN)
             return None
         finally:
             os.close(fd)
 
     def close(self) -> None:
-        self.db.close()
-        if self._lock_fd is not None:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
-            os.close(self._lock_fd)
-            self._lock_fd = None
+        """Close the database and release the lock (removing its file), also when closing the database fails."""
+        try:
+            if self.db is not None:
+                self.db.close()
+        finally:
+            self._release_lock()
 
     def __enter__(self) -> "Manifest":
         return self
@@ -286,3 +357,58 @@ class Manifest:
     def note(self, key: str, event: str, detail: str | None = None) -> None:
         with self._tx() as db:
             self._event(db, key, event, detail)
+
+
+# -- the lock file ---------------------------------------------------------------------------------------------------
+_HOST = socket.gethostname()
+
+
+def _flock(fd: int) -> bool | None:
+    """Try an exclusive ``flock``: True when taken, False when another holds it, None where unsupported."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    except OSError as e:
+        if e.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL, errno.ENOSYS):
+            return None
+        raise
+    return True
+
+
+def _read(fd: int) -> str:
+    return os.pread(fd, 256, 0).decode(errors="replace").strip()
+
+
+def _owner(text: str) -> tuple[int | None, str | None]:
+    """(pid, host) of a lock file's text "PID HOST" (earlier versions wrote the pid alone)."""
+    parts = text.split()
+    pid = int(parts[0]) if parts and parts[0].isdigit() else None
+    return pid, (parts[1] if len(parts) > 1 else None)
+
+
+def _who(pid: int | None, host: str | None) -> str:
+    return f"pid {pid}" + (f" on {host}" if host and host != _HOST else "")
+
+
+def _running(pid: int | None, host: str | None) -> bool:
+    """Whether the owner may still run: alive on this host, or on another host (which cannot be checked)."""
+    if pid is None:
+        return False
+    if host and host != _HOST:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        a, b = os.fstat(fd), os.stat(path)
+    except FileNotFoundError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
