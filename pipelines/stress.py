@@ -6,15 +6,15 @@ import json
 import os
 import time
 import warnings
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from hsikit.errors import InputError, OptionError
+from hsikit.errors import BandMismatchError, InputError, OptionError
 from hsikit.report import save_png
 
 #: spatial chunk (px) of series opened from files; blocks follow it
@@ -67,6 +67,53 @@ def open_series_input(series: Any, reader: Reader | None = None) -> tuple[Any, s
     return ds, first if len(items) == 1 else f"{first} (+{len(items) - 1} more)"
 
 
+def date_labels(ds: Any) -> list[str]:
+    """Per date of a series: "S2_20230612.tif (2023-06-12)" where the files are known, else the date."""
+    days = [str(t)[:10] for t in np.asarray(ds["time"].values)]
+    if "source" in ds.coords:
+        return [f"{src} ({d})" for src, d in zip(ds["source"].values, days)]
+    return days
+
+
+def check_bands_on_every_date(ds: Any, filt: Any, nir: str | None, band_names: Sequence[str],
+                              variables: Sequence[str]) -> None:
+    """Raise an error naming the inputs that lack a band the model needs, when the series left that band out
+    because of them (``bands_missing`` attribute of :func:`hsikit.io.timeseries.open_series`); the filter's
+    own error only sees the series without the band."""
+    missing = json.loads(ds.attrs.get("bands_missing", "{}"))
+    if not missing:
+        return
+    filt.cfg.nir = nir
+    try:
+        filt.resolve([*band_names, *missing], variables)
+    except BandMismatchError:
+        return  # something no input has is missing too: the filter's error says what
+    need = [b for b in filt.needed_bands(variables) if b in missing]
+    if not need:
+        return
+    files = sorted({f for b in need for f in missing[b]})
+    one = len(files) == 1
+    shown = ", ".join(files[:5]) + (f" and {len(files) - 5} more" if len(files) > 5 else "")
+    raise BandMismatchError(f"{shown} {'lacks' if one else 'lack'} {'band' if len(need) == 1 else 'bands'} "
+                            f"{', '.join(need)}, which the model needs and the other inputs have: re-export "
+                            f"{'it' if one else 'them'} with every band, or leave {'it' if one else 'them'} out")
+
+
+@contextmanager
+def warnings_after_checks() -> Iterator[None]:
+    """Hold the warnings raised inside and show them once the block ends without an error: a run that a check
+    stops shows its one error line, not the warnings that led up to it."""
+    with warnings.catch_warnings(record=True) as held:
+        warnings.simplefilter("always")
+        yield
+    seen = set()
+    for w in held:
+        key = (w.category, str(w.message))
+        if key not in seen:
+            seen.add(key)
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+
 def series_grid(ds: Any) -> tuple[int, int, Any, Any]:
     """(height, width, crs, transform) of a series Dataset (CRS None when it has none)."""
     import rioxarray  # noqa: F401
@@ -86,9 +133,11 @@ def series_grid(ds: Any) -> tuple[int, int, Any, Any]:
     return h, w, crs, transform
 
 
-def grid_raster(src: Any, ds: Any, what: str, *, allow_vector: bool = False, attribute: str | None = None):
+def grid_raster(src: Any, ds: Any, what: str, *, allow_vector: bool = False, attribute: str | None = None,
+                allow_resample: bool = False):
     """A per-pixel integer raster on the series grid from an array, a DataArray, a variable name of ``ds`` or a
-    file (raster; or vector polygons when ``allow_vector``). Returns (values int32 (H, W), class names or None,
+    file (raster; or vector polygons when ``allow_vector``). A raster file off the series grid is refused unless
+    ``allow_resample`` (nearest neighbour, with a warning). Returns (values int32 (H, W), class names or None,
     class colours or None)."""
     h, w, crs, transform = series_grid(ds)
     names = colors = None
@@ -109,8 +158,9 @@ def grid_raster(src: Any, ds: Any, what: str, *, allow_vector: bool = False, att
             raise InputError(f"{what} file not found: {p}")
         if not allow_vector and p.suffix.lower() not in (".tif", ".tiff", ".vrt", ".img", ".png"):
             raise InputError(f"{what} must be a raster on the series grid, not {p.name}")
-        grid = ArrayScene(np.broadcast_to(np.zeros((1, 1, 1), np.uint8), (1, h, w)), crs=crs, transform=transform)
-        lm = read_labels(p, grid, attribute=attribute)
+        grid = ArrayScene(np.broadcast_to(np.zeros((1, 1, 1), np.uint8), (1, h, w)), crs=crs, transform=transform,
+                          path="the series")
+        lm = read_labels(p, grid, attribute=attribute, allow_resample=allow_resample)
         arr, names, colors = lm.values, lm.class_names, lm.class_colors
     if arr.shape != (h, w):
         raise InputError(f"{what} is {arr.shape[1]}x{arr.shape[0]} px, the series {w}x{h}")
@@ -376,11 +426,12 @@ def stress(
     from hsikit.checkpoint import checkpoint_sha256
     from hsikit.progress import Progress
     from hsikit.engine.torch_predict import resolve_device
-    from hsikit.io.atomic import check_output
     from hsikit.io.legend import Legend
+    from hsikit.io.outputs import check_outputs, check_suffix
     from hsikit.io.writer import RasterWriter
     from hsikit.pipelines.common import provenance_tags
-    from hsikit.timeseries.filter import blocks, filter_in_chunks, read_block, season_grid, series_variables
+    from hsikit.timeseries.filter import (DateCoverage, blocks, filter_in_chunks, read_block, season_grid,
+                                          series_variables)
     from rasterio.windows import Window
 
     t0 = time.perf_counter()
@@ -389,33 +440,42 @@ def stress(
         raise OptionError(f"--format must be cog or gtiff, not {fmt!r}")
     if block is not None and int(block) < 8:
         raise OptionError(f"block must be at least 8 px, not {block}")
-    paths = output_paths(out, png=png, explain=explain, fields=fields is not None)
-    for p in paths.values():
-        check_output(p, overwrite)
+    paths = output_paths(check_suffix(out), png=png, explain=explain, fields=fields is not None)
+    check_outputs({role.replace("_", " "): p for role, p in paths.items()}, overwrite)
     model_path = Path(model)
     net, meta, filt = load_stress_model(model_path)
-    ds, name = open_series_input(series, reader)
-    h, w, crs, transform = series_grid(ds)
-    block = int(block) if block is not None else default_block(ds)
-    if crs is None:
-        warnings.warn(f"{name} has no CRS: outputs are written on its pixel grid without georeferencing", stacklevel=2)
-    variables = series_variables(ds)
-    band_names = [str(b) for b in ds["band"].values] if "band" in ds.coords else []
-    filt.resolve(band_names, variables)
-    if season_start is not None:
-        filt.cfg.season_start = season_start
-    grid = season_grid(np.asarray(ds["time"].values), filt.cfg)
-    grid_iso = [str(g) for g in grid]
-    bands = filt.needed_bands(variables)
-    var_read = filt.needed_variables(variables)
-    names = list(meta.class_names or [f"class_{i + 1}" for i in range(net.cfg.num_classes)])
-    k, t = len(names), len(grid)
-    if net.cfg.length != t:
-        raise InputError(f"the model expects T = {net.cfg.length} grid dates, its filter gives {t}")
-    if explain and t > 254:
-        raise OptionError(f"the date map holds at most 254 grid dates, the model has {t}; use --no-explain")
-    lg = Legend.from_names(names, meta.class_colors)
-    field_ids = FieldIds(fields, ds) if fields is not None else None
+    with warnings_after_checks():
+        ds, name = open_series_input(series, reader)
+        h, w, crs, transform = series_grid(ds)
+        block = int(block) if block is not None else default_block(ds)
+        if crs is None:
+            from hsikit.io.writer import note_no_crs_reported
+
+            warnings.warn(f"{name} has no CRS: outputs are written on its pixel grid without georeferencing",
+                          stacklevel=2)
+            note_no_crs_reported(w, h, transform)  # the outputs' writers need not say it again
+        variables = series_variables(ds)
+        band_names = [str(b) for b in ds["band"].values] if "band" in ds.coords else []
+        nir = filt.cfg.nir
+        try:
+            filt.resolve(band_names, variables)
+        except BandMismatchError:
+            check_bands_on_every_date(ds, filt, nir, band_names, variables)
+            raise
+        if season_start is not None:
+            filt.cfg.season_start = season_start
+        grid = season_grid(np.asarray(ds["time"].values), filt.cfg)
+        grid_iso = [str(g) for g in grid]
+        bands = filt.needed_bands(variables)
+        var_read = filt.needed_variables(variables)
+        names = list(meta.class_names or [f"class_{i + 1}" for i in range(net.cfg.num_classes)])
+        k, t = len(names), len(grid)
+        if net.cfg.length != t:
+            raise InputError(f"the model expects T = {net.cfg.length} grid dates, its filter gives {t}")
+        if explain and t > 254:
+            raise OptionError(f"the date map holds at most 254 grid dates, the model has {t}; use --no-explain")
+        lg = Legend.from_names(names, meta.class_colors)
+        field_ids = FieldIds(fields, ds) if fields is not None else None
 
     dev = resolve_device(device)
     net = net.to(dev).eval()
@@ -435,6 +495,7 @@ def stress(
     field_sum = np.zeros((1, k))
     field_n = np.zeros(1, np.int64)
     plan = blocks(h, w, int(block))
+    cover = DateCoverage(int(ds.sizes["time"]), bands + var_read)
     n_done = 0
     with ExitStack() as stack:
         import rasterio
@@ -454,6 +515,7 @@ def stress(
         bar = stack.enter_context(Progress(progress, len(plan), name))
         for ys, xs in plan:
             blk = read_block(ds, ys, xs, bands, var_read, filt.cfg.cloud_scl)
+            cover.add(blk)
             hh, ww = blk.shape
             keep = np.zeros(hh * ww, bool)
             x = np.zeros((hh * ww, filt.num_features, t), np.float32)
@@ -496,6 +558,9 @@ def stress(
             n_done += int(idx.size)
             bar.advance(pixels=hh * ww, skipped=idx.size == 0)
 
+    off_grid = np.asarray(ds["off_grid"].values, bool) if "off_grid" in ds.coords else None
+    for note in cover.notes(date_labels(ds), skip=off_grid):
+        warnings.warn(note, stacklevel=2)
     res = StressResult(class_map=paths["class_map"], qml=paths["qml"], lengths=paths["lengths"], blocks=len(plan),
                        pixels=h * w, classified=n_done, grid=grid_iso)
     if field_ids is not None:

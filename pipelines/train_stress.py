@@ -151,6 +151,7 @@ def train_stress(
     out: str | Path,
     fields: Any = None,
     attribute: str | None = None,
+    allow_resample: bool = False,
     features: Sequence[str] = ("lai", "lcc"),
     season_start: str | None = None,
     step_days: int = 5,
@@ -237,7 +238,7 @@ def train_stress(
     h, w, _, _ = series_grid(ds)
     block = int(block) if block else default_block(ds)
     lab, names_from_labels, colors_from_labels = grid_raster(labels, ds, "label raster", allow_vector=True,
-                                                             attribute=attribute)
+                                                             attribute=attribute, allow_resample=allow_resample)
     if lab.max() < 2:
         raise InputError("training needs labels of at least two classes")
     k = int(lab.max())

@@ -79,13 +79,15 @@ class FilterConfig:
 @dataclass
 class SeriesBlock:
     """A spatial block of a series, pixels flattened row-major: ``bands``/``variables`` map names to
-    ``(D, N)`` arrays, ``invalid`` is ``(D, N)`` (True = cloud, nodata or non-finite), ``dates`` is ``(D,)``."""
+    ``(D, N)`` arrays, ``invalid`` is ``(D, N)`` (True = cloud, nodata or non-finite), ``dates`` is ``(D,)``;
+    ``nodata`` (D, N), where known, is the part of ``invalid`` that is not cloud."""
 
     dates: np.ndarray
     bands: dict[str, np.ndarray]
     variables: dict[str, np.ndarray]
     invalid: np.ndarray
     shape: tuple[int, int]
+    nodata: np.ndarray | None = None
 
     @property
     def pixels(self) -> int:
@@ -96,7 +98,7 @@ class SeriesBlock:
         n = len(range(*sl.indices(self.pixels)))
         return SeriesBlock(dates=self.dates, bands={k: v[:, sl] for k, v in self.bands.items()},
                            variables={k: v[:, sl] for k, v in self.variables.items()}, invalid=self.invalid[:, sl],
-                           shape=(1, n))
+                           shape=(1, n), nodata=None if self.nodata is None else self.nodata[:, sl])
 
 
 @dataclass
@@ -399,24 +401,81 @@ def read_block(ds: Any, ys: slice, xs: slice, bands: Sequence[str], variables: S
         done = {}
     arr = {k: np.asarray(done[k] if k in done else v.values) for k, v in wanted.items()}
     out_bands: dict[str, np.ndarray] = {}
-    invalid = np.zeros((d, h * w), dtype=bool)
+    nodata = np.zeros((d, h * w), dtype=bool)
     if "reflectance" in arr:
         refl = arr["reflectance"].astype(np.float32, copy=False)
         for i, b in enumerate(bands):
             out_bands[b] = np.ascontiguousarray(refl[:, i]).reshape(d, -1)
-        invalid |= ~np.isfinite(refl).all(axis=1).reshape(d, -1)
+        nodata |= ~np.isfinite(refl).all(axis=1).reshape(d, -1)
     out_vars = {}
     for v in variables:
         a = arr[f"var:{v}"].astype(np.float32, copy=False).reshape(d, -1)
         out_vars[v] = a
-        invalid |= ~np.isfinite(a)
+        nodata |= ~np.isfinite(a)
+    if "valid" in arr:
+        nodata |= ~arr["valid"].astype(bool, copy=False).reshape(d, -1)
+    invalid = nodata.copy()
     if "cloud" in arr:
         invalid |= arr["cloud"].astype(bool, copy=False).reshape(d, -1)
     elif "scl" in arr:
         invalid |= scl_cloud_mask(arr["scl"], cloud_scl).reshape(d, -1)
-    if "valid" in arr:
-        invalid |= ~arr["valid"].astype(bool, copy=False).reshape(d, -1)
-    return SeriesBlock(dates=dates, bands=out_bands, variables=out_vars, invalid=invalid, shape=(h, w))
+    return SeriesBlock(dates=dates, bands=out_bands, variables=out_vars, invalid=invalid, shape=(h, w),
+                       nodata=nodata)
+
+
+class DateCoverage:
+    """What each date of a series gave over the blocks read: pixels with data, clear pixels (data, no cloud) and
+    finite pixels per band or variable, so that the dates that gave nothing can be named (:meth:`notes`)."""
+
+    def __init__(self, n_dates: int, names: Sequence[str]) -> None:
+        self.data = np.zeros(n_dates, np.int64)
+        self.clear = np.zeros(n_dates, np.int64)
+        self.finite = {str(n): np.zeros(n_dates, np.int64) for n in names}
+
+    def add(self, block: SeriesBlock) -> None:
+        nodata = block.nodata if block.nodata is not None else block.invalid
+        self.data += (~nodata).sum(axis=1)
+        self.clear += (~block.invalid).sum(axis=1)
+        for n, a in (*block.bands.items(), *block.variables.items()):
+            if n in self.finite:
+                self.finite[n] += np.isfinite(a).sum(axis=1)
+
+    def notes(self, labels: Sequence[str], skip: Sequence[bool] | None = None, most: int = 5) -> list[str]:
+        """At most two warning lines: the dates without any valid pixel (with the empty band when only some are
+        empty), and the dates cloudy wherever they have data; each such date is treated as missing. Dates
+        flagged in ``skip`` (already reported, e.g. resampled from another grid) are left out."""
+        def listed(items: list[str]) -> str:
+            return ", ".join(items[:most]) + (f" and {len(items) - most} more" if len(items) > most else "")
+
+        empty: list[tuple[str, str]] = []  # (line for this date alone, item of a list of dates)
+        cloudy: list[str] = []
+        for i, label in enumerate(labels):
+            if self.clear[i] or (skip is not None and skip[i]):
+                continue
+            if self.data[i]:
+                cloudy.append(label)
+                continue
+            gone = [n for n, c in self.finite.items() if c[i] == 0]
+            if gone and len(gone) < len(self.finite):
+                what = f"{'band' if len(gone) == 1 else 'bands'} {', '.join(gone)}"
+                empty.append((f"{label}: {what} {'has' if len(gone) == 1 else 'have'} no valid pixel",
+                              f"{label} ({what} empty)"))
+            elif gone:
+                empty.append((f"{label} has no valid pixel", label))
+            else:  # each band has data somewhere, but never all of them in one pixel
+                empty.append((f"{label} has no pixel with data in every band", f"{label} (no pixel with every band)"))
+        out = []
+        if len(empty) == 1:
+            out.append(f"{empty[0][0]}: the date is treated as missing")
+        elif empty:
+            out.append(f"{len(empty)} dates have no valid pixel and are treated as missing: "
+                       f"{listed([item for _, item in empty])}")
+        if cloudy:
+            one = len(cloudy) == 1
+            out.append(f"{len(cloudy)} {'date is' if one else 'dates are'} cloudy wherever "
+                       f"{'it has' if one else 'they have'} data and {'is' if one else 'are'} treated as missing: "
+                       f"{listed(cloudy)}")
+        return out
 
 
 def filter_in_chunks(filt: PhotochemicalFilter, block: SeriesBlock, grid: np.ndarray, chunk: int = 32768):
