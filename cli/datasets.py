@@ -14,16 +14,21 @@ import typer
 
 app = typer.Typer(help="Benchmark hyperspectral datasets (Indian Pines, Pavia, Salinas, KSC, Botswana, Houston "
                        "2013): list them, download them with checksum verification, show their details.",
-                  no_args_is_help=True)
+                  no_args_is_help=True, rich_markup_mode=None)
 
 _DATA_DIR_HELP = "Dataset directory (default: $HSIKIT_DATA, else ~/.cache/hsikit/datasets)."
 
 
+def _main_state() -> dict:
+    """cli.main's run state (``--quiet``, what an interruption keeps), or an empty dict when run standalone."""
+    state = getattr(sys.modules.get("hsikit.cli.main"), "_state", None)
+    return state if isinstance(state, dict) else {}
+
+
 def _progress() -> bool:
-    # follow `hsikit --quiet` when run under the main app (cli.main sets the flag); standalone, stderr is the guide
-    main = sys.modules.get("hsikit.cli.main")
-    state = getattr(main, "_state", None)
-    return bool(state["progress"]) if isinstance(state, dict) and "progress" in state else sys.stderr.isatty()
+    # the download bar is a live rich bar: drawn on a terminal only (the per-file lines are the progress in logs),
+    # and not with `hsikit --quiet`
+    return bool(_main_state().get("progress", True)) and sys.stderr.isatty()
 
 
 @app.command("list")
@@ -43,15 +48,17 @@ def list_datasets(
     from rich.console import Console
     from rich.table import Table
 
+    # key, classes and status stay on the row's first line; the dataset cell (title, then sensor and size) wraps
+    # to the terminal's width (80 columns when piped), folding rather than cutting a word
     t = Table()
-    for name in ("key", "title", "sensor", "size", "classes", "status"):
-        t.add_column(name, no_wrap=name not in ("title", "sensor"))
+    t.add_column("key", no_wrap=True)
+    t.add_column("dataset", overflow="fold")
+    t.add_column("classes", justify="right", no_wrap=True)
+    t.add_column("status", no_wrap=True)
     for d, s in rows:
         shown = f"{s} (manual)" if d.manual and s != "present" else s
-        t.add_row(d.key, d.title, d.sensor, d.size, str(d.num_classes), shown)
+        t.add_row(d.key, f"{d.title}\n{d.sensor}, {d.size}", str(d.num_classes), shown)
     console = Console()
-    if not console.is_terminal:  # piped or captured: do not squeeze the table into 80 columns
-        console = Console(width=max(console.width, 120))
     console.print(t)
     console.print(f"data dir: {resolve_data_dir(data_dir)}", highlight=False, soft_wrap=True)
 
@@ -72,6 +79,7 @@ def download_datasets(
     from hsikit.datasets import DATASETS, download, get
 
     wanted = list(DATASETS) if [k.lower() for k in keys] == ["all"] else [get(k).key for k in keys]
+    _main_state()["interrupted"] = "the file being downloaded was discarded; finished files are kept"
     incomplete = False
     for key in dict.fromkeys(wanted):
         typer.echo(f"{key}:")

@@ -8,17 +8,83 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
+import signal
 import sys
+import textwrap
 import warnings
 from enum import Enum
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import Any, Optional, Tuple
 
-import click
 import typer
+from typer.core import TyperGroup
 
 from hsikit._version import __version__
 from hsikit.errors import HsikitError
+
+
+# -- help layout ---------------------------------------------------------------------------------------------------
+def _wrap(text: str, width: int, indent: str = "") -> str:
+    """Paragraphs of ``text`` filled to ``width``; unlike click's wrapper, words are never split at their hyphens,
+    so option and model names (--drop-bad-bands, spectral-cnn) stay whole."""
+    paragraphs = [" ".join(p.split()) for p in text.split("\n\n")]
+    return "\n\n".join(textwrap.fill(p, width, initial_indent=indent, subsequent_indent=indent,
+                                     break_on_hyphens=False) for p in paragraphs if p)
+
+
+class _HelpFormatter(typer.Context.formatter_class):  # click's plain formatter: it wraps where rich truncates
+    def write_text(self, text: str) -> None:
+        self.write(_wrap(text, self.width, " " * self.current_indent) + "\n")
+
+    def write_dl(self, rows, col_max: int = 30, col_spacing: int = 2) -> None:
+        rows = list(rows)
+        first = min(max((len(term) for term, _ in rows), default=0), col_max) + col_spacing
+        hang = " " * (self.current_indent + first)
+        for term, text in rows:
+            self.write(" " * self.current_indent + term)
+            if not text:
+                self.write("\n")
+                continue
+            self.write(" " * (first - len(term)) if len(term) <= first - col_spacing else "\n" + hang)
+            lines = _wrap(text, max(self.width - first - 2, 10)).splitlines() or [""]
+            self.write("\n".join([lines[0]] + [hang + line if line else "" for line in lines[1:]]) + "\n")
+
+
+class _Context(typer.Context):
+    formatter_class = _HelpFormatter
+
+
+class _Group(TyperGroup):
+    """A command group whose help (and its commands' help) is click's plain text, summaries included whole."""
+
+    context_class = _Context
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for cmd in self.commands.values():
+            cmd.context_class = _Context
+
+    def format_commands(self, ctx: typer.Context, formatter) -> None:
+        rows = [(name, cmd.get_short_help_str(limit=10_000)) for name in self.list_commands(ctx)
+                if (cmd := self.get_command(ctx, name)) is not None and not cmd.hidden]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+def _plain_help(t: typer.Typer) -> None:
+    """Use :class:`_Group` for ``t`` and every group below it (rich's help panels truncate at 80 columns)."""
+    t.info.cls = _Group
+    for group in t.registered_groups:
+        _plain_help(group.typer_instance)
+
+
+def _text_width() -> int:
+    """Width of listings: the terminal's (``COLUMNS``, else 80, when not a terminal), at most 100."""
+    return max(40, min(shutil.get_terminal_size().columns, 100))
+
 
 app = typer.Typer(
     name="hsikit",
@@ -27,6 +93,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
 from hsikit.cli.datasets import app as datasets_app  # noqa: E402  (no torch import)
 
@@ -34,7 +101,9 @@ train_app = typer.Typer(help="Train models on labelled scenes.", no_args_is_help
 app.add_typer(train_app, name="train")
 app.add_typer(datasets_app, name="datasets")
 
-_state = {"debug": False, "progress": True}
+NOTHING_WRITTEN = "nothing was written"
+#: ``interrupted`` is what an interrupted command leaves behind (commands that keep partial work say so)
+_state = {"debug": False, "progress": True, "interrupted": NOTHING_WRITTEN}
 
 
 def _version(value: bool) -> None:
@@ -46,20 +115,106 @@ def _version(value: bool) -> None:
 @app.callback()
 def main(
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress: neither bars on a terminal nor the "
+                               "progress lines written to logs and pipes."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
 ) -> None:
     """hsikit: read any GDAL raster, prepare its bands, run models over the whole scene in tiles."""
     _state["debug"] = debug
-    _state["progress"] = not quiet and sys.stderr.isatty()
+    _state["progress"] = not quiet
+
+
+# -- checks made while the command line is parsed (before torch or a model loads) ----------------------------------
+#: GDAL driver prefixes (HDF5:, NETCDF:, SENTINEL2_L1C:), URLs and /vsi paths: not local files to look for
+_NOT_LOCAL = re.compile(r"^([A-Za-z][A-Za-z0-9_]+:|/vsi)")
+
+
+def _param_name(param: Any) -> str:
+    """How the user spells a parameter: its long option, or an argument's name in capitals."""
+    if getattr(param, "param_type_name", "") == "argument":
+        return (param.name or "").upper()
+    opts = list(param.opts)
+    return max(opts, key=len) if opts else str(param.name)
+
+
+def _exists(value: Any) -> Any:
+    """Parameter callback of input files: one that is not there fails at once, naming the option."""
+    for p in value if isinstance(value, (list, tuple)) else [value]:
+        if p is not None and not _NOT_LOCAL.match(str(p)) and not Path(p).exists():
+            raise typer.BadParameter(f"file not found: {p}")
+    return value
+
+
+def _suffix_check(suffixes: tuple[str, ...], what: str):
+    """A parameter callback refusing an output whose extension is not one of ``suffixes`` (hsikit writes ``what``)."""
+
+    def check(param: typer.CallbackParam, value: Optional[Path]) -> Optional[Path]:
+        if value is not None:
+            from hsikit.io.outputs import check_suffix
+
+            check_suffix(value, suffixes, option=_param_name(param), what=what)
+        return value
+
+    return check
+
+
+def _positive(value: Any) -> Any:
+    """Parameter callback of quantities that must be above zero (learning rates, factors)."""
+    if value is not None and value <= 0:
+        raise typer.BadParameter(f"must be greater than 0, not {value:g}")
+    return value
+
+
+def _fraction(value: Any) -> Any:
+    """Parameter callback of fractions strictly between 0 and 1 (mask ratios)."""
+    if value is not None and not 0 < value < 1:
+        raise typer.BadParameter(f"must be between 0 and 1 (exclusive), not {value:g}")
+    return value
+
+
+#: parameter callbacks of outputs: an extension hsikit does not write is refused before any work
+RASTER_OUT = _suffix_check((".tif", ".tiff"), "a GeoTIFF")
+CHECKPOINT_OUT = _suffix_check((".safetensors",), "a safetensors checkpoint")
+ALLOW_RESAMPLE_HELP = ("Resample label rasters that are not on the scene grid by nearest neighbour (with a warning) "
+                       "instead of refusing them.")
+SET_METAVAR = "KEY=VALUE"
+
+
+def _is_rank_zero() -> bool:
+    """Whether this process is the first (or only) one of a run; the variables are those Lightning's launcher and
+    torchrun set (hsikit.training.module.is_global_zero reads them too, but importing it loads torch)."""
+    return all(int(os.environ.get(k, "0") or 0) == 0 for k in ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK"))
+
+
+def _start_training(out: Path, report_dir: Optional[Path], *, overwrite: bool, resume: bool, devices: int = 1,
+                    num_nodes: int = 1) -> None:
+    """What every training command does before torch loads: refuse an existing checkpoint or report folder as the
+    pipeline would (seconds later), say what an interruption keeps, and quieten multi-process runs."""
+    _state["interrupted"] = "no checkpoint was written; --resume continues from the last saved epoch, if any"
+    if devices * num_nodes > 1:
+        # torch's C++ advice that DDP found no unused parameter (hsikit keeps the check on for models that leave
+        # some unused); must be set before torch is imported, and the other ranks inherit it
+        os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
+    if not _is_rank_zero():  # the other ranks of a DDP run start after rank 0 has created the report folder
+        return
+    from hsikit.errors import OutputError
+    from hsikit.io.atomic import check_output
+
+    check_output(out, overwrite or resume)
+    rdir = Path(report_dir) if report_dir else out.with_name(out.stem + "_report")
+    if not overwrite and not resume and rdir.is_dir() and any(rdir.iterdir()):
+        raise OutputError(f"report folder exists and is not empty: {rdir} (use --overwrite, or --resume)")
 
 
 def _command_line() -> str:
     """The invoking command for provenance tags, with paths reduced to file names."""
-    parts = ["hsikit"]
-    for a in sys.argv[1:]:
-        parts.append(Path(a).name if (os.sep in a and Path(a).exists()) else a)
-    return " ".join(parts)
+    def shown(a: str) -> str:
+        try:
+            return Path(a).name if os.sep in a and Path(a).exists() else a
+        except OSError:  # not a path at all (e.g. longer than a file name may be)
+            return a
+
+    return " ".join(["hsikit", *map(shown, sys.argv[1:])])
 
 
 Tuple2 = Tuple[float, float]
@@ -78,7 +233,7 @@ class ProbFmt(str, Enum):
 # -- info ----------------------------------------------------------------------------------------------------------
 @app.command()
 def info(
-    scene: Path = typer.Argument(..., help="Any raster GDAL reads (GeoTIFF, ENVI .hdr, .lan, VRT, HDF5 subdataset) or a benchmark .mat cube."),
+    scene: Path = typer.Argument(..., callback=_exists, help="Any raster GDAL reads (GeoTIFF, ENVI .hdr, .lan, VRT, HDF5 subdataset) or a benchmark .mat cube."),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
     variable: Optional[str] = typer.Option(None, help="Variable name inside a .mat file."),
 ) -> None:
@@ -100,27 +255,26 @@ def models(as_json: bool = typer.Option(False, "--json", help="Print machine-rea
         typer.echo(json.dumps([{"name": e.name, "task": e.task, "inputs": e.inputs, "description": e.description}
                                for e in entries], indent=2))
         return
-    from rich.console import Console
-    from rich.table import Table
-
-    t = Table("name", "task", "inputs", "description")
-    for e in entries:
-        t.add_row(e.name, e.task, e.inputs, e.description)
-    Console().print(t)
+    width = _text_width()
+    name_w = max(len(e.name) for e in entries) + 2
+    task_w = max(len(e.task) for e in entries) + 2
+    for e in entries:  # one line of name, task and inputs; the description wrapped below it, never cut
+        typer.echo(f"{e.name:<{name_w}}{e.task:<{task_w}}{e.inputs}".rstrip())
+        typer.echo(_wrap(e.description, width, "    "))
 
 
 # -- preprocess ----------------------------------------------------------------------------------------------------
 @app.command()
 def preprocess(
-    scene: Path = typer.Argument(..., help="Input scene."),
-    out: Path = typer.Option(..., "-o", "--out", help="Output GeoTIFF (float32, NaN nodata)."),
+    scene: Path = typer.Argument(..., callback=_exists, help="Input scene."),
+    out: Path = typer.Option(..., "-o", "--out", callback=RASTER_OUT, help="Output GeoTIFF (float32, NaN nodata)."),
     drop_bad_bands: bool = typer.Option(False, "--drop-bad-bands", help="Drop the file's bad bands and the 1340-1460 / 1790-1960 nm water-vapour bands."),
     wavelength_range: Optional[Tuple2] = typer.Option(None, "--wavelength-range", help="Keep bands between MIN and MAX nm.", metavar="MIN MAX"),
     resample_to: Optional[str] = typer.Option(None, "--resample-to", help="Resample spectrally to a sensor's bands (sentinel2, landsat8) with Gaussian responses."),
-    scale: Optional[float] = typer.Option(None, "--scale", help="Multiply values by this factor (e.g. 0.0001 for reflectance x 10000); default: the file's own scale/offset when set."),
+    scale: Optional[float] = typer.Option(None, "--scale", callback=_positive, help="Multiply values by this factor (e.g. 0.0001 for reflectance x 10000); default: the file's own scale/offset when set."),
     normalize: bool = typer.Option(False, "--normalize", help="Standardise each band (z-score from streamed statistics)."),
-    pca: Optional[int] = typer.Option(None, "--pca", help="Keep N principal components (covariance streamed over the scene)."),
-    chain: Optional[Path] = typer.Option(None, "--chain", help="A preprocessing chain as JSON (e.g. from a checkpoint) instead of the options."),
+    pca: Optional[int] = typer.Option(None, "--pca", min=1, help="Keep N principal components (covariance streamed over the scene)."),
+    chain: Optional[Path] = typer.Option(None, "--chain", callback=_exists, help="A preprocessing chain as JSON (e.g. from a checkpoint) instead of the options."),
     fmt: Fmt = typer.Option(Fmt.cog, "--format", help="Output layout."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
 ) -> None:
@@ -154,13 +308,6 @@ STRATEGY_HELP = ("auto (DDP when --devices or --num-nodes > 1), ddp, or another 
 NUM_NODES_HELP = "Nodes of a multi-node DDP run (launch with torchrun or a cluster scheduler on each node)."
 
 
-def _quiet_ddp(devices: int, num_nodes: int) -> None:
-    """Multi-process runs: silence torch's C++ advice that DDP found no unused parameter this time (hsikit keeps the
-    check on for models that leave some unused). Must run before torch is imported; the other ranks inherit it."""
-    if devices * num_nodes > 1:
-        os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
-
-
 def _model_config(items: list[str] | None) -> dict:
     """``KEY=VALUE`` pairs (values parsed as JSON when they parse) into a model config dict."""
     from hsikit.errors import OptionError
@@ -179,39 +326,40 @@ def _model_config(items: list[str] | None) -> dict:
 
 @train_app.command("classifier")
 def train_classifier(
-    scene: Optional[Path] = typer.Argument(None, help="Training scene (or use --dataset)."),
-    labels: Optional[Path] = typer.Option(None, "--labels", "-l", help="Label raster on the scene grid, or polygons (GeoPackage/Shapefile) with a class attribute."),
-    out: Path = typer.Option(..., "-o", "--out", help="Checkpoint to write (.safetensors, JSON metadata inside)."),
+    scene: Optional[Path] = typer.Argument(None, callback=_exists, help="Training scene (or use --dataset)."),
+    labels: Optional[Path] = typer.Option(None, "--labels", "-l", callback=_exists, help="Label raster on the scene grid, or polygons (GeoPackage/Shapefile) with a class attribute."),
+    allow_resample: bool = typer.Option(False, "--allow-resample", help=ALLOW_RESAMPLE_HELP),
+    out: Path = typer.Option(..., "-o", "--out", callback=CHECKPOINT_OUT, help="Checkpoint to write (.safetensors, JSON metadata inside)."),
     model: ClsModel = typer.Option(ClsModel.spectral_cnn, "--model", "-m", help="Architecture; each trains with its paper's recipe (see README)."),
     dataset: Optional[str] = typer.Option(None, "--dataset", help="A benchmark dataset instead of SCENE/--labels (hsikit datasets list)."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Where benchmark datasets live (default $HSIKIT_DATA or ~/.cache/hsikit/datasets)."),
     attribute: Optional[str] = typer.Option(None, "--attribute", help="Class column of vector labels."),
-    train: Optional[float] = typer.Option(None, "--train", help="Training pixels per class: a fraction (<1) or a count (>=1). Default: the model's paper protocol."),
-    val: Optional[float] = typer.Option(None, "--val", help="Validation pixels per class: a fraction or a count."),
-    split: Optional[Path] = typer.Option(None, "--split", help="Split raster on the scene grid: 1 train, 2 validation, 3 test (overrides --train/--val)."),
+    train: Optional[float] = typer.Option(None, "--train", callback=_positive, help="Training pixels per class: a fraction (<1) or a count (>=1). Default: the model's paper protocol."),
+    val: Optional[float] = typer.Option(None, "--val", min=0, help="Validation pixels per class: a fraction or a count."),
+    split: Optional[Path] = typer.Option(None, "--split", callback=_exists, help="Split raster on the scene grid: 1 train, 2 validation, 3 test (overrides --train/--val)."),
     disjoint: bool = typer.Option(False, "--disjoint", help="Drop validation/test pixels whose patch/receptive field overlaps a training pixel's."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs (default: the recipe's)."),
-    iterations: Optional[int] = typer.Option(None, "--iterations", help="Optimiser steps instead of epochs (FreeNet's recipe: 1000)."),
-    patience: Optional[int] = typer.Option(None, "--patience", help="Early stopping: epochs without a better validation OA."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Epochs (default: the recipe's)."),
+    iterations: Optional[int] = typer.Option(None, "--iterations", min=1, help="Optimiser steps instead of epochs (FreeNet's recipe: 1000)."),
+    patience: Optional[int] = typer.Option(None, "--patience", min=1, help="Early stopping: epochs without a better validation OA."),
     select_best: Optional[bool] = typer.Option(None, "--select-best/--keep-last", help="Keep the best-validation-OA weights or the last ones (default: the recipe's)."),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate (default: the recipe's)."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Minibatch size (default depends on the model)."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (splits, initialisation, batches)."),
+    lr: Optional[float] = typer.Option(None, "--lr", callback=_positive, help="Learning rate (default: the recipe's)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Minibatch size (default depends on the model)."),
+    seed: Optional[int] = typer.Option(None, "--seed", min=0, help="Random seed (splits, initialisation, batches)."),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     precision: str = typer.Option("32-true", "--precision", help=PRECISION_HELP),
     resume: bool = typer.Option(False, "--resume", help=RESUME_HELP),
-    devices: int = typer.Option(1, "--devices", help=DEVICES_HELP),
+    devices: int = typer.Option(1, "--devices", min=1, help=DEVICES_HELP),
     strategy: str = typer.Option("auto", "--strategy", help=STRATEGY_HELP),
-    num_nodes: int = typer.Option(1, "--num-nodes", help=NUM_NODES_HELP),
+    num_nodes: int = typer.Option(1, "--num-nodes", min=1, help=NUM_NODES_HELP),
     drop_bad_bands: Optional[bool] = typer.Option(None, "--drop-bad-bands/--keep-bad-bands", help="Drop bad and water-vapour bands before the model."),
-    pca: Optional[int] = typer.Option(None, "--pca", help="Reduce to N principal components first."),
+    pca: Optional[int] = typer.Option(None, "--pca", min=1, help="Reduce to N principal components first."),
     pca_whiten: Optional[bool] = typer.Option(None, "--pca-whiten/--no-pca-whiten", help="Scale PCA components to unit variance (MorpMamba's notebook does)."),
-    set_: Optional[list[str]] = typer.Option(None, "--set", help="Model option KEY=VALUE (e.g. --set reduction_ratio=0.5, --set patch=7)."),
+    set_: Optional[list[str]] = typer.Option(None, "--set", metavar=SET_METAVAR, help="Model option KEY=VALUE (e.g. --set reduction_ratio=0.5, --set patch=7)."),
     report_dir: Optional[Path] = typer.Option(None, "--report-dir", help="Where to write the report (default: <out>_report/)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing checkpoint/report."),
 ) -> None:
     """Train a classifier; writes the checkpoint and a report (OA/AA/kappa, confusion matrix PNG/CSV)."""
-    _quiet_ddp(devices, num_nodes)
+    _start_training(out, report_dir, overwrite=overwrite, resume=resume, devices=devices, num_nodes=num_nodes)
     from hsikit.errors import OptionError
     from hsikit.pipelines.train_classifier import train_classifier as run_train
 
@@ -226,13 +374,9 @@ def train_classifier(
         if scene is None or labels is None:
             raise OptionError("give SCENE and --labels, or --dataset")
         sc, lab = str(scene), str(labels)
-    split_arr = None
-    if split is not None:
-        import rasterio
-
-        with rasterio.open(split) as src:
-            split_arr = src.read(1)
-    res = run_train(sc, lab, model=model.value, out=out, attribute=attribute, train=train, val=val, split=split_arr,
+    # the pipeline reads the split raster like the labels: grid checks, --allow-resample, one-line errors
+    res = run_train(sc, lab, model=model.value, out=out, attribute=attribute, allow_resample=allow_resample,
+                    train=train, val=val, split=str(split) if split is not None else None,
                     disjoint=disjoint, epochs=epochs, iterations=iterations, patience=patience,
                     select_best=select_best, lr=lr,
                     batch_size=batch_size, seed=seed, device=device, precision=precision, resume=resume,
@@ -250,21 +394,22 @@ def train_classifier(
 # -- evaluate / benchmark ------------------------------------------------------------------------------------------
 @app.command()
 def evaluate(
-    model: Path = typer.Argument(..., help="Classifier checkpoint (.safetensors)."),
-    scene: Path = typer.Argument(..., help="Labelled scene to classify."),
-    labels: Path = typer.Option(..., "--labels", "-l", help="Reference labels (raster on the scene grid, or polygons)."),
+    model: Path = typer.Argument(..., callback=_exists, help="Classifier checkpoint (.safetensors)."),
+    scene: Path = typer.Argument(..., callback=_exists, help="Labelled scene to classify."),
+    labels: Path = typer.Option(..., "--labels", "-l", callback=_exists, help="Reference labels (raster on the scene grid, or polygons)."),
+    allow_resample: bool = typer.Option(False, "--allow-resample", help=ALLOW_RESAMPLE_HELP),
     out: Path = typer.Option(..., "-o", "--out", help="Run folder: class map, report.json, confusion matrix."),
-    split: Optional[Path] = typer.Option(None, "--split", help="Split raster: only pixels with value 3 (test) are scored."),
+    split: Optional[Path] = typer.Option(None, "--split", callback=_exists, help="Split raster: only pixels with value 3 (test) are scored."),
     attribute: Optional[str] = typer.Option(None, "--attribute", help="Class column of vector labels."),
-    tile: int = typer.Option(512, "--tile", help="Tile size in pixels."),
+    tile: int = typer.Option(512, "--tile", min=1, help="Tile size in pixels."),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run folder's files."),
 ) -> None:
     """Classify a labelled scene and report OA, AA, kappa, per-class accuracy/F1 and the confusion matrix."""
     from hsikit.pipelines.evaluate import evaluate as run_eval
 
-    res = run_eval(model, scene, labels, out=out, split=split, attribute=attribute, tile=tile, device=device,
-                   overwrite=overwrite, progress=_state["progress"], command=_command_line())
+    res = run_eval(model, scene, labels, out=out, split=split, attribute=attribute, allow_resample=allow_resample,
+                   tile=tile, device=device, overwrite=overwrite, progress=_state["progress"], command=_command_line())
     m = res.metrics
     typer.echo(f"OA {m['oa']:.4f}  AA {m['aa']:.4f}  kappa {m['kappa']:.4f}  on {m['n']} pixels")
     typer.echo(f"run folder: {res.run_dir}")
@@ -280,15 +425,16 @@ def benchmark_classify(
     model: ClsModel = typer.Option(..., "--model", "-m", help="Architecture."),
     out: Path = typer.Option(..., "-o", "--out", help="Folder for checkpoints, reports and benchmark.json."),
     protocol: str = typer.Option("paper", "--protocol", help="paper (the model's training-sample protocol) or published (the dataset's split)."),
-    seeds: int = typer.Option(5, "--seeds", help="Number of seeds (0..N-1)."),
+    seeds: int = typer.Option(5, "--seeds", min=1, help="Number of seeds (0..N-1)."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Dataset folder (default $HSIKIT_DATA / cache)."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", help="Override the recipe's epochs."),
-    iterations: Optional[int] = typer.Option(None, "--iterations", help="Override the recipe's iterations."),
-    set_: Optional[list[str]] = typer.Option(None, "--set", help="Model option KEY=VALUE."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Override the recipe's epochs."),
+    iterations: Optional[int] = typer.Option(None, "--iterations", min=1, help="Override the recipe's iterations."),
+    set_: Optional[list[str]] = typer.Option(None, "--set", metavar=SET_METAVAR, help="Model option KEY=VALUE."),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing results."),
 ) -> None:
     """Train and test MODEL on DATASET once per seed; prints each run and mean ± std of OA, AA and kappa."""
+    _state["interrupted"] = "benchmark.json was not written; the checkpoints of finished seeds are kept"
     from hsikit.pipelines.benchmark import benchmark_classify as run_bench
 
     overrides = {k: v for k, v in {"epochs": epochs, "iterations": iterations}.items() if v is not None}
@@ -305,17 +451,17 @@ def benchmark_classify(
 # -- classify ------------------------------------------------------------------------------------------------------
 @app.command()
 def classify(
-    scene: Path = typer.Argument(..., help="Scene to classify."),
-    out: Path = typer.Option(..., "-o", "--out", help="Class map to write (.tif; uint8, 0 = nodata)."),
-    model: Optional[Path] = typer.Option(None, "--model", "-m", help="Checkpoint (.safetensors); default: the bundled sample model."),
-    tile: int = typer.Option(512, "--tile", help="Tile size in pixels."),
-    overlap: Optional[int] = typer.Option(None, "--overlap", help="Tile overlap in pixels (default 25% of the tile, at least the model's receptive field)."),
-    batch_size: int = typer.Option(2, "--batch-size", help="Tiles per model call (image models; pixel models are fed in pixel chunks)."),
+    scene: Path = typer.Argument(..., callback=_exists, help="Scene to classify."),
+    out: Path = typer.Option(..., "-o", "--out", callback=RASTER_OUT, help="Class map to write (.tif; uint8, 0 = nodata)."),
+    model: Optional[Path] = typer.Option(None, "--model", "-m", callback=_exists, help="Checkpoint (.safetensors); default: the bundled sample model."),
+    tile: int = typer.Option(512, "--tile", min=1, help="Tile size in pixels."),
+    overlap: Optional[int] = typer.Option(None, "--overlap", min=0, help="Tile overlap in pixels (default 25% of the tile, at least the model's receptive field)."),
+    batch_size: int = typer.Option(2, "--batch-size", min=1, help="Tiles per model call (image models; pixel models are fed in pixel chunks)."),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     probabilities: Optional[ProbFmt] = typer.Option(None, "--probabilities", help="Also write per-class probabilities: float32 (the default when no value is given) or uint8 (p x 254)."),
     confidence: bool = typer.Option(False, "--confidence", help="Also write the winning class's probability (float32)."),
     quicklook: bool = typer.Option(False, "--quicklook", help="Also write a PNG quicklook with a legend."),
-    legend: Optional[Path] = typer.Option(None, "--legend", help="Own class names/colours (.json, .csv or .clr: value, name, colour)."),
+    legend: Optional[Path] = typer.Option(None, "--legend", callback=_exists, help="Own class names/colours (.json, .csv or .clr: value, name, colour)."),
     fmt: Fmt = typer.Option(Fmt.cog, "--format", help="Output layout."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
 ) -> None:
@@ -343,6 +489,8 @@ from hsikit.cli import foundation as _foundation  # noqa: E402,F401  (registers 
 from hsikit.cli import stress as _stress  # noqa: E402,F401  (registers stress, train stress)
 from hsikit.cli import batch as _batch  # noqa: E402,F401  (registers batch)
 
+_plain_help(app)
+
 
 # -- entry point ---------------------------------------------------------------------------------------------------
 def _warn_one_line(message, category, filename, lineno, file=None, line=None) -> None:
@@ -359,36 +507,101 @@ def _default_option_values(args: list[str]) -> list[str]:
     return out
 
 
+def _usage_line(e: Exception, args: list[str]) -> str:
+    """A click/typer usage error in one line: the option (with the value given) or argument, and what is wrong."""
+    def sentence(text: str) -> str:  # "Input should be ..." -> "input should be ..."
+        text = " ".join(text.split()).removeprefix("Value error, ")
+        return text[:1].lower() + text[1:] if text[1:2].islower() else text
+
+    param, message = getattr(e, "param", None), str(getattr(e, "message", "") or "")
+    if param is None or not message or type(e).__name__ == "MissingParameter":
+        return sentence(e.format_message())
+    name = _param_name(param)
+    given = [v for o in param.opts for i, a in enumerate(args[:-1]) if a == o for v in [args[i + 1]]]
+    given += [a.split("=", 1)[1] for o in param.opts for a in args if a.startswith(o + "=")]
+    if getattr(param, "param_type_name", "") != "argument" and given and given[-1] not in message:
+        name = f"{name} {given[-1]}"
+    return f"{name}: {sentence(message)}"
+
+
+def _catch_signals() -> tuple[list[int], dict[int, Any]]:
+    """SIGINT and SIGTERM raise KeyboardInterrupt in the main thread, so a scheduler's SIGTERM cleans up like
+    Ctrl-C. Returns the list the caught signals go to and the handlers to restore."""
+    caught: list[int] = []
+
+    def interrupt(signum: int, frame: Any) -> None:
+        first = not caught
+        caught.append(signum)
+        if first:  # a second signal must not break the clean-up the first one started
+            raise KeyboardInterrupt
+
+    previous: dict[int, Any] = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            if signal.getsignal(sig) is not signal.SIG_IGN:  # e.g. SIGINT of a background job stays ignored
+                previous[sig] = signal.signal(sig, interrupt)
+        except ValueError:  # not the main thread: leave signals alone
+            break
+    return caught, previous
+
+
 def run(argv: list[str] | None = None) -> int:
-    """Console-script entry: user errors print one line and exit 2; ``--debug`` shows tracebacks."""
+    """Console-script entry: user errors print one line and exit 2; ``--debug`` shows tracebacks. An interrupt
+    (SIGINT, SIGTERM) prints one line and exits 130 or 143."""
     args = _default_option_values(list(sys.argv[1:] if argv is None else argv))
     debug = "--debug" in args
     if not debug:
         warnings.showwarning = _warn_one_line
+    _state["interrupted"] = NOTHING_WRITTEN
+    caught, previous = _catch_signals()
+    interrupted = False
+    try:
+        code = _invoke(args, debug)
+    except KeyboardInterrupt:  # one that typer did not turn into exit code 130 (caught is empty off the main thread)
+        code, interrupted = 130, True
+    except SystemExit:
+        if not caught:  # a SystemExit of another origin keeps its meaning
+            raise
+        code = 130
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+    if caught or interrupted:
+        print(f"interrupted: {_state['interrupted']}", file=sys.stderr)
+        code = 128 + (caught[0] if caught else int(signal.SIGINT))
+    return _finish(argv, code)
+
+
+def _invoke(args: list[str], debug: bool) -> int:
+    """Run the command line; the exit code, with a user error printed as one line. Lightning answers an interrupt
+    with SystemExit(1), which the caller handles."""
     try:
         # with standalone_mode=False click returns a command's typer.Exit code instead of raising it
         ret = app(args=args, prog_name="hsikit", standalone_mode=False)
-        code = ret if isinstance(ret, int) else 0
-    except (typer.Exit, click.exceptions.Exit) as e:
-        code = e.exit_code
-    except (typer.Abort, click.exceptions.Abort, KeyboardInterrupt):
+        return ret if isinstance(ret, int) else 0
+    except typer.Exit as e:
+        return e.exit_code
+    except typer.Abort:
         print("aborted", file=sys.stderr)
-        code = 130
+        return 130
     except HsikitError as e:
         if debug:
             raise
         print(f"error: {e}", file=sys.stderr)
-        code = e.exit_code
+        return e.exit_code
     except Exception as e:  # noqa: BLE001 - last resort: one line, traceback only with --debug
-        if hasattr(e, "show") and hasattr(e, "exit_code"):  # click/typer usage errors (typer vendors click)
+        usage = hasattr(e, "format_message") and hasattr(e, "exit_code")  # click/typer usage errors
+        if usage and type(e).__name__ == "NoArgsIsHelpError":  # a group given no command: its help
             e.show()
-            return _finish(argv, e.exit_code)
+            return e.exit_code
         if debug:
             raise
+        if usage:
+            print(f"error: {_usage_line(e, args)}", file=sys.stderr)
+            return e.exit_code
         msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
         print(f"error: {type(e).__name__}: {msg} (run with --debug for the traceback)", file=sys.stderr)
-        code = 1
-    return _finish(argv, code)
+        return 1
 
 
 def _finish(argv: list[str] | None, code: int) -> int:

@@ -12,7 +12,7 @@ from typing import Optional
 
 import typer
 
-from hsikit.cli.main import Fmt, _command_line, _state, app
+from hsikit.cli.main import RASTER_OUT, Fmt, _command_line, _exists, _positive, _state, app
 
 s2_app = typer.Typer(help="Sentinel-2 L1C/L2A: SAFE folders and GeoTIFF stacks to reflectance, multi-date series.",
                      no_args_is_help=True)
@@ -26,40 +26,15 @@ def _split(text: Optional[str]) -> Optional[list[str]]:
     return items or None
 
 
-class _Progress:
-    """A rich progress bar (a no-op when progress is off); calling the object advances it by one."""
-
-    def __init__(self, total: int, label: str) -> None:
-        self.total, self.label, self._bar, self._task = total, label, None, None
-
-    def __enter__(self) -> "_Progress":
-        if _state["progress"]:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TimeRemainingColumn(), transient=True)
-            self._bar.__enter__()
-            self._task = self._bar.add_task(self.label, total=self.total)
-        return self
-
-    def __call__(self) -> None:
-        if self._bar is not None:
-            self._bar.advance(self._task)
-
-    def __exit__(self, *exc) -> None:
-        if self._bar is not None:
-            self._bar.__exit__(*exc)
-
-
 @s2_app.command("stack")
 def stack(
-    product: Path = typer.Argument(..., help="SAFE folder (or its MTD_MSIL1C.xml / MTD_MSIL2A.xml), or a GeoTIFF stack of Sentinel-2 bands."),
-    out: Path = typer.Option(..., "-o", "--out", help="Reflectance to write: float32 COG, NaN nodata, band names and wavelengths."),
-    resolution: int = typer.Option(10, "--resolution", "-r", help="SAFE products: pixel size 10, 20 or 60 m; every band is resampled onto that grid (bilinear up, average down)."),
+    product: Path = typer.Argument(..., callback=_exists, help="SAFE folder (or its MTD_MSIL1C.xml / MTD_MSIL2A.xml), or a GeoTIFF stack of Sentinel-2 bands."),
+    out: Path = typer.Option(..., "-o", "--out", callback=RASTER_OUT, help="Reflectance to write: float32 COG, NaN nodata, band names and wavelengths."),
+    resolution: int = typer.Option(10, "--resolution", "-r", min=1, help="SAFE products: pixel size 10, 20 or 60 m; every band is resampled onto that grid (bilinear up, average down)."),
     bands: Optional[str] = typer.Option(None, "--bands", "-b", help="Bands to keep, e.g. B02,B03,B04,B08 (any spelling: B2, b8a); default: all the product has."),
-    cloud_mask: Optional[Path] = typer.Option(None, "--cloud-mask", help="Also write a cloud mask: 1 clear, 2 cloud / cloud shadow / cirrus (SCL 3, 8, 9, 10), 0 no data."),
+    cloud_mask: Optional[Path] = typer.Option(None, "--cloud-mask", callback=RASTER_OUT, help="Also write a cloud mask: 1 clear, 2 cloud / cloud shadow / cirrus (SCL 3, 8, 9, 10), 0 no data."),
     offset: Optional[float] = typer.Option(None, "--offset", help="GeoTIFF stacks: add offset in DN, as ESA's BOA_ADD_OFFSET (-1000 for baseline 04.00+ data that was not harmonised). Default: the file's tags, else 0."),
-    quantification: Optional[float] = typer.Option(None, "--quantification", help="GeoTIFF stacks: DN of reflectance 1 (default: the file's tags, else 10000 for integer stacks, 1 for float)."),
+    quantification: Optional[float] = typer.Option(None, "--quantification", callback=_positive, help="GeoTIFF stacks: DN of reflectance 1 (default: the file's tags, else 10000 for integer stacks, 1 for float)."),
     band_names: Optional[str] = typer.Option(None, "--band-names", help="GeoTIFF stacks without band descriptions: the name of every band in file order (e.g. B2,B3,B4,B8,SCL)."),
     granule: Optional[str] = typer.Option(None, "--granule", help="Old multi-granule SAFE products: the tile (T33UUU) to read."),
     fmt: Fmt = typer.Option(Fmt.cog, "--format", help="Output layout."),
@@ -70,6 +45,7 @@ def stack(
     from hsikit.io.s2_stack import window_count, write_reflectance
     from hsikit.io.sentinel2 import is_safe, open_s2_geotiff, open_safe
     from hsikit.pipelines.common import provenance_tags
+    from hsikit.progress import Progress
 
     if is_safe(product):
         if offset is not None or quantification is not None or band_names is not None:
@@ -81,9 +57,9 @@ def stack(
                              quantification=quantification, add_offset=offset)
     with sc:
         tags = provenance_tags(scene=sc, command=_command_line(), bands_used=list(sc.bands.names))
-        with _Progress(window_count(sc), f"writing {out.name}") as advance:
+        with Progress(_state["progress"], window_count(sc), f"writing {out.name}", unit="windows") as bar:
             res = write_reflectance(sc, out, cloud_out=cloud_mask, fmt=fmt.value, overwrite=overwrite, tags=tags,
-                                    on_window=advance)
+                                    on_window=bar.advance)
     when = f", {sc.acquired:%Y-%m-%d}" if sc.acquired else ""
     typer.echo(f"wrote {res.out} ({len(res.bands)} bands {','.join(res.bands)}, {res.width}x{res.height} px, "
                f"{sc.res[0]:g} {'m' if sc.crs.is_projected else 'deg'}{when}; valid {100 * res.valid_fraction:.1f} %)")
@@ -94,8 +70,8 @@ def stack(
 
 @s2_app.command("series")
 def series(
-    inputs: list[Path] = typer.Argument(..., help="SAFE folders, GeoTIFF stacks, folders of them, or one eo-learn EOPatch folder."),
-    resolution: Optional[float] = typer.Option(None, "--resolution", "-r", help="Grid pixel size in CRS units (default: the earliest acquisition's; SAFE products 10 m)."),
+    inputs: list[Path] = typer.Argument(..., callback=_exists, help="SAFE folders, GeoTIFF stacks, folders of them, or one eo-learn EOPatch folder."),
+    resolution: Optional[float] = typer.Option(None, "--resolution", "-r", callback=_positive, help="Grid pixel size in CRS units (default: the earliest acquisition's; SAFE products 10 m)."),
     bands: Optional[str] = typer.Option(None, "--bands", "-b", help="Bands that every date must have (default: the bands all dates share)."),
     crs: Optional[str] = typer.Option(None, "--crs", help="Grid CRS, e.g. EPSG:32633 (default: the earliest acquisition's)."),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
@@ -104,11 +80,12 @@ def series(
     import dask
 
     from hsikit.io.timeseries import open_series
+    from hsikit.progress import Progress
 
     ds = open_series([str(p) for p in inputs], resolution=resolution, bands=_split(bands), crs=crs)
     rows = []
     n_px = ds.sizes["y"] * ds.sizes["x"]
-    with _Progress(ds.sizes["time"], "reading dates") as advance:
+    with Progress(_state["progress"], ds.sizes["time"], "reading dates", unit="dates") as bar:
         for i in range(ds.sizes["time"]):
             v, c = ds["valid"][i], ds["cloud"][i]
             n_valid, n_cloud = dask.compute(v.sum(), (c & v).sum())
@@ -119,7 +96,7 @@ def series(
                          "cloud_source": src, "valid_pct": round(100 * n_valid / n_px, 2),
                          "cloud_pct": round(100 * n_cloud / n_valid, 2) if n_valid else 0.0,
                          "source": coord("source")})
-            advance()
+            bar.advance()
     crs_txt = ds.rio.crs.to_string() if ds.rio.crs is not None else "no CRS"
     res = abs(ds.rio.transform().a)
     header = {"dates": len(rows), "width": ds.sizes["x"], "height": ds.sizes["y"], "crs": crs_txt,
@@ -130,10 +107,12 @@ def series(
     from rich.console import Console
     from rich.table import Table
 
-    t = Table("date", "tile", "level", "cloud mask", "valid %", "cloud %",
+    t = Table("date", "tile", "level", "cloud mask", "valid %", "cloud %", title_justify="left",
               title=f"{len(rows)} dates on a {ds.sizes['x']}x{ds.sizes['y']} px grid, {crs_txt}, {res:g}"
                     + (f"; bands {','.join(header['bands'])}" if header["bands"] else ""))
     for r in rows:
         t.add_row(r["date"], r["tile"], r["level"], r["cloud_source"], f"{r['valid_pct']:.1f}",
                   f"{r['cloud_pct']:.1f}")
-    Console(width=max(100, len(t.title or "") + 4)).print(t)
+    for column in t.columns:  # cells fold, never end in "…"; the title wraps above the table
+        column.overflow = "fold"
+    Console().print(t)

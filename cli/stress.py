@@ -10,8 +10,9 @@ from typing import Optional
 
 import typer
 
-from hsikit.cli.main import (DEVICES_HELP, DEVICE_HELP, Fmt, NUM_NODES_HELP, PRECISION_HELP, RESUME_HELP,
-                             STRATEGY_HELP, _command_line, _model_config, _quiet_ddp, _state, app, train_app)
+from hsikit.cli.main import (ALLOW_RESAMPLE_HELP, CHECKPOINT_OUT, DEVICES_HELP, DEVICE_HELP, Fmt, NUM_NODES_HELP,
+                             PRECISION_HELP, RASTER_OUT, RESUME_HELP, SET_METAVAR, STRATEGY_HELP, _command_line, _exists,
+                             _model_config, _positive, _start_training, _state, app, train_app)
 
 _SERIES_HELP = ("The Sentinel-2 series: per-date GeoTIFFs (band descriptions B03, B04, ...; date in the "
                 "ACQUISITION_DATE tag or YYYYMMDD in the file name; SCL band or <stem>_SCL.tif sibling), SAFE "
@@ -21,20 +22,23 @@ _SEASON_HELP = "Start of the season window: MM-DD (year chosen per series) or YY
 
 @app.command("stress")
 def stress(
-    series: list[Path] = typer.Argument(..., help=_SERIES_HELP),
-    out: Path = typer.Option(..., "-o", "--out", help="Class map to write (.tif; uint8, 0 = nodata / cloudy all season / not vegetation)."),
-    model: Path = typer.Option(..., "--model", "-m", help="FFDNN checkpoint (hsikit train stress)."),
-    fields: Optional[Path] = typer.Option(None, "--fields", help="Field-id raster on the series grid: also write <out>_fields.tif with one class per field."),
+    series: list[Path] = typer.Argument(..., callback=_exists, help=_SERIES_HELP),
+    out: Path = typer.Option(..., "-o", "--out", callback=RASTER_OUT, help="Class map to write (.tif; uint8, 0 = nodata / cloudy all season / not vegetation)."),
+    model: Path = typer.Option(..., "--model", "-m", callback=_exists, help="FFDNN checkpoint (hsikit train stress)."),
+    fields: Optional[Path] = typer.Option(None, "--fields", callback=_exists, help="Field-id raster on the series grid: also write <out>_fields.tif with one class per field."),
     season_start: Optional[str] = typer.Option(None, "--season-start", help=_SEASON_HELP + " Default: the model's."),
     explain: bool = typer.Option(True, "--explain/--no-explain", help="Write the explanation: which dates, indices and frequencies drove each class (JSON + PNG) and the most influential date per pixel."),
     png: bool = typer.Option(True, "--png/--no-png", help="Write a PNG of the class map with a legend."),
-    block: Optional[int] = typer.Option(None, "--block", help="Block size in pixels (default: the series' chunk, or 256)."),
-    batch_size: int = typer.Option(8192, "--batch-size", help="Pixels per model call."),
+    block: Optional[int] = typer.Option(None, "--block", min=1, help="Block size in pixels (default: the series' chunk, or 256)."),
+    batch_size: int = typer.Option(8192, "--batch-size", min=1, help="Pixels per model call."),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     fmt: Fmt = typer.Option(Fmt.cog, "--format", help="Output layout."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
 ) -> None:
     """Map healthy / yellow rust / nitrogen deficiency (the model's classes) per pixel from a time series."""
+    from hsikit.io.atomic import check_output
+
+    check_output(out, overwrite)  # the pipeline checks every output too, but only once the model has loaded
     from hsikit.pipelines.stress import stress as run
 
     res = run([str(s) for s in series], out=out, model=model, fields=str(fields) if fields else None,
@@ -52,42 +56,43 @@ def stress(
 
 @train_app.command("stress")
 def train_stress(
-    series: list[Path] = typer.Argument(..., help=_SERIES_HELP),
-    labels: Path = typer.Option(..., "--labels", "-l", help="Class raster on the series grid (0 = unlabelled), or polygons with a class attribute."),
-    out: Path = typer.Option(..., "-o", "--out", help="Checkpoint to write (.safetensors, filter settings and statistics inside)."),
-    fields: Optional[Path] = typer.Option(None, "--fields", help="Field-id raster; the split is by field (default: each connected region of one class is a field)."),
+    series: list[Path] = typer.Argument(..., callback=_exists, help=_SERIES_HELP),
+    labels: Path = typer.Option(..., "--labels", "-l", callback=_exists, help="Class raster on the series grid (0 = unlabelled), or polygons with a class attribute."),
+    out: Path = typer.Option(..., "-o", "--out", callback=CHECKPOINT_OUT, help="Checkpoint to write (.safetensors, filter settings and statistics inside)."),
+    fields: Optional[Path] = typer.Option(None, "--fields", callback=_exists, help="Field-id raster; the split is by field (default: each connected region of one class is a field)."),
     attribute: Optional[str] = typer.Option(None, "--attribute", help="Class column of vector labels."),
+    allow_resample: bool = typer.Option(False, "--allow-resample", help=ALLOW_RESAMPLE_HELP),
     features: str = typer.Option("lai,lcc", "--features", help="Filter features per date, comma-separated: lai (WDVI/CLAIR), lcc (-ln TCARI/OSAVI), any index (hsikit indices) or a series variable such as NDVI."),
     season_start: Optional[str] = typer.Option(None, "--season-start", help=_SEASON_HELP + " Default: the first acquisition."),
-    step_days: int = typer.Option(5, "--step-days", help="Days between grid dates."),
-    length: int = typer.Option(32, "--length", help="Grid dates T."),
+    step_days: int = typer.Option(5, "--step-days", min=1, help="Days between grid dates."),
+    length: int = typer.Option(32, "--length", min=2, help="Grid dates T."),
     soil_slope: str = typer.Option("1.0", "--soil-slope", help="WDVI soil-line slope NIR/red, or 'auto' to estimate it from bare-soil observations (of --soil-mask, else of the whole scene)."),
-    soil_mask: Optional[Path] = typer.Option(None, "--soil-mask", help="Raster of bare-soil pixels (non-zero) for --soil-slope auto."),
-    ndvi_min: float = typer.Option(0.2, "--ndvi-min", help="Drop pixels whose seasonal NDVI peak stays below this (-1 keeps every pixel)."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", help="Most epochs (default 150; early stopping usually ends sooner)."),
-    patience: Optional[int] = typer.Option(None, "--patience", help="Early stopping: epochs without a lower validation loss (default 20)."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Minibatch size (default 64)."),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Adam learning rate (default 1e-3, cosine to 1e-5)."),
-    time_shift: Optional[int] = typer.Option(None, "--time-shift", help="Random shift of training series by up to N grid steps (default 2; 0 = off)."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (split, initialisation, batches)."),
-    max_pixels_per_field: Optional[int] = typer.Option(None, "--max-pixels-per-field", help="Subsample large fields to at most N pixels."),
-    set_: Optional[list[str]] = typer.Option(None, "--set", help="Model option KEY=VALUE (e.g. --set width=32, --set frequency_gate=true)."),
+    soil_mask: Optional[Path] = typer.Option(None, "--soil-mask", callback=_exists, help="Raster of bare-soil pixels (non-zero) for --soil-slope auto."),
+    ndvi_min: float = typer.Option(0.2, "--ndvi-min", min=-1, max=1, help="Drop pixels whose seasonal NDVI peak stays below this (-1 keeps every pixel)."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Most epochs (default 150; early stopping usually ends sooner)."),
+    patience: Optional[int] = typer.Option(None, "--patience", min=1, help="Early stopping: epochs without a lower validation loss (default 20)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Minibatch size (default 64)."),
+    lr: Optional[float] = typer.Option(None, "--lr", callback=_positive, help="Adam learning rate (default 1e-3, cosine to 1e-5)."),
+    time_shift: Optional[int] = typer.Option(None, "--time-shift", min=0, help="Random shift of training series by up to N grid steps (default 2; 0 = off)."),
+    seed: Optional[int] = typer.Option(None, "--seed", min=0, help="Random seed (split, initialisation, batches)."),
+    max_pixels_per_field: Optional[int] = typer.Option(None, "--max-pixels-per-field", min=1, help="Subsample large fields to at most N pixels."),
+    set_: Optional[list[str]] = typer.Option(None, "--set", metavar=SET_METAVAR, help="Model option KEY=VALUE (e.g. --set width=32, --set frequency_gate=true)."),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     precision: str = typer.Option("32-true", "--precision", help=PRECISION_HELP[:-1] + " (the FFT always runs in float32)."),
     resume: bool = typer.Option(False, "--resume", help=RESUME_HELP),
-    devices: int = typer.Option(1, "--devices", help=DEVICES_HELP),
+    devices: int = typer.Option(1, "--devices", min=1, help=DEVICES_HELP),
     strategy: str = typer.Option("auto", "--strategy", help=STRATEGY_HELP),
-    num_nodes: int = typer.Option(1, "--num-nodes", help=NUM_NODES_HELP),
+    num_nodes: int = typer.Option(1, "--num-nodes", min=1, help=NUM_NODES_HELP),
     report_dir: Optional[Path] = typer.Option(None, "--report-dir", help="Where to write the report (default: <out>_report/)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing checkpoint/report."),
 ) -> None:
     """Train the FFDNN stress model; writes the checkpoint and a report (OA, per-class F1, kappa, loss curve)."""
-    _quiet_ddp(devices, num_nodes)
+    _start_training(out, report_dir, overwrite=overwrite, resume=resume, devices=devices, num_nodes=num_nodes)
     from hsikit.pipelines.train_stress import train_stress as run
 
     feats = tuple(f.strip() for f in features.split(",") if f.strip())
     res = run([str(s) for s in series], str(labels), out=out, fields=str(fields) if fields else None,
-              attribute=attribute, features=feats, season_start=season_start, step_days=step_days, length=length,
+              attribute=attribute, allow_resample=allow_resample, features=feats, season_start=season_start, step_days=step_days, length=length,
               soil_slope=soil_slope, soil_mask=str(soil_mask) if soil_mask else None, ndvi_min=None if ndvi_min <= -1 else ndvi_min, model_config=_model_config(set_),
               epochs=epochs, patience=patience, batch_size=batch_size, lr=lr, time_shift=time_shift, seed=seed,
               max_pixels_per_field=max_pixels_per_field, device=device, precision=precision, resume=resume,
@@ -105,11 +110,11 @@ def train_stress(
 @app.command("simulate-stress")
 def simulate_stress(
     outdir: Path = typer.Argument(..., help="Folder to write: series/ (per-date GeoTIFFs + SCL), labels.tif, fields.tif, soil.tif, series.json."),
-    fields_per_class: int = typer.Option(12, "--fields-per-class", help="Wheat fields per class."),
-    field_size: int = typer.Option(16, "--field-size", help="Field side in 10 m pixels."),
-    dates: Optional[int] = typer.Option(None, "--dates", help="Exactly N acquisition dates (default: a realistic 5-day revisit calendar)."),
-    year: int = typer.Option(2021, "--year", help="Year of the season."),
-    seed: int = typer.Option(0, "--seed", help="Random seed."),
+    fields_per_class: int = typer.Option(12, "--fields-per-class", min=1, help="Wheat fields per class."),
+    field_size: int = typer.Option(16, "--field-size", min=1, help="Field side in 10 m pixels."),
+    dates: Optional[int] = typer.Option(None, "--dates", min=2, help="Exactly N acquisition dates (default: a realistic 5-day revisit calendar)."),
+    year: int = typer.Option(2021, "--year", min=1, max=9998, help="Year of the season."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Random seed."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing files."),
 ) -> None:
     """Write a simulated Sentinel-2 series of healthy, yellow-rust and N-deficient wheat fields (not real data)."""
