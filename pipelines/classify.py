@@ -46,6 +46,11 @@ def output_paths(out: Path, probabilities: ProbMode | None, quicklook: bool, con
     return paths
 
 
+def named_roles(paths: dict[str, Path]) -> dict[str, Path]:
+    """``output_paths`` keyed by readable role names ("class map", "quicklook"…) for messages."""
+    return {role.replace("_", " "): p for role, p in paths.items()}
+
+
 @dataclass
 class ClassifySetup:
     """What classifying one scene with one checkpoint needs, derived from the scene's header and the checkpoint's
@@ -79,19 +84,25 @@ def classify_setup(sc: Scene, model_path: str | Path, *, tile: int = 512, overla
                    batch_size: int = 2, legend: str | Path | None = None, command: str | None = None) -> ClassifySetup:
     """Check ``sc`` against the checkpoint (georeferencing, task, bands, legend) and plan the tiling."""
     from hsikit.checkpoint import checkpoint_sha256, read_checkpoint_meta
-    from hsikit.engine.engine import TileSpec
+    from hsikit.engine.engine import TileSpec, check_spec, planned_overlap
+    from hsikit.io.gaps import fill_tags
     from hsikit.io.legend import Legend
     from hsikit.models.registry import get_entry
     from hsikit.pipelines.common import check_georeferencing, provenance_tags
     from hsikit.preprocess.chain import Chain
 
     model_path = Path(model_path)
+    check_spec(TileSpec(tile=tile, overlap=overlap, batch_size=batch_size))
     check_georeferencing(sc)
     meta = read_checkpoint_meta(model_path)
     if meta.task != "classification":
         raise InputError(f"{model_path.name} is a {meta.task} model, not a classifier")
     chain = Chain.from_dict(meta.preprocessing)
-    chain.check_input(sc.bands)
+    try:
+        chain.check_input(sc.bands, source=sc.name)
+    except BandMismatchError as e:
+        raise BandMismatchError(f"{model_path.name}: {e}; train a classifier on this sensor's bands with `hsikit "
+                                "train classifier SCENE --labels LABELS -o MODEL.safetensors`") from None
     n_cls = len(meta.class_names)
     lg = Legend.read(legend, n_cls) if legend else Legend.from_names(meta.class_names, meta.class_colors)
     if lg.count != n_cls:
@@ -100,7 +111,8 @@ def classify_setup(sc: Scene, model_path: str | Path, *, tile: int = 512, overla
     context = int(entry.receptive_field(entry.config_cls(**meta.config)))
     # pixel-local models are fed in pixel chunks by the predictor: batching whole tiles only costs memory
     spec = TileSpec(tile=tile, overlap=overlap, batch_size=batch_size if context > 0 else 1)
-    tile_tag = {"tile": tile, "overlap": overlap, "context": context, "blend": "raised-cosine"}
+    used_overlap, margin = planned_overlap(spec, context, context == 0, (sc.height, sc.width))
+    tile_tag = {"tile": tile, "overlap": used_overlap, "margin": margin, "context": context, "blend": "raised-cosine"}
     tags = provenance_tags(
         scene=sc,
         command=command,
@@ -109,7 +121,7 @@ def classify_setup(sc: Scene, model_path: str | Path, *, tile: int = 512, overla
         bands_used=[sc.bands.names[i] for i in chain.used_input_bands(sc.count)],
         normalization="checkpoint statistics: " + " > ".join(s.op for s in chain.steps),
         tile=tile_tag,
-        extra={"HSIKIT_CLASS_OFFSET": "1"},
+        extra={"HSIKIT_CLASS_OFFSET": "1", **fill_tags(sc)},
     )
     return ClassifySetup(model_path, meta.arch, list(meta.class_names), lg, chain, context, entry.size_multiple,
                          spec, tile_tag, tags)
@@ -197,8 +209,10 @@ def classify(
     """
     from hsikit.checkpoint import load_checkpoint
     from hsikit.engine.engine import run_tiled
-    from hsikit.io.atomic import check_output
+    from hsikit.io.atomic import output_group
+    from hsikit.io.gaps import check_band_gaps
     from hsikit.io.open import open_scene
+    from hsikit.io.outputs import check_outputs, check_suffix
     from hsikit.pipelines.common import default_model
 
     out = Path(out)
@@ -206,13 +220,14 @@ def classify(
         raise OptionError(f"--format must be cog or gtiff, not {fmt!r}")
     if probabilities not in (None, "float32", "uint8"):
         raise OptionError(f"--probabilities must be float32 or uint8, not {probabilities!r}")
+    check_suffix(out)
     paths = output_paths(out, probabilities, quicklook, confidence)
-    for p in paths.values():
-        check_output(p, overwrite)
+    check_outputs(named_roles(paths), overwrite)
     t0 = time.perf_counter()
     own = not isinstance(scene, Scene)
     sc = open_scene(scene) if own else scene
     try:
+        check_band_gaps(sc)
         model_path = Path(model) if model is not None else default_model()
         setup = classify_setup(sc, model_path, tile=tile, overlap=overlap, batch_size=batch_size, legend=legend,
                                command=command)
@@ -228,19 +243,20 @@ def classify(
             for role, a in arrays.items():
                 writers[role].write(a, window)
 
-        with ExitStack() as stack:
-            for w in writers.values():
-                stack.enter_context(w)
-            stats = run_tiled(sc, predictor, out_channels=n_cls, sink=sink, spec=setup.spec,
-                              context=setup.context, size_multiple=setup.size_multiple,
-                              transform_input=setup.chain.apply, progress=progress, pixel_local=setup.pixel_local)
+        with output_group() as group:  # every output appears together, or none
+            with ExitStack() as stack:
+                for w in writers.values():
+                    stack.enter_context(w)
+                stats = run_tiled(sc, predictor, out_channels=n_cls, sink=sink, spec=setup.spec,
+                                  context=setup.context, size_multiple=setup.size_multiple,
+                                  transform_input=setup.chain.apply, progress=progress,
+                                  pixel_local=setup.pixel_local)
+            ql = None
+            if quicklook:
+                from hsikit.io.quicklook import save_class_quicklook
 
-        ql = None
-        if quicklook:
-            from hsikit.io.quicklook import save_class_quicklook
-
-            save_class_quicklook(_read_decimated(paths["class_map"]), lg, paths["quicklook"])
-            ql = paths["quicklook"]
+                save_class_quicklook(_read_decimated(group.staged(paths["class_map"])), lg, paths["quicklook"])
+                ql = paths["quicklook"]
     finally:
         if own:
             sc.close()

@@ -120,7 +120,7 @@ def evaluate_restoration(
     for i, src in enumerate(scenes):
         sc = src if isinstance(src, Scene) else open_scene(src)
         try:
-            chain.check_input(sc.bands)
+            chain.check_input(sc.bands, source=sc.name)
             cubes, valids, _ = load_clean([sc], chain)
             clean, valid = cubes[0], valids[0]
             if s > 1 and not nearest:

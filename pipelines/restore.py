@@ -18,12 +18,13 @@ from typing import Literal
 import numpy as np
 
 from hsikit.engine.engine import EngineStats
-from hsikit.errors import InputError, OptionError
+from hsikit.errors import BandMismatchError, InputError, OptionError
 from hsikit.io.scene import Scene
 
 RESTORATION_TASKS = ("denoising", "super-resolution", "restoration")
 #: the prompt tasks a plain denoising command may use on an all-in-one model
 DENOISE_TASKS = ("gaussian", "complex")
+_TRAIN_COMMAND = {"denoising": "denoiser", "super-resolution": "super-resolver", "restoration": "restorer"}
 
 
 @dataclass
@@ -142,6 +143,14 @@ class RestoreSetup:
 
         return TileSpec(tile=self.tile, overlap=self.overlap, batch_size=1)
 
+    def tile_tag(self, sc: Scene) -> dict:
+        """The tiling the run uses on ``sc`` (overlap and margin as resolved, not as requested)."""
+        from hsikit.engine.engine import planned_overlap
+
+        overlap, margin = planned_overlap(self.spec, self.context, False, (sc.height, sc.width))
+        return {"tile": self.tile, "overlap": overlap, "margin": margin, "context": self.context,
+                "blend": "raised-cosine"}
+
 
 def restore_setup(sc: Scene, model_path: str | Path, *, command: str = "restore", task: str | None = None,
                   scale: int | None = None, tile: int | None = None, overlap: int | None = None) -> RestoreSetup:
@@ -151,18 +160,25 @@ def restore_setup(sc: Scene, model_path: str | Path, *, command: str = "restore"
     from hsikit.pipelines.common import check_georeferencing
     from hsikit.preprocess.chain import Chain
 
+    from hsikit.engine.engine import TileSpec, check_spec
+
     model_path = Path(model_path)
+    check_spec(TileSpec(tile=1 if tile is None else tile, overlap=overlap))
     check_georeferencing(sc)
     meta = read_checkpoint_meta(model_path)
     task_name, s, nearest = resolve_task(meta, command, task, scale)
     chain = Chain.from_dict(meta.preprocessing)
-    chain.check_input(sc.bands)
+    try:
+        chain.check_input(sc.bands, source=sc.name)
+    except BandMismatchError as e:
+        raise BandMismatchError(f"{model_path.name}: {e}; train a model on this sensor's bands with `hsikit "
+                                f"train {_TRAIN_COMMAND[meta.task]} SCENE... -o MODEL.safetensors`") from None
     entry = get_entry(meta.arch)
     context = int(entry.receptive_field(entry.config_cls(**meta.config)))
     if nearest:  # the network sees the up-sampled tile: its context in input px shrinks by the scale
         context = max(1, math.ceil(context / s))
     return RestoreSetup(model_path, meta, command, task_name, s, nearest, chain, context,
-                        tile or default_tile(context, s), overlap, chain.output_bands(sc.bands),
+                        default_tile(context, s) if tile is None else tile, overlap, chain.output_bands(sc.bands),
                         _output_nodata(sc.nodata))
 
 
@@ -197,6 +213,7 @@ def restore_writer(out: Path, setup: RestoreSetup, sc: Scene, value_range: tuple
     from affine import Affine
 
     from hsikit.checkpoint import checkpoint_sha256
+    from hsikit.io.gaps import fill_tags
     from hsikit.io.writer import RasterWriter
     from hsikit.pipelines.common import provenance_tags, spectral_band_tags
 
@@ -206,11 +223,15 @@ def restore_writer(out: Path, setup: RestoreSetup, sc: Scene, value_range: tuple
         scene=sc, command=command_line, model=setup.meta.arch, checkpoint_sha256=checkpoint_sha256(setup.model_path),
         bands_used=[sc.bands.names[i] for i in setup.chain.used_input_bands(sc.count)],
         normalization=f"scene min-max [{lo:g}, {hi:g}] -> [0, 1] and back",
-        tile={"tile": setup.tile, "overlap": setup.overlap, "context": setup.context, "blend": "raised-cosine"},
+        tile=setup.tile_tag(sc),
         extra={"HSIKIT_TASK": setup.task, "HSIKIT_SCALE": str(s), "HSIKIT_VALUE_RANGE": json.dumps([lo, hi]),
-               **(extra_tags or {})},
+               **fill_tags(sc), **(extra_tags or {})},
     )
     transform = sc.transform * Affine.scale(1.0 / s) if s > 1 else sc.transform
+    if sc.crs is None and s > 1:  # check_georeferencing warned about the scene's grid; this is the same one, finer
+        from hsikit.io.writer import note_no_crs_reported
+
+        note_no_crs_reported(sc.width * s, sc.height * s, transform)
     bands = setup.out_bands
     return RasterWriter(out, width=sc.width * s, height=sc.height * s, count=bands.count, dtype="float32",
                         crs=sc.crs, transform=transform, nodata=setup.nodata, kind="continuous", overwrite=overwrite,
@@ -242,16 +263,19 @@ def restore_scene(
     from hsikit.checkpoint import load_checkpoint
     from hsikit.engine.engine import run_tiled
     from hsikit.io.atomic import check_output
+    from hsikit.io.gaps import check_band_gaps
     from hsikit.io.open import open_scene
+    from hsikit.io.outputs import check_suffix
 
     out = Path(out)
     if fmt not in ("cog", "gtiff"):
         raise OptionError(f"--format must be cog or gtiff, not {fmt!r}")
-    check_output(out, overwrite)
+    check_output(check_suffix(out), overwrite)
     t0 = time.perf_counter()
     own = not isinstance(scene, Scene)
     sc = open_scene(scene) if own else scene
     try:
+        check_band_gaps(sc)
         setup = restore_setup(sc, model, command=command, task=task, scale=scale, tile=tile, overlap=overlap)
         lo, hi = scene_value_range(sc, setup.chain.apply)
         net, _ = load_checkpoint(setup.model_path, device="cpu")

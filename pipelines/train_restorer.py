@@ -170,7 +170,7 @@ def train_restorer(
     try:
         chain = Chain.from_options(drop_bad_bands=drop_bad_bands).fit(opened[0])
         for sc in opened[1:] + opened_val:
-            chain.check_input(sc.bands)
+            chain.check_input(sc.bands, source=sc.name)
         bands = chain.output_bands(opened[0].bands)
         size = sum(bands.count * sc.width * sc.height * 4 for sc in opened + opened_val)
         if size > MAX_TRAINING_BYTES:

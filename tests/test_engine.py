@@ -170,7 +170,14 @@ def test_resolve_rules():
         resolve(TileSpec(tile=64, overlap=8), 16, False)
     with pytest.raises(OptionError, match="half the tile"):
         resolve(TileSpec(tile=64, overlap=40, margin=4), 0, False)
-    assert resolve(TileSpec(tile=512, overlap=999), 50, False, shape=(100, 200)) == (0, 0)
+    assert resolve(TileSpec(tile=512, overlap=100), 50, False, shape=(100, 200)) == (0, 0)  # one tile: no overlap
+    # an overlap no tile can have is refused even where one tile covers the scene (it was recorded as given)
+    with pytest.raises(OptionError, match="--overlap 999 px exceeds half the tile"):
+        resolve(TileSpec(tile=512, overlap=999), 50, False, shape=(100, 200))
+    for bad, option in ((TileSpec(tile=0), "--tile"), (TileSpec(overlap=-3), "--overlap"),
+                        (TileSpec(batch_size=0), "--batch-size")):
+        with pytest.raises(OptionError, match=f"^{option} must be at least"):
+            resolve(bad, 0, True)
 
 
 def test_device_errors():

@@ -26,7 +26,7 @@ import rasterio
 from rasterio.windows import Window
 
 from hsikit.engine.tiling import AxisPlan, axis_weights, column_groups, plan_axis
-from hsikit.errors import OptionError
+from hsikit.errors import InputError, OptionError
 from hsikit.io.scene import Scene
 from hsikit.progress import Progress
 
@@ -61,13 +61,27 @@ class EngineStats:
     margin: int = 0
 
 
+def check_spec(spec: TileSpec) -> None:
+    """Refuse tiling options no run can use, naming the option as the CLI spells it."""
+    for name, value, least in (("--tile", spec.tile, 1), ("--overlap", spec.overlap, 0), ("--margin", spec.margin, 0),
+                               ("--batch-size", spec.batch_size, 1), ("max_strip_width", spec.max_strip_width, 1)):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not float(value).is_integer():
+            raise OptionError(f"{name} must be a whole number, not {value!r}")
+        if int(value) < least:
+            raise OptionError(f"{name} must be at least {least}, not {int(value)}")
+
+
 def resolve(spec: TileSpec, context: int, pixel_local: bool, shape: tuple[int, int] | None = None) -> tuple[int, int]:
     """(overlap, margin) in px. Defaults: pixel-local models need none; others discard
     ``max(tile/32, 4, context)`` px per side and overlap by ``max(tile/4, 2 * margin)``.
     A scene (rows, cols) that fits in one tile needs no overlap at all."""
+    check_spec(spec)
     tile = int(spec.tile)
-    if tile < 1:
-        raise OptionError(f"tile size must be positive, not {tile}")
+    if spec.overlap is not None and int(spec.overlap) > tile // 2:  # refused even where one tile covers the scene
+        raise OptionError(f"--overlap {int(spec.overlap)} px exceeds half the tile ({tile} px); use --tile "
+                          f"{max(4 * max(context, 1), 2 * int(spec.overlap))} or more")
     if shape is not None and max(shape) <= tile:
         return 0, 0
     if spec.margin is not None:
@@ -75,7 +89,7 @@ def resolve(spec: TileSpec, context: int, pixel_local: bool, shape: tuple[int, i
     else:
         margin = 0 if pixel_local else max(tile // 32, 4, int(context))
     if margin < context:
-        raise OptionError(f"margin {margin} px is smaller than the model's receptive field ({context} px)")
+        raise OptionError(f"--margin {margin} px is smaller than the model's receptive field ({context} px)")
     if spec.overlap is not None:
         overlap = int(spec.overlap)
     else:
@@ -85,13 +99,15 @@ def resolve(spec: TileSpec, context: int, pixel_local: bool, shape: tuple[int, i
             margin = overlap // 2  # the user asked for less overlap: shrink the default margin to fit
         else:
             raise OptionError(
-                f"overlap {overlap} px is too small for this model: it needs at least {2 * max(margin, context)} px "
+                f"--overlap {overlap} px is too small for this model: it needs at least {2 * max(margin, context)} px "
                 f"(twice its receptive field of {context} px); raise --overlap or the tile size"
             )
     if overlap > tile // 2:
-        raise OptionError(
-            f"overlap {overlap} px exceeds half the tile ({tile} px); use --tile {max(4 * max(context, 1), 2 * overlap)} or more"
-        )
+        need = max(4 * max(context, 1), 2 * overlap)
+        if spec.overlap is None:  # the default overlap: the tile is too small for the model's context
+            raise OptionError(f"--tile {tile} px is too small for this model: its receptive field of {context} px "
+                              f"needs tiles of at least {need} px; use --tile {need} or more")
+        raise OptionError(f"--overlap {overlap} px exceeds half the tile ({tile} px); use --tile {need} or more")
     if overlap == 0 and not pixel_local:
         warnings.warn("overlap 0 with a model that uses spatial context: expect seams at tile borders", stacklevel=3)
     return overlap, margin
@@ -144,8 +160,11 @@ def run_tiled(
     with rasterio.Env(GDAL_CACHEMAX=gdal_cache_mb), Progress(progress, total, scene.name) as bar:
         for a, b, own0, own1 in groups:
             _run_group(scene, predict, rows, cols, a, b, own0, own1, out_channels, margin, size_multiple,
-                       transform_input, max(1, spec.batch_size), sink, stats, bar, scale, (j0, i0, i1))
+                       transform_input, int(spec.batch_size), sink, stats, bar, scale, (j0, i0, i1))
     stats.seconds = time.perf_counter() - t0
+    if tile_rows is None and stats.tiles == 0:  # raised inside the caller's writers: no output is left behind
+        raise InputError(f"{scene.name} has no valid pixel: every pixel misses a value in some band "
+                         "(NaN or nodata), so nothing can be computed")
     r0, r1 = _owned_rows(rows, i0, i1)
     stats.pixels = scene.width * (r1 - r0)
     return stats
@@ -161,11 +180,16 @@ class RowBlock:
     row1: int
 
 
-def tile_row_plan(height: int, width: int, spec: TileSpec, context: int = 0, pixel_local: bool = False) -> AxisPlan:
-    """The tile rows :func:`run_tiled` uses for a ``height`` x ``width`` scene (same defaults and checks)."""
+def planned_overlap(spec: TileSpec, context: int, pixel_local: bool, shape: tuple[int, int]) -> tuple[int, int]:
+    """The (overlap, margin) :func:`run_tiled` will use on a scene of ``shape`` (rows, cols), for plans and tags."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the seam warning is given once, by the run itself
-        overlap, _ = resolve(spec, context, pixel_local, (height, width))
+        return resolve(spec, context, pixel_local, shape)
+
+
+def tile_row_plan(height: int, width: int, spec: TileSpec, context: int = 0, pixel_local: bool = False) -> AxisPlan:
+    """The tile rows :func:`run_tiled` uses for a ``height`` x ``width`` scene (same defaults and checks)."""
+    overlap, _ = planned_overlap(spec, context, pixel_local, (height, width))
     return plan_axis(height, spec.tile, overlap)
 
 
@@ -211,43 +235,47 @@ def _run_group(scene, predict, rows: AxisPlan, cols: AxisPlan, a, b, own0, own1,
     emitted = _owned_rows(rows, i0, i1)[0]  # rows above belong to an earlier block
     tiles = [(i, j) for i in range(j0, i1) for j in range(a, b + 1)]
     reader = _prefetch(scene, rows, cols, tiles, stats, queue_size=2 * batch_size)
-    for i in range(j0, i1):
-        wy = axis_weights(th * s, rows.overlap_before(i) * s, rows.overlap_after(i) * s, margin * s)
-        y0 = rows.starts[i]
-        if y0 != top:  # shift the accumulators down to this tile row
-            shift = (y0 - top) * s
-            for arr in (acc, wsum, valid_acc):
-                arr[..., : th * s - shift, :] = arr[..., shift:, :]
-                arr[..., th * s - shift:, :] = 0
-            top = y0
-        batch: list[tuple[int, np.ndarray, np.ndarray]] = []
-        for _ in range(a, b + 1):
-            j, raw, valid = next(reader)
-            x0 = (cols.starts[j] - gx0) * s
-            valid_acc[:, x0 : x0 + tw * s] |= _upscale(valid, s)
-            if not valid.any():
-                stats.skipped_tiles += 1
-                bar.advance(skipped=True)
-                continue
-            feats = transform_input(raw, valid) if transform_input is not None else raw.astype(np.float32)
-            feats = np.where(valid[None], feats, np.float32(0.0)) if not valid.all() else feats
-            batch.append((x0, feats, None if disjoint else np.outer(wy, wx[j]).astype(np.float32)))
-            if len(batch) == batch_size:
+    try:
+        for i in range(j0, i1):
+            wy = axis_weights(th * s, rows.overlap_before(i) * s, rows.overlap_after(i) * s, margin * s)
+            y0 = rows.starts[i]
+            if y0 != top:  # shift the accumulators down to this tile row
+                shift = (y0 - top) * s
+                for arr in (acc, wsum, valid_acc):
+                    arr[..., : th * s - shift, :] = arr[..., shift:, :]
+                    arr[..., th * s - shift:, :] = 0
+                top = y0
+            batch: list[tuple[int, np.ndarray, np.ndarray]] = []
+            for _ in range(a, b + 1):
+                j, raw, valid = next(reader)
+                x0 = (cols.starts[j] - gx0) * s
+                valid_acc[:, x0 : x0 + tw * s] |= _upscale(valid, s)
+                if not valid.any():
+                    stats.skipped_tiles += 1
+                    bar.advance(skipped=True)
+                    continue
+                feats = transform_input(raw, valid) if transform_input is not None else raw.astype(np.float32)
+                feats = np.where(valid[None], feats, np.float32(0.0)) if not valid.all() else feats
+                batch.append((x0, feats, None if disjoint else np.outer(wy, wx[j]).astype(np.float32)))
+                if len(batch) == batch_size:
+                    _predict_batch(predict, batch, acc, wsum, size_multiple, C, stats, bar, s)
+                    batch = []
+            if batch:
                 _predict_batch(predict, batch, acc, wsum, size_multiple, C, stats, bar, s)
-                batch = []
-        if batch:
-            _predict_batch(predict, batch, acc, wsum, size_multiple, C, stats, bar, s)
-        # rows above the next tile row receive no more contributions: emit them
-        end = rows.starts[i + 1] if i + 1 < len(rows.starts) else rows.length
-        if end > emitted:
-            r0, r1 = (emitted - top) * s, (end - top) * s
-            c0, c1 = (own0 - gx0) * s, (own1 - gx0) * s
-            w = wsum[r0:r1, c0:c1]
-            ok = valid_acc[r0:r1, c0:c1] & (w > 0)
-            vals = np.divide(acc[:, r0:r1, c0:c1], w[None], out=np.zeros((C, r1 - r0, c1 - c0), np.float32),
-                             where=ok[None])
-            sink(Window(own0 * s, emitted * s, (own1 - own0) * s, (end - emitted) * s), vals, ok)
-            emitted = end
+            # rows above the next tile row receive no more contributions: emit them
+            end = rows.starts[i + 1] if i + 1 < len(rows.starts) else rows.length
+            if end > emitted:
+                r0, r1 = (emitted - top) * s, (end - top) * s
+                c0, c1 = (own0 - gx0) * s, (own1 - gx0) * s
+                w = wsum[r0:r1, c0:c1]
+                ok = valid_acc[r0:r1, c0:c1] & (w > 0)
+                vals = np.divide(acc[:, r0:r1, c0:c1], w[None], out=np.zeros((C, r1 - r0, c1 - c0), np.float32),
+                                 where=ok[None])
+                sink(Window(own0 * s, emitted * s, (own1 - own0) * s, (end - emitted) * s), vals, ok)
+                emitted = end
+    finally:
+        # stop the reader thread before the caller may close the scene it reads (an error, an interrupt)
+        reader.close()
 
 
 def _upscale(mask: np.ndarray, s: int) -> np.ndarray:

@@ -54,6 +54,8 @@ class Scene(ABC):
         #: names of classes 1..K for label/ground-truth scenes (value 0 = unlabelled), else None
         self.class_names = list(class_names) if class_names is not None else None
         self.tags = dict(tags or {})
+        #: bands whose missing values are interpolated on read (see :func:`hsikit.io.gaps.check_band_gaps`)
+        self.band_fill = None
         # GDAL dataset handles are not thread-safe: reads from several threads (dask, prefetch) take turns
         self._lock = threading.RLock()
 
@@ -92,33 +94,52 @@ class Scene(ABC):
         for b in idx:
             if not 0 <= b < self.count:
                 raise IndexError(f"band index {b} outside 0..{self.count - 1}")
+        fill = self.band_fill
+        if fill is None or not set(fill.bands) & set(idx):
+            with self._lock:
+                return self._read(w, idx)
+        need = fill.needed(idx)
         with self._lock:
-            return self._read(w, idx)
+            data = self._read(w, need)
+        data = fill.apply(data, need, self.missing)
+        return data if need == idx else data[[need.index(b) for b in idx]]
+
+    def missing(self, values: np.ndarray) -> np.ndarray:
+        """True where ``values`` (any shape) are NaN or this scene's nodata."""
+        miss = np.isnan(values) if np.issubdtype(values.dtype, np.floating) else np.zeros(values.shape, dtype=bool)
+        if _matchable_nodata(self.nodata, values.dtype):
+            miss |= values == np.asarray(self.nodata, dtype=values.dtype)
+        return miss
 
     def read_valid(self, window: Window | None = None, data: np.ndarray | None = None) -> np.ndarray:
         """Boolean ``(h, w)`` mask, True where the pixel holds data.
 
         A pixel is invalid when any band not flagged bad equals nodata or is NaN, or the dataset's mask says so.
-        Bad bands are ignored because products fill them with nodata everywhere (EnMAP L2A does). Pass ``data``
-        (all bands of this window, as returned by :meth:`read`) to avoid a second read.
+        Bad bands are ignored because products fill them with nodata everywhere (EnMAP L2A does), and so are
+        bands filled on read (``band_fill``). Pass ``data`` (all bands of this window, as returned by
+        :meth:`read`) to avoid a second read.
         """
         w = self._check_window(window)
         if data is None:
             with self._lock:
                 data = self._read(w, list(range(self.count)))
-        good = self.bands.good_indices()
-        if good and len(good) < data.shape[0]:
+        good = self.bands.good_indices() or list(range(self.count))
+        if self.band_fill is not None:
+            good = [i for i in good if i not in set(self.band_fill.bands)]
+        if len(good) < data.shape[0]:
             data = data[good]
-        valid = np.ones(data.shape[1:], dtype=bool)
-        if np.issubdtype(data.dtype, np.floating):
-            valid &= ~np.isnan(data).any(axis=0)
-        if _matchable_nodata(self.nodata, data.dtype):
-            valid &= ~(data == np.asarray(self.nodata, dtype=data.dtype)).any(axis=0)
+        valid = ~self.missing(data).any(axis=0)
         with self._lock:
             extra = self._mask(w)
         if extra is not None:
             valid &= extra
         return valid
+
+    def dataset_mask(self, window: Window | None = None) -> np.ndarray | None:
+        """The format's own validity mask of ``window`` (alpha band, per-dataset mask), or None if it has none."""
+        w = self._check_window(window)
+        with self._lock:
+            return self._mask(w)
 
     def to_xarray(self, chunks: int = 512):
         """A lazily read ``xarray.DataArray`` (band, y, x) with pixel-centre coordinates, band names and
