@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 import warnings
 from contextlib import ExitStack, contextmanager
@@ -426,6 +425,7 @@ def stress(
     from hsikit.checkpoint import checkpoint_sha256
     from hsikit.progress import Progress
     from hsikit.engine.torch_predict import resolve_device
+    from hsikit.io.atomic import atomic_outputs, output_group
     from hsikit.io.legend import Legend
     from hsikit.io.outputs import check_outputs, check_suffix
     from hsikit.io.writer import RasterWriter
@@ -497,104 +497,98 @@ def stress(
     plan = blocks(h, w, int(block))
     cover = DateCoverage(int(ds.sizes["time"]), bands + var_read)
     n_done = 0
-    with ExitStack() as stack:
-        import rasterio
+    with output_group() as group:  # every output appears together when all are done, or none
+        with ExitStack() as stack:
+            import rasterio
 
-        # GDAL's block cache (default 5 % of RAM) would otherwise grow with the scene until full
-        stack.enter_context(rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB))
-        cls_w = stack.enter_context(RasterWriter(paths["class_map"], count=1, dtype="uint8", nodata=0,
-                                                 kind="categorical", legend=lg, band_descriptions=["class"], **common))
-        len_w = stack.enter_context(RasterWriter(paths["lengths"], count=k, dtype="float32", nodata=float("nan"),
-                                                 kind="continuous", band_descriptions=[f"length({n})" for n in names],
-                                                 **common))
-        date_w = None
-        if explain:
-            date_w = stack.enter_context(RasterWriter(paths["date_map"], count=1, dtype="uint8", nodata=0,
-                                                      kind="categorical", legend=date_legend(grid_iso),
-                                                      band_descriptions=["most influential date"], **common))
-        bar = stack.enter_context(Progress(progress, len(plan), name))
-        for ys, xs in plan:
-            blk = read_block(ds, ys, xs, bands, var_read, filt.cfg.cloud_scl)
-            cover.add(blk)
-            hh, ww = blk.shape
-            keep = np.zeros(hh * ww, bool)
-            x = np.zeros((hh * ww, filt.num_features, t), np.float32)
-            for sl, fb in filter_in_chunks(filt, blk, grid):  # bounds the filter's temporaries
-                keep[sl], x[sl] = fb.keep, fb.x
-            lab = np.zeros(hh * ww, np.uint8)
-            lens = np.full((k, hh * ww), np.nan, np.float32)
-            dmap = np.zeros(hh * ww, np.uint8)
-            idx = np.flatnonzero(keep)
-            if idx.size:
-                xk = x[idx]
-                if explain:
-                    with torch.enable_grad():
-                        # backward passes keep the routing tensors: smaller chunks bound the memory
-                        ln, st, sf = saliency(net, xk, dev, chunk=max(1, int(batch_size) // 8))
-                    pred = ln.argmax(1)
-                    summary.add(pred, ln, st, sf)
-                    dmap[idx] = (np.abs(st).sum(1).argmax(1) + 1).astype(np.uint8)
-                else:
-                    from hsikit.training.stress import predict_lengths
-
-                    ln = predict_lengths(net, xk, dev, chunk=int(batch_size))
-                    pred = ln.argmax(1)
-                lab[idx] = (pred + 1).astype(np.uint8)
-                lens[:, idx] = ln.T
-                if field_ids is not None:
-                    fid = field_ids.read(ys, xs).ravel()[idx]
-                    top = int(fid.max()) + 1
-                    if top > field_n.size:  # ids are only known block by block
-                        field_sum = np.concatenate([field_sum, np.zeros((top - field_n.size, k))])
-                        field_n = np.concatenate([field_n, np.zeros(top - field_n.size, np.int64)])
-                    np.add.at(field_sum, fid, ln)
-                    np.add.at(field_n, fid, 1)
-            counts += np.bincount(lab, minlength=k + 1)[: k + 1]
-            win = Window(xs.start, ys.start, ww, hh)
-            cls_w.write(lab.reshape(1, hh, ww), win)
-            len_w.write(lens.reshape(k, hh, ww), win)
-            if date_w is not None:
-                date_w.write(dmap.reshape(1, hh, ww), win)
-            n_done += int(idx.size)
-            bar.advance(pixels=hh * ww, skipped=idx.size == 0)
-
-    off_grid = np.asarray(ds["off_grid"].values, bool) if "off_grid" in ds.coords else None
-    for note in cover.notes(date_labels(ds), skip=off_grid):
-        warnings.warn(note, stacklevel=2)
-    res = StressResult(class_map=paths["class_map"], qml=paths["qml"], lengths=paths["lengths"], blocks=len(plan),
-                       pixels=h * w, classified=n_done, grid=grid_iso)
-    if field_ids is not None:
-        field_cls = np.zeros(field_n.size, np.uint8)
-        has = field_n > 0
-        field_cls[has] = (field_sum[has].argmax(1) + 1).astype(np.uint8)
-        field_cls[0] = 0
-        with RasterWriter(paths["field_map"], count=1, dtype="uint8", nodata=0, kind="categorical", legend=lg,
-                          band_descriptions=["class of field"], **common) as fw:
+            # GDAL's block cache (default 5 % of RAM) would otherwise grow with the scene until full
+            stack.enter_context(rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB))
+            cls_w = stack.enter_context(RasterWriter(paths["class_map"], count=1, dtype="uint8", nodata=0,
+                                                     kind="categorical", legend=lg, band_descriptions=["class"], **common))
+            len_w = stack.enter_context(RasterWriter(paths["lengths"], count=k, dtype="float32", nodata=float("nan"),
+                                                     kind="continuous", band_descriptions=[f"length({n})" for n in names],
+                                                     **common))
+            date_w = None
+            if explain:
+                date_w = stack.enter_context(RasterWriter(paths["date_map"], count=1, dtype="uint8", nodata=0,
+                                                          kind="categorical", legend=date_legend(grid_iso),
+                                                          band_descriptions=["most influential date"], **common))
+            bar = stack.enter_context(Progress(progress, len(plan), name))
             for ys, xs in plan:
-                f = field_ids.read(ys, xs)
-                f = np.where(f < field_cls.size, f, 0)  # fields without any classified pixel
-                fw.write(field_cls[f][None], Window(xs.start, ys.start, f.shape[1], f.shape[0]))
-        res.field_map = paths["field_map"]
-    if explain:
-        from hsikit.io.atomic import temp_path
+                blk = read_block(ds, ys, xs, bands, var_read, filt.cfg.cloud_scl)
+                cover.add(blk)
+                hh, ww = blk.shape
+                keep = np.zeros(hh * ww, bool)
+                x = np.zeros((hh * ww, filt.num_features, t), np.float32)
+                for sl, fb in filter_in_chunks(filt, blk, grid):  # bounds the filter's temporaries
+                    keep[sl], x[sl] = fb.keep, fb.x
+                lab = np.zeros(hh * ww, np.uint8)
+                lens = np.full((k, hh * ww), np.nan, np.float32)
+                dmap = np.zeros(hh * ww, np.uint8)
+                idx = np.flatnonzero(keep)
+                if idx.size:
+                    xk = x[idx]
+                    if explain:
+                        with torch.enable_grad():
+                            # backward passes keep the routing tensors: smaller chunks bound the memory
+                            ln, st, sf = saliency(net, xk, dev, chunk=max(1, int(batch_size) // 8))
+                        pred = ln.argmax(1)
+                        summary.add(pred, ln, st, sf)
+                        dmap[idx] = (np.abs(st).sum(1).argmax(1) + 1).astype(np.uint8)
+                    else:
+                        from hsikit.training.stress import predict_lengths
 
-        d = summary.to_dict(names, list(filt.cfg.features), grid_iso, int(filt.cfg.step_days))
-        d.update({"model": meta.arch, "series": name, "hsikit_version": __version__, "command": command})
-        tmp = temp_path(paths["explanation"])
-        try:
-            tmp.write_text(json.dumps(d, indent=2) + "\n")
-            os.replace(tmp, paths["explanation"])
-        finally:
-            if tmp.exists():
-                tmp.unlink()
-        write_explanation_png(d, paths["explanation_png"])
-        res.explanation, res.explanation_png, res.date_map = paths["explanation"], paths["explanation_png"], paths["date_map"]
-    if png:
-        from hsikit.io.quicklook import save_class_quicklook
-        from hsikit.pipelines.classify import _read_decimated
+                        ln = predict_lengths(net, xk, dev, chunk=int(batch_size))
+                        pred = ln.argmax(1)
+                    lab[idx] = (pred + 1).astype(np.uint8)
+                    lens[:, idx] = ln.T
+                    if field_ids is not None:
+                        fid = field_ids.read(ys, xs).ravel()[idx]
+                        top = int(fid.max()) + 1
+                        if top > field_n.size:  # ids are only known block by block
+                            field_sum = np.concatenate([field_sum, np.zeros((top - field_n.size, k))])
+                            field_n = np.concatenate([field_n, np.zeros(top - field_n.size, np.int64)])
+                        np.add.at(field_sum, fid, ln)
+                        np.add.at(field_n, fid, 1)
+                counts += np.bincount(lab, minlength=k + 1)[: k + 1]
+                win = Window(xs.start, ys.start, ww, hh)
+                cls_w.write(lab.reshape(1, hh, ww), win)
+                len_w.write(lens.reshape(k, hh, ww), win)
+                if date_w is not None:
+                    date_w.write(dmap.reshape(1, hh, ww), win)
+                n_done += int(idx.size)
+                bar.advance(pixels=hh * ww, skipped=idx.size == 0)
 
-        save_class_quicklook(_read_decimated(paths["class_map"]), lg, paths["png"])
-        res.png = paths["png"]
+        off_grid = np.asarray(ds["off_grid"].values, bool) if "off_grid" in ds.coords else None
+        for note in cover.notes(date_labels(ds), skip=off_grid):
+            warnings.warn(note, stacklevel=2)
+        res = StressResult(class_map=paths["class_map"], qml=paths["qml"], lengths=paths["lengths"], blocks=len(plan),
+                           pixels=h * w, classified=n_done, grid=grid_iso)
+        if field_ids is not None:
+            field_cls = np.zeros(field_n.size, np.uint8)
+            has = field_n > 0
+            field_cls[has] = (field_sum[has].argmax(1) + 1).astype(np.uint8)
+            field_cls[0] = 0
+            with RasterWriter(paths["field_map"], count=1, dtype="uint8", nodata=0, kind="categorical", legend=lg,
+                              band_descriptions=["class of field"], **common) as fw:
+                for ys, xs in plan:
+                    f = field_ids.read(ys, xs)
+                    f = np.where(f < field_cls.size, f, 0)  # fields without any classified pixel
+                    fw.write(field_cls[f][None], Window(xs.start, ys.start, f.shape[1], f.shape[0]))
+            res.field_map = paths["field_map"]
+        if explain:
+            d = summary.to_dict(names, list(filt.cfg.features), grid_iso, int(filt.cfg.step_days))
+            d.update({"model": meta.arch, "series": name, "hsikit_version": __version__, "command": command})
+            with atomic_outputs([paths["explanation"]], overwrite=True) as t:  # checked with the others above
+                t[paths["explanation"]].write_text(json.dumps(d, indent=2) + "\n")
+            write_explanation_png(d, paths["explanation_png"])
+            res.explanation, res.explanation_png, res.date_map = paths["explanation"], paths["explanation_png"], paths["date_map"]
+        if png:
+            from hsikit.io.quicklook import save_class_quicklook
+            from hsikit.pipelines.classify import _read_decimated
+
+            save_class_quicklook(_read_decimated(group.staged(paths["class_map"])), lg, paths["png"])
+            res.png = paths["png"]
     res.class_counts = {"nodata": int(counts[0]), **{names[i]: int(counts[i + 1]) for i in range(k)}}
     res.seconds = time.perf_counter() - t0
     return res

@@ -216,3 +216,33 @@ def test_tiling_options_are_checked_and_the_overlap_used_is_recorded(setup, caps
 
     assert tile["overlap"] == planned_overlap(TileSpec(tile=tile["tile"]), tile["context"], False, (200, 190))[0]
     assert tile["overlap"] > 0 and tile["margin"] >= tile["context"] and tile["tile"] < 200
+
+
+def test_outputs_of_one_run_never_replace_each_other(setup, capsys, tmp_path):
+    """`-o classes.png --quicklook` used to write the class map and then the quicklook over it; `-o classes` wrote a
+    GeoTIFF named `classes` plus `classes.aux.xml`. Both are refused before any work, nothing is written."""
+    from hsikit.io.outputs import check_distinct
+
+    d, models, _, _ = setup
+    scene = d / "inputs" / "good.tif"
+    for out, needle in (("classes.png", "ends in '.png'"), ("classes", "has no extension")):
+        code, stdout, err = cli(capsys, "classify", scene, "-m", models["classify"], "-o", tmp_path / out,
+                                "--quicklook", "--probabilities")
+        assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, err
+        assert "wrote" not in stdout and not list(tmp_path.iterdir())
+    with pytest.raises(Exception, match="the class map and the quicklook would both be written to c.png"):
+        check_distinct({"class map": tmp_path / "c.png", "quicklook": tmp_path / "c.png"})
+    with pytest.raises(Exception, match="GDAL sidecar"):
+        check_distinct({"class map": tmp_path / "c.tif", "report": tmp_path / "c.tif.aux.xml"})
+
+
+def test_a_band_mismatch_says_what_to_do(setup, capsys, tmp_path):
+    d, models, inputs, _ = setup
+    code, _, err = cli(capsys, "classify", inputs["wrong-band-count"], "-m", models["classify"], "-o",
+                       tmp_path / "c.tif")
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "classifier.safetensors" in err and "12 bands" in err and "9 bands" in err
+    assert "hsikit train classifier" in err
+    code, _, err = cli(capsys, "denoise", inputs["wrong-band-count"], "-m", models["denoise"], "-o",
+                       tmp_path / "d.tif")
+    assert code == 2 and "hsikit train denoiser" in err
