@@ -142,26 +142,16 @@ def reason(exc: BaseException) -> str:
     """A one-line reason for a failed scene: an hsikit error's message, else the exception type and message."""
     from rasterio.errors import RasterioError
 
+    from hsikit.io.rasterio_scene import gdal_reason
+
     if isinstance(exc, (SceneError, HsikitError)):
         text = str(exc)
     elif isinstance(exc, RasterioError):
-        text = f"cannot read the raster ({_gdal_detail(exc)})"
+        text = f"cannot read the raster ({gdal_reason(exc)})"
     else:
         msg = str(exc).strip()
         text = f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
     return " ".join(text.split()) or type(exc).__name__
-
-
-def _gdal_detail(exc: BaseException) -> str:
-    """The first message of a rasterio error's chain that says more than "see previous exception"."""
-    seen = 0
-    e: BaseException | None = exc
-    while e is not None and seen < 8:
-        msg = str(e).strip()
-        if msg and "previous exception" not in msg:
-            return msg
-        e, seen = e.__cause__ or e.__context__, seen + 1
-    return str(exc).strip()
 
 
 def scene_fault(exc: BaseException) -> bool:

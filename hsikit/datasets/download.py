@@ -22,15 +22,13 @@ from typing import Callable
 from hsikit._version import __version__
 from hsikit.datasets.catalog import Dataset, RemoteFile, dataset_dir, get
 from hsikit.errors import InputError
-from hsikit.io.atomic import check_output, temp_path
+from hsikit.io.atomic import check_output, remove_stale_temps, temp_path
 
 #: environment variable with a base URL serving the dataset files by name
 MIRROR_ENV = "HSIKIT_DATASETS_MIRROR"
 
 _CHUNK = 1 << 20
 _TIMEOUT_S = 60.0
-# a temp file untouched this long belongs to a killed run, not to a download in progress
-_STALE_S = 600.0
 
 
 class DownloadError(InputError):
@@ -91,17 +89,6 @@ def _matches(path: Path, f: RemoteFile) -> bool:
     return f.checksum is not None and file_digest(path, f.algorithm) == f.digest
 
 
-def _remove_stale_temps(final: Path) -> None:
-    """Delete temp files of ``final`` left by killed runs (``atomic.temp_path`` names)."""
-    now = time.time()
-    for t in final.parent.glob(f".{final.name}.*.tmp{final.suffix}"):
-        try:
-            if now - t.stat().st_mtime > _STALE_S:
-                t.unlink()
-        except OSError:
-            pass
-
-
 def _open(url: str):
     req = urllib.request.Request(url, headers={"User-Agent": f"hsikit/{__version__} (dataset download)"})
     try:
@@ -147,7 +134,7 @@ def fetch(url: str, dest: Path, f: RemoteFile, *, progress: bool = False) -> str
     was; a good download replaces ``dest`` atomically.
     """
     check_output(dest, overwrite=True)
-    _remove_stale_temps(dest)
+    remove_stale_temps(dest)
     tmp = temp_path(dest)
     sha = hashlib.sha256()
     other = hashlib.new(f.algorithm) if f.algorithm and f.algorithm != "sha256" else None

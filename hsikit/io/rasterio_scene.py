@@ -202,7 +202,7 @@ class RasterioScene(Scene):
     def _read_error(self, window: Window, what: str, err: Exception) -> InputError:
         r0, c0 = int(window.row_off), int(window.col_off)
         return InputError(f"cannot read {self.name}: {what}, rows {r0}-{r0 + int(window.height) - 1}, "
-                          f"cols {c0}-{c0 + int(window.width) - 1} ({_gdal_reason(err)} / the file may be "
+                          f"cols {c0}-{c0 + int(window.width) - 1} ({gdal_reason(err)} / the file may be "
                           "truncated or damaged)")
 
     def _check_raw_size(self) -> None:
@@ -260,7 +260,7 @@ def _band_list(bands: list[int]) -> str:
     return "bands " + ", ".join(f"{a}-{b}" if b != a else f"{a}" for a, b in runs)
 
 
-def _gdal_reason(err: BaseException) -> str:
+def gdal_reason(err: BaseException) -> str:
     """GDAL's own words for a failed read, from the innermost error, shortened: "TIFFReadEncodedTile failed, got
     0 of 8192 bytes" rather than libtiff's full message with its sentinel row/column numbers."""
     while err.__cause__ is not None:

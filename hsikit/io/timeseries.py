@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import warnings
 from datetime import datetime
 from pathlib import Path
@@ -43,6 +42,7 @@ from rasterio.windows import Window
 
 from hsikit.errors import BandMismatchError, InputError, OptionError
 from hsikit.io.eopatch import is_eopatch, open_eopatch
+from hsikit.io.rasterio_scene import gdal_reason
 from hsikit.io.sentinel2 import (CLOUD_CLASSES, Grid, Sentinel2Scene, _select_bands, is_safe, is_sibling_mask,
                                  open_s2_geotiff, open_safe, reflectance)
 from hsikit.preprocess.sensors import SENTINEL2
@@ -164,26 +164,13 @@ def _listed(names: Sequence[str]) -> str:
     return head + (f" and {len(names) - _LIST_MAX} more" if len(names) > _LIST_MAX else "")
 
 
-def _gdal_reason(err: BaseException) -> str:
-    """The innermost GDAL message of a failed read, on one line ("TIFFFillTile failed, got 0 of 8192 bytes")."""
-    while err.__cause__ is not None:
-        err = err.__cause__
-    text = " ".join(str(err).split())
-    if not text or text.startswith("Read failed. See previous"):
-        return "read failed"
-    fn, got = re.search(r"\b(TIFF\w+)", text), re.search(r"got (\d+) bytes, expected (\d+)", text)
-    if fn and got:  # libtiff's words carry sentinel row/column numbers that mean nothing to a user
-        return f"{fn.group(1)} failed, got {got.group(1)} of {got.group(2)} bytes"
-    return text[:160]
-
-
 def _read_error(sc: Sentinel2Scene, path: str, what: str, w: Window, err: BaseException) -> InputError:
     """A failed chunk read as one line naming the file, what was read and the window (series grid pixels)."""
     f = Path(path).name
     name = f if f == sc.name else f"{sc.name} ({f})"
     r0, c0 = int(w.row_off), int(w.col_off)
     return InputError(f"cannot read {name}: {what}, rows {r0}-{r0 + int(w.height) - 1}, cols {c0}-"
-                      f"{c0 + int(w.width) - 1} of the series grid ({_gdal_reason(err)}; the file may be truncated "
+                      f"{c0 + int(w.width) - 1} of the series grid ({gdal_reason(err)}; the file may be truncated "
                       "or damaged)")
 
 
