@@ -483,6 +483,35 @@ def classify(
     typer.echo(f"pixels per class: {counts}")
 
 
+# -- import-weights ------------------------------------------------------------------------------------------------
+@app.command("import-weights")
+def import_weights(
+    arch: str = typer.Argument(..., help="Architecture of the published weights: hsdt."),
+    source: Path = typer.Argument(..., callback=_exists, help="The published weights: .pth/.pt/.ckpt (read with "
+                                  "torch's weights-only loader, never unpickled), .safetensors or Keras .h5."),
+    out: Path = typer.Option(..., "-o", "--out", callback=CHECKPOINT_OUT, help="hsikit checkpoint to write "
+                             "(.safetensors with metadata: configuration, band grid, provenance)."),
+    set_: Optional[list[str]] = typer.Option(None, "--set", metavar=SET_METAVAR, help="Override an inferred "
+                                             "configuration value, e.g. --set in_bands=31."),
+    wavelengths: Optional[str] = typer.Option(None, "--wavelengths", help="Band grid the weights were trained "
+                                              "on: icvl, cave, harvard, chikusei, pavia-university, FIRST:LAST:STEP "
+                                              "in nm, a comma list, or a raster/ENVI header with band wavelengths "
+                                              "(default: the paper's)."),
+    name: Optional[str] = typer.Option(None, "--name", help="Name recorded in the checkpoint (default: the "
+                                       "file's stem)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing checkpoint."),
+) -> None:
+    """Convert a paper's published weights into an hsikit checkpoint; the configuration is inferred from the
+    tensor shapes and every tensor must map."""
+    from hsikit.pipelines.import_weights import import_weights as run_import
+
+    res = run_import(arch, source, out=out, overrides=_model_config(set_), wavelengths=wavelengths, name=name,
+                     overwrite=overwrite, command=_command_line())
+    for note in res.notes:
+        typer.echo(f"  {note}")
+    typer.echo(f"wrote {res.checkpoint} ({res.arch}, {res.tensors} tensors, {res.parameters:,} parameters)")
+
+
 from hsikit.cli import restoration as _restoration  # noqa: E402,F401  (registers denoise, super-resolve, ...)
 from hsikit.cli import sentinel2 as _sentinel2  # noqa: E402,F401  (registers s2 commands)
 from hsikit.cli import foundation as _foundation  # noqa: E402,F401  (registers pretrain, train scene-classifier|segmenter)

@@ -1,0 +1,92 @@
+"""Importers of published weights: each maps one official repository's state dict onto hsikit's architecture.
+
+An :class:`Importer` is plain data plus two functions: ``infer`` reads the configuration from tensor shapes (and
+says in words what it inferred), ``convert`` renames and reshapes the official tensors into hsikit's state dict
+(and says which official buffers it dropped because hsikit recomputes them). Every official tensor must be used
+and every hsikit tensor filled: :func:`check_complete` fails on the first one that is not.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from hsikit.errors import InputError, OptionError
+
+Tensors = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Importer:
+    """How to import one architecture's published weights."""
+
+    arch: str  #: hsikit registry name
+    official: str  #: the official repository
+    paper: str
+    task: str
+    infer: Callable[[Tensors], tuple[dict[str, Any], list[str]]]
+    convert: Callable[[Tensors, dict[str, Any]], tuple[Tensors, list[str]]]
+    #: band grid the published weights were trained on when the paper's data fix it (a name in ``BAND_GRIDS``)
+    band_grid: str | None = None
+    #: what values the network expects, recorded in the checkpoint and applied by the restoration pipelines
+    value_scaling: str = "scene-minmax"
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+_IMPORTERS: dict[str, Importer] = {}
+
+
+def register_importer(imp: Importer) -> Importer:
+    _IMPORTERS[imp.arch] = imp
+    return imp
+
+
+def get_importer(arch: str) -> Importer:
+    _load_all()
+    if arch not in _IMPORTERS:
+        raise OptionError(f"no importer for {arch!r}; hsikit imports {', '.join(sorted(_IMPORTERS))}")
+    return _IMPORTERS[arch]
+
+
+def importers() -> list[Importer]:
+    _load_all()
+    return [v for _, v in sorted(_IMPORTERS.items())]
+
+
+def _load_all() -> None:
+    from hsikit.weights import hsdt  # noqa: F401  (registers)
+
+
+class ReadTracker(dict):
+    """The official tensors, remembering which ones a converter read (so none is silently left out)."""
+
+    def __init__(self, tensors: Tensors) -> None:
+        super().__init__(tensors)
+        self.read: set[str] = set()
+
+    def __getitem__(self, key: str) -> Any:
+        self.read.add(key)
+        return super().__getitem__(key)
+
+    def items(self):  # a converter that walks every item reads every item
+        self.read.update(self.keys())
+        return super().items()
+
+
+def check_complete(converted: Tensors, expected: Tensors, source: Tensors, used: set[str], name: str) -> None:
+    """Refuse a partial import: an official tensor no hsikit tensor came from, an hsikit tensor left empty, or a
+    shape that differs, each named."""
+    unused = [k for k in source if k not in used] + [k for k in converted if k not in expected]
+    if unused:
+        shape = tuple((source[unused[0]] if unused[0] in source else converted[unused[0]]).shape)
+        raise InputError(f"{name}: tensor {unused[0]} {shape} maps to nothing in hsikit's "
+                         f"architecture ({len(unused)} unmapped); is it another configuration? (--set overrides "
+                         "the inferred one)")
+    missing = [k for k in expected if k not in converted]
+    if missing:
+        raise InputError(f"{name}: nothing in the file fills {missing[0]} {tuple(expected[missing[0]].shape)} "
+                         f"({len(missing)} missing)")
+    for k, t in expected.items():
+        if tuple(converted[k].shape) != tuple(t.shape):
+            raise InputError(f"{name}: {k} is {tuple(converted[k].shape)} in the file, {tuple(t.shape)} in the "
+                             "architecture; is it another configuration? (--set overrides the inferred one)")
