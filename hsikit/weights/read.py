@@ -58,7 +58,8 @@ def unwrap(obj: Any, name: str) -> ForeignWeights:
         for key in CONTAINER_KEYS:
             if isinstance(obj.get(key), dict) and _is_state_dict(obj[key]):
                 container = key
-                extra = {k: v for k, v in obj.items() if k != key and not isinstance(v, (dict, torch.Tensor))}
+                extra = {k: (vars(v) if hasattr(v, "__dict__") else v) for k, v in obj.items()
+                         if k != key and not isinstance(v, (dict, torch.Tensor))}
                 obj = obj[key]
                 break
         else:
@@ -85,13 +86,17 @@ def _is_state_dict(d: dict) -> bool:
 
 
 def _read_torch(p: Path) -> Any:
+    import argparse
     import pickle
     import zipfile
 
     import torch
 
     try:
-        return torch.load(p, map_location="cpu", weights_only=True)
+        # training scripts (SpectralGPT's among them) store their argparse options beside the weights; a Namespace
+        # holds plain values, so allowing it runs no code from the file
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            return torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         raise InputError(f"{p.name} needs code to unpickle ({_first_global(str(e))}); hsikit loads foreign "
                          "checkpoints only with torch's weights-only loader and never runs code from them (save "
