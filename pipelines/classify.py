@@ -227,8 +227,8 @@ def classify(
     own = not isinstance(scene, Scene)
     sc = open_scene(scene) if own else scene
     try:
+        model_path = Path(model) if model is not None else default_model(sc)
         check_band_gaps(sc)
-        model_path = Path(model) if model is not None else default_model()
         setup = classify_setup(sc, model_path, tile=tile, overlap=overlap, batch_size=batch_size, legend=legend,
                                command=command)
         net, _ = load_checkpoint(model_path, device="cpu")

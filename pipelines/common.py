@@ -17,14 +17,27 @@ from hsikit.io.scene import Scene
 SAMPLE_MODEL = Path(__file__).resolve().parents[1] / "sample_data" / "sample_model.safetensors"
 
 
-def default_model() -> Path:
+def is_synthetic_sample(scene: Scene) -> bool:
+    """Whether ``scene`` is one of hsikit's synthetic sample scenes (``hsikit.synthetic`` tags them)."""
+    return str(scene.tags.get("SENSOR", "")).startswith("hsikit synthetic")
+
+
+def default_model(scene: Scene | None = None) -> Path:
     """$HSIKIT_DEFAULT_MODEL, else the sample model of a source checkout; warns which model is used and what it
-    was trained on."""
+    was trained on. Given a ``scene`` that is not a synthetic sample, the sample model is refused: it was trained
+    on synthetic spectra and would give a confident, wrong map of a real scene."""
     env = os.environ.get("HSIKIT_DEFAULT_MODEL")
     if env:
         path = Path(env)
         warnings.warn(f"no --model given: using $HSIKIT_DEFAULT_MODEL {path}{_model_facts(path)}", stacklevel=2)
         return path
+    if scene is not None and not is_synthetic_sample(scene):
+        raise OptionError(
+            f"no --model given: {scene.name} needs a model trained for its sensor (the bundled sample model only "
+            "fits hsikit's synthetic sample scene); train one with `hsikit train classifier SCENE --labels LABELS "
+            "-o MODEL.safetensors`, convert published weights with `hsikit import-weights`, or set "
+            "$HSIKIT_DEFAULT_MODEL"
+        )
     if SAMPLE_MODEL.exists():
         facts = _model_facts(SAMPLE_MODEL, "trained on the synthetic sample scene", "pass --model for real scenes")
         warnings.warn(f"no --model given: using the sample model {SAMPLE_MODEL.name}{facts}", stacklevel=2)

@@ -34,6 +34,7 @@ def _no_crs_crop(path: Path, size: int = 40) -> Path:
         prof.pop("crs")
         with rasterio.open(path, "w", **prof) as dst:
             dst.write(src.read(window=w))
+            dst.update_tags(**src.tags())  # still the synthetic sample (its SENSOR tag says so)
             for i in range(src.count):
                 dst.update_tags(i + 1, **src.tags(i + 1))
     return path
@@ -107,3 +108,16 @@ def test_writer_stays_quiet_only_on_a_reported_grid(tmp_path):
     assert write("same_grid.tif", 9, grid) == []
     assert write("other_grid.tif", 18, Affine(1.0, 0.0, 1000.0, 0.0, -1.0, 3000.0)) == [
         "other_grid.tif: no CRS, written on the pixel grid without georeferencing"]
+
+
+def test_classify_without_model_refuses_a_scene_that_is_not_the_sample(tmp_path, capsys, monkeypatch):
+    """The sample model would map any 103-band scene with confidence; a real scene needs a real model."""
+    from fakedata import write_fake_geotiff
+
+    monkeypatch.delenv("HSIKIT_DEFAULT_MODEL", raising=False)
+    scene = write_fake_geotiff(tmp_path / "enmap.tif", bands=103)
+    code, out, err = cli(capsys, "classify", scene, "-o", tmp_path / "classes.tif")
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "no --model given: enmap.tif needs a model trained for its sensor" in err
+    assert "hsikit train classifier" in err and "hsikit import-weights" in err
+    assert not (tmp_path / "classes.tif").exists()
