@@ -98,6 +98,8 @@ def classify_setup(sc: Scene, model_path: str | Path, *, tile: int = 512, overla
     if meta.task != "classification":
         raise InputError(f"{model_path.name} is a {meta.task} model, not a classifier")
     chain = Chain.from_dict(meta.preprocessing)
+    if not chain.fitted:  # imported weights whose official code normalises each scene with its own statistics
+        chain = chain.fit(sc)
     try:
         chain.check_input(sc.bands, source=sc.name)
     except BandMismatchError as e:

@@ -44,7 +44,6 @@ def import_weights(arch: str, source: str | Path, *, out: str | Path, overrides:
     check_output(check_suffix(out, (".safetensors",), what="a safetensors checkpoint"), overwrite)
     imp = get_importer(arch)
     src = Path(source)
-    grid = band_grid(wavelengths if wavelengths is not None else imp.band_grid)
     found = read_weights(src)
     cfg, notes = imp.infer(found.tensors)
     for key, value in (overrides or {}).items():
@@ -60,10 +59,15 @@ def import_weights(arch: str, source: str | Path, *, out: str | Path, overrides:
     converted, dropped = imp.convert(source, cfg)
     expected = net.state_dict()
     check_complete(converted, expected, found.tensors, source.read | set(dropped), src.name)
+    known = imp.band_grid(cfg) if callable(imp.band_grid) else imp.band_grid
+    grid = band_grid(wavelengths if wavelengths is not None else known)
+    if grid is not None and cfg.get("in_bands") not in (None, grid[0].count):
+        raise OptionError(f"--wavelengths: {grid[1]} is {grid[0].count} bands, the weights take "
+                          f"{cfg['in_bands']}")
     net.load_state_dict({k: converted[k].to(expected[k].dtype) for k in expected}, strict=True)
     if dropped:
-        notes.append(f"dropped {len(dropped)} buffer(s) hsikit recomputes: {', '.join(dropped[:4])}"
-                     + (" …" if len(dropped) > 4 else ""))
+        notes.append(f"dropped {len(dropped)} tensor(s) the official forward does not use or hsikit recomputes: "
+                     f"{', '.join(dropped[:4])}" + (" …" if len(dropped) > 4 else ""))
     if grid is not None:
         notes.append(f"trained on {grid[1]}")
     provenance = {
@@ -73,7 +77,9 @@ def import_weights(arch: str, source: str | Path, *, out: str | Path, overrides:
     }
     meta = CheckpointMeta(
         arch=arch, config=_jsonable(dataclasses.asdict(config)), task=imp.task,
-        bands=grid[0].to_dict() if grid is not None else None, preprocessing=None,
+        bands=grid[0].to_dict() if grid is not None else None,
+        preprocessing=imp.preprocessing(cfg) if imp.preprocessing is not None else None,
+        class_names=_class_names(imp, cfg) if imp.task == "classification" else None,
         restoration={"scaling": imp.value_scaling, "imported": True, "clamp_output": False}
         if imp.task in ("denoising", "super-resolution", "restoration") else None,
         provenance=provenance,
@@ -81,6 +87,12 @@ def import_weights(arch: str, source: str | Path, *, out: str | Path, overrides:
     save_checkpoint(out, net, meta, overwrite=overwrite)
     return ImportResult(out, arch, meta.config, notes, len(found.tensors),
                         int(sum(p.numel() for p in net.parameters())))
+
+
+def _class_names(imp, cfg: dict[str, Any]) -> list[str]:
+    if imp.class_names is not None:
+        return list(imp.class_names(cfg))
+    return [f"class_{i + 1}" for i in range(int(cfg["num_classes"]))]
 
 
 def _jsonable(d: dict[str, Any]) -> dict[str, Any]:

@@ -26,11 +26,17 @@ class Importer:
     task: str
     infer: Callable[[Tensors], tuple[dict[str, Any], list[str]]]
     convert: Callable[[Tensors, dict[str, Any]], tuple[Tensors, list[str]]]
-    #: band grid the published weights were trained on when the paper's data fix it (a name in ``BAND_GRIDS``)
-    band_grid: str | None = None
+    #: band grid the published weights were trained on when the paper's data fix it: a name in ``BAND_GRIDS``,
+    #: or a function of the inferred configuration giving one (None: unknown, ``--wavelengths`` says)
+    band_grid: str | Callable[[dict[str, Any]], str | None] | None = None
     #: what values the network expects, recorded in the checkpoint and applied by the restoration pipelines
     value_scaling: str = "scene-minmax"
     notes: tuple[str, ...] = field(default_factory=tuple)
+    #: classifiers: the class names of the inferred configuration (default ``class_1..K``)
+    class_names: Callable[[dict[str, Any]], list[str]] | None = None
+    #: a preprocessing chain (``Chain.to_dict``) replayed before the network; left unfitted, it is fitted on each
+    #: scene it runs on (e.g. per-scene band statistics, as the official code computes them)
+    preprocessing: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None
 
 
 _IMPORTERS: dict[str, Importer] = {}
@@ -54,7 +60,7 @@ def importers() -> list[Importer]:
 
 
 def _load_all() -> None:
-    from hsikit.weights import hsdt  # noqa: F401  (registers)
+    from hsikit.weights import essaformer, freenet, hsdt  # noqa: F401  (registers)
 
 
 class ReadTracker(dict):

@@ -81,10 +81,7 @@ def infer(t: Tensors) -> tuple[dict[str, Any], list[str]]:
     notes = [f"ESSAformer x{scale} for {in_bands} bands, width {dim} (official ESSA(inch={in_bands}, dim={dim}, "
              f"upscale={scale}))" + (" — the published Chikusei x4 model" if (in_bands, dim, scale) == (128, 256, 4)
                                      else "")]
-    if grid is not None and grid != IMPORTER.band_grid:
-        notes.append(f"{in_bands} bands: the paper trains this band count on {grid.upper()}; pass --wavelengths "
-                     f"{grid} unless you did (hsikit's default grid for ESSAformer is {IMPORTER.band_grid})")
-    elif grid is None:
+    if grid is None:
         notes.append(f"{in_bands} bands match no dataset of the paper; pass --wavelengths with the training data's "
                      "bands")
     return cfg, notes
@@ -125,7 +122,7 @@ IMPORTER = register_importer(Importer(
     task="super-resolution",
     infer=infer,
     convert=convert,
-    band_grid="chikusei",
+    band_grid=default_band_grid,
     notes=("the one released model is Chikusei x4 (128 bands, dim 256); the paper's data are divided by their "
            "maximum (SSPSR protocol), hsikit maps each scene's min-max onto [0, 1]",
            "the attention normalises K over all tokens: tiled inference differs slightly from whole-image "
