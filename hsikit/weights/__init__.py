@@ -60,7 +60,7 @@ def importers() -> list[Importer]:
 
 
 def _load_all() -> None:
-    from hsikit.weights import essaformer, freenet, hsdt  # noqa: F401  (registers)
+    from hsikit.weights import essaformer, freenet, hsdt, morpmamba  # noqa: F401  (registers)
 
 
 class ReadTracker(dict):
