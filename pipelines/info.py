@@ -126,3 +126,56 @@ def _ranges(values: list[int]) -> str:
     if start is not None:
         out.append(f"{start}-{prev}" if prev != start else f"{start}")
     return ", ".join(out)
+
+
+def model_card(path: str | Path) -> dict[str, Any]:
+    """What an hsikit checkpoint is, from its header only (no weights are read): architecture, configuration,
+    task, bands, classes, preprocessing, provenance and the scores of evaluation runs stored with it."""
+    from hsikit.checkpoint import read_checkpoint_meta
+
+    meta = read_checkpoint_meta(path)
+    bands = meta.bands or {}
+    steps = [s.get("op") for s in (meta.preprocessing or {}).get("steps", [])]
+    wl = bands.get("wavelengths")
+    return {
+        "file": Path(path).name,
+        "arch": meta.arch,
+        "task": meta.task,
+        "config": meta.config,
+        "bands": len(bands.get("names") or wl or []) or None,
+        "wavelength_range_nm": [min(wl), max(wl)] if wl else None,
+        "classes": meta.class_names,
+        "preprocessing": steps,
+        "preprocessing_fitted": bool((meta.preprocessing or {}).get("input_bands")) if steps else None,
+        "restoration": meta.restoration,
+        "provenance": meta.provenance,
+        "hsikit_version": meta.hsikit_version,
+    }
+
+
+def format_model_card(card: dict[str, Any]) -> str:
+    """Human-readable model card, one fact a line."""
+    prov = card["provenance"] or {}
+    cfg = ", ".join(f"{k}={v}" for k, v in card["config"].items())
+    lines = [f"file:          {card['file']}", f"architecture:  {card['arch']} ({card['task']})", f"config:        {cfg}"]
+    if card["bands"]:
+        rng = card["wavelength_range_nm"]
+        lines.append(f"bands:         {card['bands']}" + (f", {rng[0]:.0f}-{rng[1]:.0f} nm" if rng else ""))
+    if card["classes"]:
+        lines.append("classes:       " + ", ".join(f"{i + 1}={n}" for i, n in enumerate(card["classes"])))
+    if card["preprocessing"]:
+        fitted = "fitted" if card["preprocessing_fitted"] else "fitted on each scene it runs on"
+        lines.append(f"preprocessing: {' > '.join(card['preprocessing'])} ({fitted})")
+    if card["restoration"]:
+        lines.append(f"value scaling: {card['restoration'].get('scaling')}")
+    if prov.get("official"):
+        lines.append(f"imported from: {prov.get('source_file')} (sha256 {str(prov.get('source_sha256'))[:12]}…), "
+                     f"{prov['official']}")
+        lines.append(f"paper:         {prov.get('paper')}")
+    elif prov.get("scenes") or prov.get("scene"):
+        lines.append(f"trained on:    {', '.join(prov.get('scenes') or [prov.get('scene')])}")
+    for key in ("oa", "kappa", "val_psnr", "metrics"):
+        if prov.get(key) is not None:
+            lines.append(f"{key + ':':<14} {prov[key]}")
+    lines.append(f"hsikit:        {card['hsikit_version']}")
+    return "\n".join(lines)

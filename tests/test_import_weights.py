@@ -147,3 +147,18 @@ def test_imported_hsdt_denoises_a_real_enmap_tile_into_a_valid_cog(shared_data, 
         info = json.loads(subprocess.run(["gdalinfo", "-json", str(out)], capture_output=True, text=True,
                                          check=True).stdout)
         assert info["metadata"]["IMAGE_STRUCTURE"]["LAYOUT"] == "COG" and len(info["bands"]) == 224
+
+
+def test_info_prints_the_model_card_of_an_imported_checkpoint(shared_data, tmp_path, capsys):
+    src = tmp_path / "hsdt_8.pth"
+    torch.save({"net": official_layout(shared_data, "hsdt-s")}, src)
+    model = tmp_path / "hsdt.safetensors"
+    assert cli(capsys, "-q", "import-weights", "hsdt", src, "-o", model)[0] == 0
+    code, out, err = cli(capsys, "info", model)
+    assert code == 0, err
+    assert "architecture:  hsdt (denoising)" in out and "variant=s" in out
+    assert "bands:         31, 400-700 nm" in out and "imported from: hsdt_8.pth" in out
+    assert "Zeqiang-Lai/HSDT" in out and "Hybrid Spectral Denoising Transformer" in out
+    code, out, _ = cli(capsys, "info", model, "--json")
+    card = json.loads(out)
+    assert card["arch"] == "hsdt" and card["provenance"]["container"] == "net" and card["bands"] == 31
