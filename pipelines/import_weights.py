@@ -50,11 +50,12 @@ def import_weights(arch: str, source: str | Path, *, out: str | Path, overrides:
         if cfg.get(key) != value:
             notes.append(f"--set {key}={json.dumps(value)} (inferred: {json.dumps(cfg.get(key))})")
         cfg[key] = value
+    model = imp.model or arch
     try:
-        config = make_config(arch, **cfg)
+        config = make_config(model, **cfg)
     except (TypeError, ValueError) as e:
         raise OptionError(f"{arch}: {e}") from None
-    net = create_model(arch, **cfg)
+    net = create_model(model, **cfg)
     source = ReadTracker(found.tensors)
     converted, dropped = imp.convert(source, cfg)
     expected = net.state_dict()
@@ -76,7 +77,7 @@ def import_weights(arch: str, source: str | Path, *, out: str | Path, overrides:
         "inferred": notes, "command": command, "name": name or src.stem,
     }
     meta = CheckpointMeta(
-        arch=arch, config=_jsonable(dataclasses.asdict(config)), task=imp.task,
+        arch=model, config=_jsonable(dataclasses.asdict(config)), task=imp.task,
         bands=grid[0].to_dict() if grid is not None else None,
         preprocessing=imp.preprocessing(cfg) if imp.preprocessing is not None else None,
         class_names=_class_names(imp, cfg) if imp.task == "classification" else None,
@@ -85,7 +86,7 @@ def import_weights(arch: str, source: str | Path, *, out: str | Path, overrides:
         provenance=provenance,
     )
     save_checkpoint(out, net, meta, overwrite=overwrite)
-    return ImportResult(out, arch, meta.config, notes, len(found.tensors),
+    return ImportResult(out, model, meta.config, notes, len(found.tensors),
                         int(sum(p.numel() for p in net.parameters())))
 
 

@@ -20,7 +20,7 @@ Tensors = dict[str, Any]
 class Importer:
     """How to import one architecture's published weights."""
 
-    arch: str  #: hsikit registry name
+    arch: str  #: the name ``hsikit import-weights`` takes
     official: str  #: the official repository
     paper: str
     task: str
@@ -32,6 +32,8 @@ class Importer:
     #: what values the network expects, recorded in the checkpoint and applied by the restoration pipelines
     value_scaling: str = "scene-minmax"
     notes: tuple[str, ...] = field(default_factory=tuple)
+    #: hsikit registry name of the architecture built, when it differs from ``arch``
+    model: str | None = None
     #: classifiers: the class names of the inferred configuration (default ``class_1..K``)
     class_names: Callable[[dict[str, Any]], list[str]] | None = None
     #: a preprocessing chain (``Chain.to_dict``) replayed before the network; left unfitted, it is fitted on each
@@ -60,7 +62,7 @@ def importers() -> list[Importer]:
 
 
 def _load_all() -> None:
-    from hsikit.weights import essaformer, freenet, hsdt, morpmamba  # noqa: F401  (registers)
+    from hsikit.weights import essaformer, freenet, hsdt, morpmamba, spectralgpt  # noqa: F401  (registers)
 
 
 class ReadTracker(dict):

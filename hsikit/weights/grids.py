@@ -22,7 +22,12 @@ BAND_GRIDS: dict[str, tuple[np.ndarray, np.ndarray, str]] = {
     "harvard": (*_even(420, 720, 31), "Harvard real-world hyperspectral images, 31 bands 420-720 nm"),
     "chikusei": (*_even(363, 1018, 128), "Chikusei airborne scene (Headwall Hyperspec-VNIR-C), 128 bands 363-1018 nm"),
     "pavia-university": (*_even(430, 860, 103), "Pavia University (ROSIS-03), 103 bands 430-860 nm"),
+    "sentinel2-12": (np.array([443, 490, 560, 665, 705, 740, 783, 842, 865, 945, 1610, 2190], float),
+                     np.array([20, 65, 35, 30, 15, 15, 20, 115, 20, 20, 90, 180], float),
+                     "Sentinel-2 MSI, the 12 bands B01-B12 with B8A and without B10 (SpectralGPT's)"),
 }
+#: band names of grids whose bands have names of their own
+_GRID_NAMES = {"sentinel2-12": ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12")}
 
 
 def band_grid(spec: str | None) -> tuple[BandInfo, str] | None:
@@ -33,7 +38,7 @@ def band_grid(spec: str | None) -> tuple[BandInfo, str] | None:
     key = spec.strip().lower()
     if key in BAND_GRIDS:
         wl, fwhm, what = BAND_GRIDS[key]
-        return _bands(wl, fwhm), what
+        return _bands(wl, fwhm, _GRID_NAMES.get(key)), what
     if ":" in key and not Path(spec).exists():
         try:
             first, last, step = (float(v) for v in key.split(":"))
@@ -64,6 +69,6 @@ def band_grid(spec: str | None) -> tuple[BandInfo, str] | None:
                       "a comma list or a file")
 
 
-def _bands(wl: np.ndarray, fwhm: np.ndarray) -> BandInfo:
-    return BandInfo(names=tuple(f"{w:g} nm" for w in wl), wavelengths=tuple(float(w) for w in wl),
+def _bands(wl: np.ndarray, fwhm: np.ndarray, names: tuple[str, ...] | None = None) -> BandInfo:
+    return BandInfo(names=names or tuple(f"{w:g} nm" for w in wl), wavelengths=tuple(float(w) for w in wl),
                     fwhm=tuple(float(f) for f in fwhm))
