@@ -10,7 +10,7 @@ import pytest
 import rasterio
 
 from clirun import cli
-from fakedata import write_fake_geotiff
+from fakedata import write_fake_geotiff, write_labels_for
 from test_import_weights import official_layout
 
 torch = pytest.importorskip("torch")
@@ -241,3 +241,24 @@ def test_imported_pavia_model_classifies_a_scene_as_the_official_code_would(shar
     with rasterio.open(out) as dst:
         classes = dst.read(1)
     np.testing.assert_array_equal(classes, ref.argmax(1)[0].numpy() + 1)
+
+
+def test_imported_freenet_works_unchanged_in_evaluate_and_batch(shared_data, tmp_path, capsys):
+    from hsikit.pipelines.batch import scenes_table
+
+    model = tmp_path / "freenet.safetensors"
+    src = simplecv_checkpoint(official_layout(shared_data, PAVIA), tmp_path / "m.pth")
+    assert cli(capsys, "-q", "import-weights", "freenet", src, "-o", model)[0] == 0
+    scene = write_fake_geotiff(tmp_path / "scene.tif", bands=103, height=48, width=64, nodata=None)
+    labels = write_labels_for(scene, tmp_path / "labels.tif")
+    code, out, err = cli(capsys, "-q", "evaluate", model, scene, "--labels", labels, "-o", tmp_path / "ev")
+    assert code == 0 and "OA" in out, err
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "scene.tif").write_bytes(scene.read_bytes())
+    code, _, err = cli(capsys, "-q", "batch", "classify", folder, "-o", tmp_path / "maps", "-m", model,
+                       "--workers", "1", "--no-dashboard")
+    assert code == 0, err
+    assert [r["status"] for r in scenes_table(tmp_path / "maps")] == ["done"]
+    with rasterio.open(tmp_path / "maps" / "scene.tif") as a, rasterio.open(tmp_path / "ev" / "class_map.tif") as b:
+        np.testing.assert_array_equal(a.read(1), b.read(1))  # the per-scene statistics are the same in both
