@@ -3,6 +3,7 @@
     python bench/bench_restoration.py speed [--models hsdt essaformer mp-hsir]
     python bench/bench_restoration.py memory --model hsdt [--sizes 512 1024 2048]
     python bench/bench_restoration.py quality --data-dir ../shared/data/enmap_potsdam [--models ...] [--reuse]
+    python bench/bench_restoration.py classical --data-dir ../shared/data/enmap_potsdam [--speed-size 512]
 
 speed: parameters, training seconds per optimiser step (the recipe's batch of 64×64 crops over 100 bands;
 HSDT on its 31-band runs), and inference megapixels/s of ``hsikit denoise/super-resolve/restore`` over a
@@ -10,6 +11,10 @@ generated 256×256×100 scene through the tiled engine, including reading and wr
 tiled restoration of generated N×N×100 scenes (one child process per size). quality: each model trains on the
 14 EnMAP Potsdam training tiles (validation PSNR on the 2 validation tiles) for a fixed number of optimiser
 steps, then is scored on the 2 held-apart test tiles against the degraded input and the classical baselines.
+classical: the training-free ``hsikit denoise`` methods (no -m) on the 2 EnMAP test tiles, each scaled to
+[0, 1] by its own min-max and degraded as evaluate-restoration does (seed [0, tile index]), against PCA at the
+rank (1-20) that is best against the clean tile ("pca-oracle"; also on the input with dead columns repaired),
+per-band wavelet and TV; then the subspace command's speed and peak RSS on a generated N×N×100 scene.
 Each measurement runs in a child process so peak RSS is its own. Results are printed as JSON lines.
 """
 
@@ -179,6 +184,92 @@ def child_quality(name: str, data_dir: str, iterations: int, lr: float | None, r
             "val_psnr": [round(h["val_psnr"], 2) for h in report["history"]], "results": rows, "rss_mb": _rss_mb()}
 
 
+CLASSICAL_DEGRADATIONS = ["gaussian:sigma=10", "gaussian:sigma=30", "gaussian:sigma=50", "mixture"]
+
+
+def _clean_tile(path: Path):
+    """A tile's cube scaled to [0, 1] by its own min-max over valid pixels (invalid pixels 0), and its name."""
+    import numpy as np
+
+    from hsikit.io.open import open_scene
+    from hsikit.pipelines.restore import scene_value_range
+
+    with open_scene(path) as sc:
+        lo, hi = scene_value_range(sc, None)
+        x = ((sc.read().astype(np.float32) - np.float32(lo)) / np.float32(hi - lo))
+        x[:, ~sc.read_valid()] = 0.0
+        return x, sc.name
+
+
+def _denoise_command(noisy, work: Path, method: str):
+    """``hsikit denoise --method METHOD`` (no model) on an in-memory cube: the shipped tiled path, read back."""
+    import numpy as np
+    import rasterio
+
+    from hsikit.io.scene import ArrayScene
+    from hsikit.pipelines.restore import denoise
+
+    out = work / f"classical_{method}.tif"
+    res = denoise(ArrayScene(np.ascontiguousarray(noisy)), out=out, method=method, overwrite=True, progress=False)
+    with rasterio.open(out) as d:
+        return d.read(), res
+
+
+def child_classical(data_dir: str) -> dict:
+    import warnings
+
+    import numpy as np
+
+    from hsikit.restoration import classical
+    from hsikit.restoration.degradations import degrade, parse_degradations
+    from hsikit.restoration.quality import psnr, quality_report
+    from hsikit.restoration.subspace import repair_dead_columns
+
+    warnings.simplefilter("ignore")  # in-memory cubes have no CRS
+    WORK.mkdir(parents=True, exist_ok=True)
+    tiles = _split(Path(data_dir))["test"]
+    rows = []
+    for deg in CLASSICAL_DEGRADATIONS:
+        per = {}
+        seconds = []
+        ranks = []
+        for i, path in enumerate(tiles):
+            clean, name = _clean_tile(path)
+            noisy = degrade(clean, parse_degradations(deg), np.random.default_rng([0, i])).x
+            t0 = time.perf_counter()
+            est, res = _denoise_command(noisy, WORK, "subspace")
+            seconds.append(time.perf_counter() - t0)
+            ranks.append(res.params["rank"])
+            results = {"degraded input": noisy, "subspace": est}
+            oracle = {}
+            for label, x in (("pca-oracle", noisy), ("pca-oracle (dead columns repaired)", repair_dead_columns(noisy))):
+                best = max(range(1, 21), key=lambda k: psnr(clean, classical.pca_denoise(x, rank=k)))
+                results[label] = classical.pca_denoise(x, rank=best)
+                oracle[label] = best
+            results["pca (auto rank)"] = classical.pca_denoise(noisy)
+            results["wavelet"] = classical.wavelet_denoise(noisy)
+            results["tv"] = classical.tv_denoise(noisy)
+            for label, x in results.items():
+                per.setdefault(label, []).append(quality_report(clean, x))
+            per.setdefault("_oracle_rank", []).append(oracle)
+        methods = {label: {k: round(float(np.mean([r[k] for r in v])), 3) for k in ("psnr", "ssim", "sam")}
+                   for label, v in per.items() if not label.startswith("_")}
+        rows.append({"degradation": deg, "methods": methods, "subspace_rank": ranks,
+                     "oracle_rank": per["_oracle_rank"], "subspace_s_per_tile": round(float(np.mean(seconds)), 3),
+                     "gain_over_pca_oracle_db": round(methods["subspace"]["psnr"] - methods["pca-oracle"]["psnr"], 2)})
+    return {"bench": "classical", "tiles": [p.name for p in tiles], "results": rows, "rss_mb": _rss_mb()}
+
+
+def child_classical_speed(size: int) -> dict:
+    from hsikit.pipelines.restore import denoise
+
+    scene = _scene(size)
+    res = denoise(scene, out=WORK / f"classical_speed_{size}.tif", overwrite=True, progress=False)
+    return {"bench": "classical-speed", "method": "subspace", "size": size, "bands": 100, "seconds": res.seconds,
+            "mpx_s": res.pixels / 1e6 / res.seconds, "tiles": res.tiles, "rank": res.params["rank"],
+            "max_accumulator_px": res.engine.max_accumulator_pixels, "rss_mb": _rss_mb()}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -193,6 +284,9 @@ def main() -> None:
     q.add_argument("--iterations", type=int, default=None, help="override every model's budget")
     q.add_argument("--lr", type=float, default=None, help="override every model's peak learning rate")
     q.add_argument("--reuse", action="store_true", help="score checkpoints already trained by an earlier run")
+    k = sub.add_parser("classical")
+    k.add_argument("--data-dir", default=str(HERE.parents[1] / "shared" / "data" / "enmap_potsdam"))
+    k.add_argument("--speed-size", nargs="*", type=int, default=[512])
     c = sub.add_parser("_child")
     c.add_argument("what")
     c.add_argument("rest", nargs="*")
@@ -202,6 +296,10 @@ def main() -> None:
             r = child_speed(a.rest[0])
         elif a.what == "memory":
             r = child_memory(a.rest[0], int(a.rest[1]))
+        elif a.what == "classical":
+            r = child_classical(a.rest[0])
+        elif a.what == "classical-speed":
+            r = child_classical_speed(int(a.rest[0]))
         else:
             r = child_quality(a.rest[0], a.rest[1], int(a.rest[2]), None if a.rest[3] == "-" else float(a.rest[3]),
                               a.rest[4] == "reuse")
@@ -212,6 +310,10 @@ def main() -> None:
     if a.cmd == "speed":
         for model in a.models:
             print(json.dumps(_child(["speed", model])), flush=True)
+    elif a.cmd == "classical":
+        print(json.dumps(_child(["classical", a.data_dir])), flush=True)
+        for size in a.speed_size:
+            print(json.dumps(_child(["classical-speed", str(size)])), flush=True)
     elif a.cmd == "memory":
         for size in a.sizes:
             print(json.dumps(_child(["memory", a.model, str(size)])), flush=True)

@@ -14,7 +14,7 @@ from hsikit.cli.main import (CHECKPOINT_OUT, DEVICES_HELP, DEVICE_HELP, Fmt, NUM
                              RASTER_OUT, RESUME_HELP, SET_METAVAR, STRATEGY_HELP, _command_line, _exists,
                              _model_config, _positive, _start_training, _state, app, train_app)
 
-_TILE_HELP = "Tile size in input pixels (default: 128, 64 for super-resolution, or 4x the model's receptive field if larger)."
+_TILE_HELP = "Tile size in input pixels (default: 128, 64 for super-resolution, or 4x the model's receptive field if larger; 256 for denoising without a model)."
 _OVERLAP_HELP = "Tile overlap in pixels (default 25% of the tile, at least the model's receptive field)."
 _TASK_HELP = "Task of an all-in-one model: gaussian, complex, blur, sr, inpaint, haze, band-missing."
 
@@ -22,6 +22,13 @@ _TASK_HELP = "Task of an all-in-one model: gaussian, complex, blur, sr, inpaint,
 def _report(res) -> None:
     mpx = res.pixels / 1e6
     lo, hi = res.value_range
+    if getattr(res, "method", "model") != "model":
+        p = res.params or {}
+        detail = f", rank {p['rank']}" if "rank" in p else ""
+        typer.echo(f"wrote {res.output} in {res.seconds:.1f} s ({mpx / max(res.seconds, 1e-9):.3f} Mpx/s input, "
+                   f"{res.tiles} tiles, method {res.method}{detail}, median noise sigma "
+                   f"{p.get('noise_sigma_median', float('nan')):.4g})")
+        return
     typer.echo(f"wrote {res.output} in {res.seconds:.1f} s ({mpx / max(res.seconds, 1e-9):.3f} Mpx/s input, "
                f"{res.tiles} tiles, x{res.scale}, task {res.task}, values scaled from [{lo:g}, {hi:g}])")
 
@@ -30,7 +37,8 @@ def _report(res) -> None:
 def denoise(
     scene: Path = typer.Argument(..., callback=_exists, help="Noisy scene (any GDAL raster)."),
     out: Path = typer.Option(..., "-o", "--out", callback=RASTER_OUT, help="Denoised scene to write (float32 COG, the model's bands)."),
-    model: Path = typer.Option(..., "--model", "-m", callback=_exists, help="Denoising checkpoint (hsikit train denoiser), or an all-in-one restorer."),
+    model: Optional[Path] = typer.Option(None, "--model", "-m", callback=_exists, help="Denoising checkpoint (hsikit train denoiser), or an all-in-one restorer. Without it: a training-free method."),
+    method: Optional[str] = typer.Option(None, "--method", help="subspace (default without -m: HySime noise + subspace, non-local means on the eigen-images), pca, wavelet, tv, or model (default with -m)."),
     task: Optional[str] = typer.Option(None, "--task", help="For all-in-one models: gaussian (default) or complex."),
     tile: Optional[int] = typer.Option(None, "--tile", min=1, help=_TILE_HELP),
     overlap: Optional[int] = typer.Option(None, "--overlap", min=0, help=_OVERLAP_HELP),
@@ -38,10 +46,10 @@ def denoise(
     fmt: Fmt = typer.Option(Fmt.cog, "--format", help="Output layout."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
 ) -> None:
-    """Denoise a whole scene in blended tiles; band wavelengths, CRS, transform and nodata are kept."""
+    """Denoise a whole scene in blended tiles, with a model (-m) or without; band wavelengths, CRS, transform and nodata are kept."""
     from hsikit.pipelines.restore import denoise as run
 
-    _report(run(str(scene), out=out, model=model, task=task, tile=tile, overlap=overlap, device=device,
+    _report(run(str(scene), out=out, model=model, task=task, method=method, tile=tile, overlap=overlap, device=device,
                 fmt=fmt.value, overwrite=overwrite, progress=_state["progress"], command_line=_command_line()))
 
 

@@ -22,6 +22,8 @@ from hsikit.errors import BandMismatchError, InputError, OptionError
 from hsikit.io.scene import Scene
 
 RESTORATION_TASKS = ("denoising", "super-resolution", "restoration")
+#: ``hsikit denoise --method``: training-free methods first, "model" runs a checkpoint
+DENOISE_METHODS = ("subspace", "pca", "wavelet", "tv", "model")
 #: the prompt tasks a plain denoising command may use on an all-in-one model
 DENOISE_TASKS = ("gaussian", "complex")
 _TRAIN_COMMAND = {"denoising": "denoiser", "super-resolution": "super-resolver", "restoration": "restorer"}
@@ -39,6 +41,8 @@ class RestoreResult:
     task: str
     value_range: tuple[float, float]
     engine: EngineStats | None = None
+    method: str = "model"
+    params: dict | None = None
 
 
 def scene_value_range(scene: Scene, transform) -> tuple[float, float]:
@@ -310,9 +314,137 @@ def _output_nodata(nodata: float | None) -> float:
     return float(nodata) if float(np.float32(nodata)) == float(nodata) else float("nan")
 
 
-def denoise(scene, *, out, model, task: str | None = None, **kw) -> RestoreResult:
-    """Denoise ``scene`` (a denoising model, or an all-in-one model with task "gaussian"/"complex")."""
-    return restore_scene(scene, out=out, model=model, command="denoise", task=task, **kw)
+def denoise(scene, *, out, model=None, task: str | None = None, method: str | None = None, **kw) -> RestoreResult:
+    """Denoise ``scene``: with a checkpoint (``method`` "model", the default when ``model`` is given; a denoising
+    model, or an all-in-one model with task "gaussian"/"complex"), or without one by a training-free ``method``
+    (default "subspace"; see :func:`denoise_classical`)."""
+    method = method or ("model" if model is not None else "subspace")
+    if method not in DENOISE_METHODS:
+        raise OptionError(f"--method {method!r}: choose one of {', '.join(DENOISE_METHODS)}")
+    if method == "model":
+        if model is None:
+            raise OptionError("--method model needs a checkpoint: -m/--model MODEL.safetensors")
+        return restore_scene(scene, out=out, model=model, command="denoise", task=task, **kw)
+    if model is not None:
+        raise OptionError(f"-m/--model is used by --method model only, not by --method {method}")
+    if task is not None:
+        raise OptionError("--task is for all-in-one models (--method model)")
+    kw.pop("device", None)  # the classical methods run on the CPU
+    return denoise_classical(scene, out=out, method=method, **kw)
+
+
+#: the spatial denoiser of the eigen-images per method ("none": only the noise estimate is used)
+_SPATIAL = {"subspace": "nlm", "pca": "wavelet", "wavelet": "none", "tv": "none"}
+_CLASSICAL_CONTEXT = 16
+
+
+def denoise_classical(
+    scene: str | Path | Scene,
+    *,
+    out: str | Path,
+    method: str = "subspace",
+    tile: int | None = None,
+    overlap: int | None = None,
+    fmt: Literal["cog", "gtiff"] = "cog",
+    overwrite: bool = False,
+    progress: bool = True,
+    command_line: str | None = None,
+    block: int = 256,
+) -> RestoreResult:
+    """Denoise ``scene`` without a model, in two streamed passes (memory bounded by the tile, not the scene).
+
+    Pass 1 accumulates the band covariance over ``block`` px windows (dead columns repaired first, see
+    :func:`hsikit.restoration.subspace.repair_dead_columns`): per-band noise sigma (HySime regression), the
+    whitened covariance and its signal subspace. Pass 2 runs the tiled engine, overlapping tiles by twice the
+    spatial denoiser's reach. Methods: "subspace" (HySime subspace, eigen-images denoised by non-local means +
+    DCT Wiener), "pca" (same subspace, BayesShrink wavelet shrinkage of the eigen-images), "wavelet" and "tv"
+    (per band, with the band's estimated noise sigma). All bands are kept, in the input's units.
+    """
+    from hsikit.engine.engine import TileSpec, check_spec, planned_overlap, run_tiled
+    from hsikit.io.atomic import check_output
+    from hsikit.io.gaps import check_band_gaps, fill_tags
+    from hsikit.io.open import open_scene
+    from hsikit.io.outputs import check_suffix
+    from hsikit.io.writer import RasterWriter
+    from hsikit.pipelines.common import check_georeferencing, provenance_tags, spectral_band_tags
+    from hsikit.restoration import classical
+    from hsikit.restoration.subspace import fit_subspace_scene, repair_dead_columns
+
+    out = Path(out)
+    if method not in _SPATIAL:
+        raise OptionError(f"--method {method!r}: training-free methods are {', '.join(_SPATIAL)}")
+    if fmt not in ("cog", "gtiff"):
+        raise OptionError(f"--format must be cog or gtiff, not {fmt!r}")
+    check_output(check_suffix(out), overwrite)
+    tile = 256 if tile is None else tile
+    spec = TileSpec(tile=tile, overlap=overlap, batch_size=1)
+    check_spec(spec)
+    context = _CLASSICAL_CONTEXT
+    if overlap is None:  # the engine's default (a quarter of the tile) is more than this reach needs
+        spec.overlap = min(2 * context, tile // 2)
+    t0 = time.perf_counter()
+    own = not isinstance(scene, Scene)
+    sc = open_scene(scene) if own else scene
+    try:
+        check_band_gaps(sc)
+        check_georeferencing(sc)
+        repair = method in ("subspace", "pca")
+
+        def prepare(raw: np.ndarray, valid: np.ndarray) -> np.ndarray:
+            return repair_dead_columns(raw) if repair else raw.astype(np.float32)
+
+        model, acc = fit_subspace_scene(sc, transform=prepare, block=block, spatial=_SPATIAL[method])
+        mean = model.mean.astype(np.float32)
+        if method in ("subspace", "pca"):
+            params = model.params()
+        else:
+            params = {"noise": "hysime-regression", "noise_sigma_median": float(np.median(model.sigma))}
+            params.update({"wavelet": "db1", "threshold": "BayesShrink"} if method == "wavelet"
+                          else {"tv_weight_per_sigma": classical.TV_WEIGHT_PER_SIGMA})
+        params["dead_column_repair"] = repair
+
+        def one(x: np.ndarray) -> np.ndarray:
+            if method in ("subspace", "pca"):
+                return model.denoise_centred(x)
+            if method == "wavelet":
+                return classical.wavelet_denoise(x, sigma=model.sigma)
+            return classical.tv_denoise(x, weight=classical.TV_WEIGHT_PER_SIGMA * model.sigma)
+
+        def predict(batch: np.ndarray) -> np.ndarray:
+            return np.stack([one(x) for x in batch])
+
+        def to_centred(raw: np.ndarray, valid: np.ndarray) -> np.ndarray:
+            # centred, so the engine's zero fill of invalid pixels is the band mean, not an outlier
+            return prepare(raw, valid) - mean[:, None, None]
+
+        nodata = _output_nodata(sc.nodata)
+        ov, margin = planned_overlap(spec, context, False, (sc.height, sc.width))
+        tags = provenance_tags(
+            scene=sc, command=command_line, bands_used=list(sc.bands.names),
+            tile={"tile": tile, "overlap": ov, "margin": margin, "context": context, "blend": "raised-cosine"},
+            extra={"HSIKIT_TASK": "denoise", "HSIKIT_METHOD": method, "HSIKIT_METHOD_PARAMS": json.dumps(params),
+                   **fill_tags(sc)},
+        )
+        writer = RasterWriter(out, width=sc.width, height=sc.height, count=sc.count, dtype="float32", crs=sc.crs,
+                              transform=sc.transform, nodata=nodata, kind="continuous", overwrite=overwrite,
+                              band_descriptions=list(sc.bands.names), band_tags=spectral_band_tags(sc.bands),
+                              tags=tags, fmt=fmt)
+
+        def sink(window, values: np.ndarray, valid: np.ndarray) -> None:
+            v = values + mean[:, None, None]
+            v[:, ~valid] = nodata
+            writer.write(v.astype(np.float32, copy=False), window)
+
+        with writer:
+            stats = run_tiled(sc, predict, out_channels=sc.count, sink=sink, spec=spec, context=context,
+                              transform_input=to_centred, progress=progress)
+    finally:
+        if own:
+            sc.close()
+    lo, hi = float(np.min(acc.min)), float(np.max(acc.max))
+    return RestoreResult(output=out, seconds=time.perf_counter() - t0, pixels=int(stats.pixels),
+                         tiles=int(stats.tiles), scale=1, task="denoise", value_range=(lo, hi), engine=stats,
+                         method=method, params=params)
 
 
 def super_resolve(scene, *, out, model, scale: int | None = None, **kw) -> RestoreResult:
