@@ -80,7 +80,7 @@ def child_speed(model: str) -> dict:
 
     scene, labels = _scene_and_labels()
     ckpt = WORK / f"{model}.safetensors"
-    kw: dict = {"train": 50, "val": 0}
+    kw: dict = {"protocol": "paper", "train_pixels": 50, "val": 0}
     kw.update({"iterations": 5} if model == "freenet" else {"epochs": 2})
     t0 = time.perf_counter()
     res = train_classifier(scene, labels, out=ckpt, model=model, overwrite=True, progress=False, **kw)

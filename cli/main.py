@@ -329,6 +329,21 @@ def _model_config(items: list[str] | None) -> dict:
     return cfg
 
 
+class Protocol(str, Enum):
+    user = "user"
+    paper = "paper"
+
+
+def _share(param: typer.CallbackParam, value: Optional[str]) -> Optional[str]:
+    """Parameter callback of --train/--val: a fraction or percentage in range, checked before torch loads."""
+    if value is not None:
+        from hsikit.sampling import parse_fraction
+
+        name = _param_name(param)
+        parse_fraction(value, name, allow_zero=name == "--val", allow_one=name != "--val")
+    return value
+
+
 @train_app.command("classifier")
 def train_classifier(
     scene: Optional[Path] = typer.Argument(None, callback=_exists, help="Training scene (or use --dataset)."),
@@ -339,9 +354,13 @@ def train_classifier(
     dataset: Optional[str] = typer.Option(None, "--dataset", help="A benchmark dataset instead of SCENE/--labels (hsikit datasets list)."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Where benchmark datasets live (default $HSIKIT_DATA or ~/.cache/hsikit/datasets)."),
     attribute: Optional[str] = typer.Option(None, "--attribute", help="Class column of vector labels."),
-    train: Optional[float] = typer.Option(None, "--train", callback=_positive, help="Training pixels per class: a fraction (<1) or a count (>=1). Default: the model's paper protocol."),
-    val: Optional[float] = typer.Option(None, "--val", min=0, help="Validation pixels per class: a fraction or a count."),
-    split: Optional[Path] = typer.Option(None, "--split", callback=_exists, help="Split raster on the scene grid: 1 train, 2 validation, 3 test (overrides --train/--val)."),
+    protocol: Protocol = typer.Option(Protocol.user, "--protocol", help="user: every labelled pixel trains except a validation share (--val); only --test-labels or --split give a test set. paper: the model paper's sampling (FreeNet 200 px/class, MorpMamba 25 % / 25 %, others 50 % / 20 %), the rest of the labels tested."),
+    train: Optional[str] = typer.Option(None, "--train", metavar="FRACTION", callback=_share, help="Share of each class that trains: 0.8 or 80%; 1 = all that validation leaves (the default; under --protocol paper, the paper's share)."),
+    train_pixels: Optional[int] = typer.Option(None, "--train-pixels", min=1, metavar="N", help="Training pixels per class instead of --train."),
+    val: Optional[str] = typer.Option(None, "--val", metavar="FRACTION", callback=_share, help="Validation share of each class: 0.1 or 10% (the default; at least 1 pixel of a class with 2 or more; under --protocol paper, the paper's share); 0 = none."),
+    val_pixels: Optional[int] = typer.Option(None, "--val-pixels", min=0, metavar="N", help="Validation pixels per class instead of --val."),
+    test_labels: Optional[Path] = typer.Option(None, "--test-labels", callback=_exists, help="Test labels (raster on the scene grid, or polygons): only these pixels are tested and scored; they never train."),
+    split: Optional[Path] = typer.Option(None, "--split", callback=_exists, help="Split raster on the scene grid: 1 train, 2 validation, 3 test (instead of --train/--val/--test-labels)."),
     disjoint: bool = typer.Option(False, "--disjoint", help="Drop validation/test pixels whose patch/receptive field overlaps a training pixel's."),
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Epochs (default: the recipe's)."),
     iterations: Optional[int] = typer.Option(None, "--iterations", min=1, help="Optimiser steps instead of epochs (FreeNet's recipe: 1000)."),
@@ -381,19 +400,26 @@ def train_classifier(
         sc, lab = str(scene), str(labels)
     # the pipeline reads the split raster like the labels: grid checks, --allow-resample, one-line errors
     res = run_train(sc, lab, model=model.value, out=out, attribute=attribute, allow_resample=allow_resample,
-                    train=train, val=val, split=str(split) if split is not None else None,
+                    protocol=protocol.value, train=train, train_pixels=train_pixels, val=val, val_pixels=val_pixels,
+                    test_labels=str(test_labels) if test_labels is not None else None,
+                    split=str(split) if split is not None else None,
                     disjoint=disjoint, epochs=epochs, iterations=iterations, patience=patience,
                     select_best=select_best, lr=lr,
                     batch_size=batch_size, seed=seed, device=device, precision=precision, resume=resume,
                     model_config=_model_config(set_),
                     chain={"drop_bad_bands": drop_bad_bands, "pca": pca, "pca_whiten": pca_whiten},
                     report_dir=report_dir, overwrite=overwrite, progress=_state["progress"], command=_command_line(),
-                    devices=devices, strategy=strategy, num_nodes=num_nodes)
-    m = res.metrics
-    if not m:  # a non-zero DDP rank: rank 0 reports
+                    devices=devices, strategy=strategy, num_nodes=num_nodes, echo=typer.echo)
+    if not res.split_summary:  # a non-zero DDP rank: rank 0 reports
         return
     typer.echo(f"wrote {res.checkpoint}")
-    typer.echo(f"test OA {m['oa']:.4f}  AA {m['aa']:.4f}  kappa {m['kappa']:.4f}  (report: {res.report_dir})")
+    m = res.metrics
+    if res.scored_on is None:
+        typer.echo(f"not scored: no test or validation pixels (report: {res.report_dir})")
+        return
+    note = "" if res.scored_on == "test" else " (no test set: give --test-labels or --split)"
+    typer.echo(f"{res.scored_on} OA {m['oa']:.4f}  AA {m['aa']:.4f}  kappa {m['kappa']:.4f}{note}  "
+               f"(report: {res.report_dir})")
 
 
 # -- evaluate / benchmark ------------------------------------------------------------------------------------------

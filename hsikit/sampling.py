@@ -26,22 +26,92 @@ class Split:
         return out
 
 
-def _take(n_avail: int, want: float) -> int:
-    """A count (>= 1) or a fraction (< 1) of ``n_avail``."""
-    if want < 0:
-        raise OptionError(f"sample size must be positive, not {want}")
-    return int(round(want * n_avail)) if want < 1 else int(want)
+@dataclass(frozen=True)
+class Amount:
+    """How many pixels of each class to take: a ``fraction`` of the class or a number of ``pixels``."""
+
+    fraction: float | None = None
+    pixels: int | None = None
+
+    def __post_init__(self) -> None:
+        if (self.fraction is None) == (self.pixels is None):
+            raise OptionError("an amount is a fraction or a number of pixels, exactly one of them")
+        if self.fraction is not None and not 0 <= self.fraction <= 1:
+            raise OptionError(f"a fraction of the pixels lies in [0, 1], not {self.fraction:g}")
+        if self.pixels is not None and (isinstance(self.pixels, bool) or int(self.pixels) != self.pixels
+                                        or self.pixels < 0):
+            raise OptionError(f"a number of pixels is a whole number >= 0, not {self.pixels}")
+
+    def of(self, n: int) -> int:
+        """The number of pixels out of ``n`` (unbounded for a count: the caller caps it)."""
+        return int(round(self.fraction * n)) if self.fraction is not None else int(self.pixels)
+
+    def __str__(self) -> str:
+        return f"{100 * self.fraction:g} %" if self.fraction is not None else f"{self.pixels} px"
 
 
-def stratified_split(labels: np.ndarray, *, train: float, val: float = 0, seed: int = 0,
-                     max_train_fraction: float | None = None) -> Split:
-    """Per class, draw ``train`` then ``val`` pixels (counts >= 1 or fractions < 1); the rest is test.
+def as_amount(value: "Amount | int | float") -> Amount:
+    """An :class:`Amount` from an int (pixels) or a float (a fraction in [0, 1]); a float above 1 is refused
+    rather than read as a count (1.0 is all pixels, not one)."""
+    if isinstance(value, Amount):
+        return value
+    if isinstance(value, (bool, np.bool_)):
+        raise OptionError(f"not a sample size: {value!r}")
+    if isinstance(value, (int, np.integer)):
+        return Amount(pixels=int(value))
+    v = float(value)
+    if not 0 <= v <= 1:
+        raise OptionError(f"sample size {v:g}: a fraction lies in [0, 1]; give a number of pixels as an int")
+    return Amount(fraction=v)
 
-    ``max_train_fraction`` caps a fixed count at that share of the class (FreeNet's 200 px/class would
-    otherwise take every pixel of Indian Pines' smallest classes). At least one pixel of each class is kept for
-    testing when the class has two or more; classes with fewer pixels than asked for are warned about and
-    split as far as they go.
+
+def parse_fraction(value: float | str, option: str, *, allow_zero: bool = False, allow_one: bool = True) -> float:
+    """A fraction from a number (0.8) or a percentage ("80%"), refused in one line naming ``option`` when it is
+    outside (0, 1] (``allow_zero``: [0, ...; not ``allow_one``: ..., 1))."""
+    text = str(value).strip()
+    pct = text.endswith("%")
+    try:
+        v = float(text[:-1].strip() if pct else text) / (100 if pct else 1)
+    except ValueError:
+        raise OptionError(f"{option} {text}: not a fraction (0.8) or a percentage (80%)") from None
+    lo_ok = v >= 0 if allow_zero else v > 0
+    hi_ok = v <= 1 if allow_one else v < 1
+    if not (lo_ok and hi_ok and np.isfinite(v)):
+        span = ("[0" if allow_zero else "(0") + (", 1]" if allow_one else ", 1)")
+        hint = (f"; for {v:g} pixels per class use {option}-pixels {v:g}"
+                if not pct and v > 1 and float(v).is_integer() else "")
+        example = "0.1 or 10%" if allow_zero else "0.8 or 80%"
+        raise OptionError(f"{option} {text}: not a fraction of each class in {span} (e.g. {example}){hint}")
+    return v
+
+
+def amount_option(fraction: float | str | None, pixels: int | None, option: str, *,
+                  allow_zero: bool = False) -> Amount | None:
+    """The amount of ``option`` ("--train", "--val") given as a fraction/percentage or as ``option``-pixels;
+    ``None`` when neither is given. Both at once, or values that mean nothing, are refused in one line."""
+    if fraction is not None and pixels is not None:
+        raise OptionError(f"give {option} (a fraction) or {option}-pixels (a count), not both")
+    if pixels is not None:
+        least = 0 if allow_zero else 1
+        if isinstance(pixels, bool) or int(pixels) != pixels or pixels < least:
+            raise OptionError(f"{option}-pixels {pixels}: a whole number of pixels per class >= {least}")
+        return Amount(pixels=int(pixels))
+    if fraction is not None:
+        # training may take all (1); validation may take none (0) but not all, which would leave nothing to train
+        return Amount(fraction=parse_fraction(fraction, option, allow_zero=allow_zero, allow_one=not allow_zero))
+    return None
+
+
+def stratified_split(labels: np.ndarray, *, train: Amount | int | float, val: Amount | int | float = 0,
+                     seed: int = 0, max_train_fraction: float | None = None) -> Split:
+    """The papers' protocol: per class, draw ``train`` then ``val`` pixels; the rest is test.
+
+    Amounts are :class:`Amount` s, ints (pixels) or floats (fractions in [0, 1]). ``max_train_fraction`` caps a
+    fixed count at that share of the class (FreeNet's 200 px/class would otherwise take every pixel of Indian
+    Pines' smallest classes). At least one pixel of each class is kept for testing when the class has two or
+    more; classes with fewer pixels than asked for are warned about and split as far as they go.
     """
+    train, val = as_amount(train), as_amount(val)
     lab = np.asarray(labels)
     if not (lab > 0).any():
         raise InputError("the labels hold no labelled pixel (all 0)")
@@ -54,7 +124,7 @@ def stratified_split(labels: np.ndarray, *, train: float, val: float = 0, seed: 
         idx = np.flatnonzero(flat == c)
         rng.shuffle(idx)
         n = idx.size
-        n_tr, n_va = _take(n, train), _take(n, val)
+        n_tr, n_va = train.of(n), val.of(n)
         if max_train_fraction is not None:
             n_tr = min(n_tr, max(1, int(np.floor(max_train_fraction * n))))
         cap = n - 1 if n > 1 else n
@@ -69,6 +139,49 @@ def stratified_split(labels: np.ndarray, *, train: float, val: float = 0, seed: 
     te = (flat > 0) & ~tr & ~va
     shape = lab.shape
     return Split(tr.reshape(shape), va.reshape(shape), te.reshape(shape))
+
+
+def holdout_split(labels: np.ndarray, *, val: Amount = Amount(fraction=0.1), train: Amount | None = None,
+                  seed: int = 0) -> Split:
+    """The user's protocol: per class, hold ``val`` pixels out for validation (a fraction keeps at least one of a
+    class with two or more pixels) and train on ``train`` of the class, at most what validation leaves (default:
+    all of that, as a fraction of 1 does). No test set: every labelled pixel trains or validates unless ``train``
+    asks for fewer. Each class keeps at least one training pixel; counts larger than what a class has left are
+    warned about and taken as far as they go.
+    """
+    lab = np.asarray(labels)
+    if not (lab > 0).any():
+        raise InputError("the labels hold no labelled pixel (all 0)")
+    rng = np.random.default_rng(seed)
+    flat = lab.ravel()
+    tr = np.zeros(flat.size, dtype=bool)
+    va = np.zeros(flat.size, dtype=bool)
+    short = []
+    for c in np.unique(flat[flat > 0]):
+        idx = np.flatnonzero(flat == c)
+        rng.shuffle(idx)
+        n = idx.size
+        n_va = val.of(n)
+        if val.fraction is not None and val.fraction > 0 and n >= 2:
+            n_va = max(n_va, 1)
+        if n_va > n - 1:
+            if val.pixels is not None:
+                short.append(f"{int(c)} ({n} px)")
+            n_va = max(n - 1, 0)
+        rest = n - n_va
+        n_tr = rest if train is None else train.of(n)
+        if train is not None and train.fraction is not None:
+            n_tr = min(max(n_tr, 1), rest)  # a share of the class, at most what validation leaves: 1.0 = all that
+        if n_tr > rest:
+            short.append(f"{int(c)} ({n} px)")
+            n_tr = rest
+        va[idx[:n_va]] = True
+        tr[idx[n_va : n_va + n_tr]] = True
+    if short:
+        warnings.warn(f"classes with too few pixels for the requested samples: {', '.join(dict.fromkeys(short))}",
+                      stacklevel=2)
+    shape = lab.shape
+    return Split(tr.reshape(shape), va.reshape(shape), np.zeros(shape, dtype=bool))
 
 
 def split_from_raster(split: np.ndarray, labels: np.ndarray) -> Split:

@@ -52,7 +52,8 @@ def benchmark_classify(
     "published" uses the dataset's own split. EnMAP Potsdam always uses its published train/validation/test
     tile lists (a random pixel split would put test pixels beside training pixels).
     ``dataset`` is a catalogue key (``hsikit datasets list``) or "enmap_potsdam" (``data_dir`` = its folder).
-    ``overrides``: train_classifier options (epochs, iterations, train, val, lr, ...).
+    ``overrides``: train_classifier options (epochs, iterations, train, train_pixels, val, lr, ...); each run's
+    pixel counts per class go to ``echo`` and its report.json.
     """
     from hsikit.io.atomic import check_output
     from hsikit.pipelines.train_classifier import train_classifier
@@ -74,9 +75,9 @@ def benchmark_classify(
         t0 = time.perf_counter()
         kw = dict(overrides or {})
         r = train_classifier(scene, labels, out=out / f"{model}_seed{seed}.safetensors", model=model,
-                             model_config=model_config, split=split, seed=seed, device=device,
+                             model_config=model_config, split=split, protocol="paper", seed=seed, device=device,
                              report_dir=out / f"{model}_seed{seed}_report", overwrite=overwrite, progress=progress,
-                             command=f"benchmark classify {dataset} {model} seed {seed}", **kw)
+                             command=f"benchmark classify {dataset} {model} seed {seed}", echo=say, **kw)
         m = r.metrics
         row = {"seed": seed, "oa": m["oa"], "aa": m["aa"], "kappa": m["kappa"],
                "per_class_accuracy": m["per_class_accuracy"], "train_seconds": time.perf_counter() - t0,

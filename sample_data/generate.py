@@ -35,7 +35,7 @@ def main() -> None:
         p.unlink(missing_ok=True)
     write_scene_geotiff(scene, paths["scene"])
     write_labels(scene, paths["labels"], paths["polygons"])
-    res = train_classifier(paths["scene"], paths["labels"], out=paths["model"], model="freenet",
+    res = train_classifier(paths["scene"], paths["labels"], out=paths["model"], model="freenet", protocol="paper",
                            model_config={"reduction_ratio": 0.5}, device="cpu", overwrite=True,
                            report_dir=HERE / "_report", progress=sys.stderr.isatty(),
                            command="sample_data/generate.py")

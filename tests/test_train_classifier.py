@@ -25,8 +25,8 @@ def sample(tmp_path_factory):
 
 
 def test_spectral_cnn_on_synthetic(sample, tmp_path):
-    res = train_classifier(sample / "scene.tif", sample / "labels.tif", out=tmp_path / "m.safetensors", train=30,
-                           val=15, epochs=40, patience=10, progress=False)
+    res = train_classifier(sample / "scene.tif", sample / "labels.tif", out=tmp_path / "m.safetensors",
+                           protocol="paper", train_pixels=30, val_pixels=15, epochs=40, patience=10, progress=False)
     losses = [h["train_loss"] for h in res.history]
     assert losses[-1] < 0.5 * losses[0]
     assert res.metrics["oa"] > 0.9
@@ -43,7 +43,7 @@ def test_spectral_cnn_on_synthetic(sample, tmp_path):
 def test_vector_labels_and_unet(sample, tmp_path):
     res = train_classifier(sample / "scene.tif", sample / "labels.gpkg", out=tmp_path / "u.safetensors",
                            model="unet", model_config={"encoder_depth": 3, "decoder_channels": [32, 16, 8]},
-                           train=0.3, val=0.1, epochs=6, patience=6, tile=32, progress=False)
+                           protocol="paper", train=0.3, val=0.1, epochs=6, patience=6, tile=32, progress=False)
     losses = [h["train_loss"] for h in res.history]
     assert losses[-1] < losses[0]
     assert res.metrics["oa"] > 0.5
@@ -52,7 +52,7 @@ def test_vector_labels_and_unet(sample, tmp_path):
 def test_same_seed_same_model(sample, tmp_path):
     import torch
 
-    kw = dict(train=10, val=5, epochs=3, patience=3, progress=False, seed=4)
+    kw = dict(protocol="paper", train_pixels=10, val_pixels=5, epochs=3, patience=3, progress=False, seed=4)
     a = train_classifier(sample / "scene.tif", sample / "labels.tif", out=tmp_path / "a.safetensors", **kw)
     b = train_classifier(sample / "scene.tif", sample / "labels.tif", out=tmp_path / "b.safetensors", **kw)
     ma, _ = load_checkpoint(a.checkpoint)
@@ -89,8 +89,8 @@ def test_real_enmap_tiles(shared_data, tmp_path):
         for i, t in enumerate(band_tags):
             dst.update_tags(i + 1, **t)
     res = train_classifier(tmp_path / "img.tif", shared_data / "enmap_potsdam/enmap_landcover_unstyled.tif",
-                           out=tmp_path / "enmap.safetensors", train=0.5, val=0.2, epochs=40, patience=10,
-                           progress=False)
+                           out=tmp_path / "enmap.safetensors", protocol="paper", train=0.5, val=0.2, epochs=40,
+                           patience=10, progress=False)
     losses = [h["train_loss"] for h in res.history]
     assert losses[-1] < 0.7 * losses[0]
     counts = np.array(res.metrics["support"], float)
@@ -100,8 +100,9 @@ def test_real_enmap_tiles(shared_data, tmp_path):
 
 def test_mixed_precision_and_lightning_logs(sample, tmp_path):
     """bf16 autocast on CPU through Lightning's precision plugin; metrics.csv from its CSV logger."""
-    res = train_classifier(sample / "scene.tif", sample / "labels.tif", out=tmp_path / "m.safetensors", train=30,
-                           val=15, epochs=6, patience=10, precision="bf16-mixed", progress=False)
+    res = train_classifier(sample / "scene.tif", sample / "labels.tif", out=tmp_path / "m.safetensors",
+                           protocol="paper", train_pixels=30, val_pixels=15, epochs=6, patience=10,
+                           precision="bf16-mixed", progress=False)
     losses = [h["train_loss"] for h in res.history]
     assert np.isfinite(losses).all() and losses[-1] < losses[0]
     rep = json.loads((res.report_dir / "report.json").read_text())
@@ -112,12 +113,16 @@ def test_mixed_precision_and_lightning_logs(sample, tmp_path):
 
 
 def test_paper_recipe_defaults_and_overrides(sample, tmp_path):
-    """MorpMamba's recipe: 25 % train / 25 % validation, 15 whitened PCA components in the stored chain;
-    --epochs overrides the recipe's 50."""
+    """MorpMamba's recipe: 25 % train / 25 % validation under --protocol paper, 15 whitened PCA components in the
+    stored chain; --epochs overrides the recipe's 50."""
     res = train_classifier(sample / "scene.tif", sample / "labels.tif", out=tmp_path / "mm.safetensors",
-                           model="morpmamba", epochs=2, progress=False)
+                           model="morpmamba", protocol="paper", epochs=2, progress=False)
     rep = json.loads((res.report_dir / "report.json").read_text())
     assert rep["recipe"]["train"] == 0.25 and rep["recipe"]["val"] == 0.25 and len(res.history) == 2
+    counts = rep["split"]["counts"]
+    for c, n in counts["test"].items():
+        total = n + counts["train"][c] + counts["val"][c]
+        assert counts["train"][c] == round(0.25 * total) and counts["val"][c] == round(0.25 * total)
     _, meta = load_checkpoint(res.checkpoint)
     pca = [s for s in meta.preprocessing["steps"] if s["op"] == "pca"][0]
     assert pca["params"]["n_components"] == 15 and pca["params"]["whiten"] is True

@@ -6,6 +6,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from hsikit.sampling import Amount
+
 
 @dataclass
 class Recipe:
@@ -33,14 +35,23 @@ class Recipe:
     select_best: bool = True
     sub_minibatch: int = 20
     chain: dict[str, Any] = field(default_factory=lambda: {"drop_bad_bands": True, "normalize": True})
-    #: default split: counts per class (>= 1) or fractions (< 1); FreeNet's paper uses 200 px/class, no validation
-    train: float = 0.5
-    val: float = 0.2
+    #: the paper's split (``protocol="paper"``): per class a fraction (``train``/``val``, in [0, 1]) or a number of
+    #: pixels (``train_pixels``/``val_pixels``), the rest for testing; FreeNet's paper uses 200 px/class, no validation
+    train: float | None = 0.5
+    train_pixels: int | None = None
+    val: float | None = 0.2
+    val_pixels: int | None = None
     max_train_fraction: float | None = None
     seed: int = 0
 
     def replace(self, **changes: Any) -> "Recipe":
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def paper_split(self) -> tuple[Amount, Amount]:
+        """The paper's training and validation amounts per class."""
+        train = Amount(pixels=self.train_pixels) if self.train_pixels is not None else Amount(fraction=self.train)
+        val = Amount(pixels=self.val_pixels) if self.val_pixels is not None else Amount(fraction=self.val or 0.0)
+        return train, val
 
 
 RECIPES: dict[str, Recipe] = {
@@ -48,7 +59,7 @@ RECIPES: dict[str, Recipe] = {
     # iterations, grad-norm clip 35, 20 px/class per GS² minibatch, seed 2333, per-band z-score of the scene.
     "freenet": Recipe(optimizer="sgd", lr=1e-3, weight_decay=1e-3, schedule="poly", epochs=100, iterations=1000,
                       grad_clip=35.0, early_stopping=False, select_best=False, sub_minibatch=20,
-                      train=200, val=0, max_train_fraction=0.5, seed=2333),
+                      train=None, train_pixels=200, val=0.0, max_train_fraction=0.5, seed=2333),
     # Ahmad et al. 2025 (official notebook): 15 whitened PCA components, Adam 1e-3 with Keras decay 1e-6,
     # 50 epochs of batch 256, 25 % train / 25 % validation (monitored only), last epoch kept.
     "morpmamba": Recipe(optimizer="adam", lr=1e-3, schedule="inverse_time", decay=1e-6, epochs=50, batch_size=256,
