@@ -117,7 +117,7 @@ def test_test_pixels_never_reach_the_loss():
 def test_recipe_is_the_papers():
     r = recipe_for("freenet")
     assert (r.optimizer, r.lr, r.momentum, r.weight_decay, r.schedule, r.poly_power) == ("sgd", 1e-3, 0.9, 1e-3, "poly", 0.9)
-    assert (r.iterations, r.grad_clip, r.sub_minibatch, r.seed, r.train) == (1000, 35.0, 20, 2333, 200)
+    assert (r.iterations, r.grad_clip, r.sub_minibatch, r.seed, r.train_pixels) == (1000, 35.0, 20, 2333, 200)
     assert not r.select_best  # the paper reports the last iteration, no model selection
 
 
@@ -207,7 +207,7 @@ def test_fixed_count_capped_on_indian_pines_small_classes(shared_data):
 
     gt = scipy.io.loadmat(shared_data / "indian_pines_gt/Indian_pines_gt.mat")["y"].astype(np.int64)
     r = recipe_for("freenet")
-    sp = stratified_split(gt, train=r.train, seed=r.seed, max_train_fraction=r.max_train_fraction)
+    sp = stratified_split(gt, train=r.train_pixels, seed=r.seed, max_train_fraction=r.max_train_fraction)
     c = sp.counts(gt)
     assert c["train"][1] == 23 and c["train"][7] == 14 and c["train"][9] == 10
     assert c["train"][2] == 200 and c["train"][11] == 200
