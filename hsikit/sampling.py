@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -112,33 +113,18 @@ def stratified_split(labels: np.ndarray, *, train: Amount | int | float, val: Am
     more; classes with fewer pixels than asked for are warned about and split as far as they go.
     """
     train, val = as_amount(train), as_amount(val)
-    lab = np.asarray(labels)
-    if not (lab > 0).any():
-        raise InputError("the labels hold no labelled pixel (all 0)")
-    rng = np.random.default_rng(seed)
-    flat = lab.ravel()
-    tr = np.zeros(flat.size, dtype=bool)
-    va = np.zeros(flat.size, dtype=bool)
-    short = []
-    for c in np.unique(flat[flat > 0]):
-        idx = np.flatnonzero(flat == c)
-        rng.shuffle(idx)
-        n = idx.size
+
+    def counts(n: int) -> tuple[int, int, bool]:
         n_tr, n_va = train.of(n), val.of(n)
         if max_train_fraction is not None:
             n_tr = min(n_tr, max(1, int(np.floor(max_train_fraction * n))))
         cap = n - 1 if n > 1 else n
-        if n_tr + n_va > cap:
-            short.append(f"{int(c)} ({n} px)")
-            n_tr = min(n_tr, cap)
-            n_va = min(n_va, cap - n_tr)
-        tr[idx[:n_tr]] = True
-        va[idx[n_tr : n_tr + n_va]] = True
-    if short:
-        warnings.warn(f"classes with too few pixels for the requested samples: {', '.join(short)}", stacklevel=2)
-    te = (flat > 0) & ~tr & ~va
-    shape = lab.shape
-    return Split(tr.reshape(shape), va.reshape(shape), te.reshape(shape))
+        if n_tr + n_va <= cap:
+            return n_tr, n_va, False
+        n_tr = min(n_tr, cap)
+        return n_tr, min(n_va, cap - n_tr), True
+
+    return _per_class(labels, seed, counts, train_first=True, test_rest=True)
 
 
 def holdout_split(labels: np.ndarray, *, val: Amount = Amount(fraction=0.1), train: Amount | None = None,
@@ -149,6 +135,30 @@ def holdout_split(labels: np.ndarray, *, val: Amount = Amount(fraction=0.1), tra
     asks for fewer. Each class keeps at least one training pixel; counts larger than what a class has left are
     warned about and taken as far as they go.
     """
+    def counts(n: int) -> tuple[int, int, bool]:
+        short = False
+        n_va = val.of(n)
+        if val.fraction is not None and val.fraction > 0 and n >= 2:
+            n_va = max(n_va, 1)
+        if n_va > n - 1:
+            short = val.pixels is not None
+            n_va = max(n - 1, 0)
+        rest = n - n_va
+        n_tr = rest if train is None else train.of(n)
+        if train is not None and train.fraction is not None:
+            n_tr = min(max(n_tr, 1), rest)  # a share of the class, at most what validation leaves: 1.0 = all that
+        if n_tr > rest:
+            short, n_tr = True, rest
+        return n_tr, n_va, short
+
+    return _per_class(labels, seed, counts, train_first=False, test_rest=False)
+
+
+def _per_class(labels: np.ndarray, seed: int, counts: Callable[[int], tuple[int, int, bool]], *,
+               train_first: bool, test_rest: bool) -> Split:
+    """Shuffle each class's pixels (one seeded generator, classes in ascending order) and take ``counts(n)`` =
+    (train, validation, too small) of them: training first, then validation, or the other way round. The rest
+    is the test set when ``test_rest``, else unused. Classes too small for what was asked are warned about."""
     lab = np.asarray(labels)
     if not (lab > 0).any():
         raise InputError("the labels hold no labelled pixel (all 0)")
@@ -160,28 +170,18 @@ def holdout_split(labels: np.ndarray, *, val: Amount = Amount(fraction=0.1), tra
     for c in np.unique(flat[flat > 0]):
         idx = np.flatnonzero(flat == c)
         rng.shuffle(idx)
-        n = idx.size
-        n_va = val.of(n)
-        if val.fraction is not None and val.fraction > 0 and n >= 2:
-            n_va = max(n_va, 1)
-        if n_va > n - 1:
-            if val.pixels is not None:
-                short.append(f"{int(c)} ({n} px)")
-            n_va = max(n - 1, 0)
-        rest = n - n_va
-        n_tr = rest if train is None else train.of(n)
-        if train is not None and train.fraction is not None:
-            n_tr = min(max(n_tr, 1), rest)  # a share of the class, at most what validation leaves: 1.0 = all that
-        if n_tr > rest:
-            short.append(f"{int(c)} ({n} px)")
-            n_tr = rest
-        va[idx[:n_va]] = True
-        tr[idx[n_va : n_va + n_tr]] = True
+        n_tr, n_va, small = counts(idx.size)
+        if small:
+            short.append(f"{int(c)} ({idx.size} px)")
+        first, second = (tr, va) if train_first else (va, tr)
+        k = n_tr if train_first else n_va
+        first[idx[:k]] = True
+        second[idx[k : n_tr + n_va]] = True
     if short:
-        warnings.warn(f"classes with too few pixels for the requested samples: {', '.join(dict.fromkeys(short))}",
-                      stacklevel=2)
+        warnings.warn(f"classes with too few pixels for the requested samples: {', '.join(short)}", stacklevel=3)
+    te = ((flat > 0) & ~tr & ~va) if test_rest else np.zeros(flat.size, dtype=bool)
     shape = lab.shape
-    return Split(tr.reshape(shape), va.reshape(shape), np.zeros(shape, dtype=bool))
+    return Split(tr.reshape(shape), va.reshape(shape), te.reshape(shape))
 
 
 def split_from_raster(split: np.ndarray, labels: np.ndarray) -> Split:
