@@ -509,7 +509,10 @@ def _execute(cl, tk: Task, ref, opts, todo: list[_Scene], man: Manifest, result:
         if sc is None:
             return  # its scene has ended (a cancelled task, or one finishing after its scene failed)
         if fut.status != "finished":
-            killed, why = _killed_worker(fut), _failure_reason(fut)  # before cancelling, which drops the error
+            # a live scene's task cancelled by the cluster (not by us: ended scenes leave ``live``) was lost with a
+            # worker too, like a KilledWorker
+            killed = _killed_worker(fut) or fut.status == "cancelled"
+            why = _failure_reason(fut)  # before cancelling, which drops the error
             forget(sc, cancel=True)
             if killed and not retried:
                 alone.append(sc)

@@ -467,7 +467,7 @@ def test_a_scene_that_kills_workers_fails_alone(model, tmp_path):
             cl.register_plugin(KillOnPoison())
             res = run_batch("classify", [src], outdir=tmp_path / "out", model=model, options={"tile": 32},
                             client=cl, progress=False)
-    assert (res.done, res.failed) == (1, 1)
+    assert (res.done, res.failed) == (1, 1), res.failures
     why = dict(res.failures)["poison"]
     assert "worker died" in why
     rows = {r["name"]: r for r in scenes_table(tmp_path / "out")}
