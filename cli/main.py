@@ -304,6 +304,7 @@ class ClsModel(str, Enum):
 
 
 DEVICE_HELP = "auto, cpu, cuda or cuda:N."
+RECORD_HELP = "Store the scores in the model file, where hsikit info shows them."
 PRECISION_HELP = "Lightning precision: 32-true, 16-mixed, bf16-mixed."
 RESUME_HELP = "Continue an interrupted run from <report>/checkpoints/last.ckpt."
 DEVICES_HELP = ("Processes (CPU) or GPUs per node; more than one trains with distributed data parallel (each "
@@ -435,12 +436,14 @@ def evaluate(
     tile: int = typer.Option(512, "--tile", min=1, help="Tile size in pixels."),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run folder's files."),
+    record: bool = typer.Option(True, "--record/--no-record", help=RECORD_HELP),
 ) -> None:
     """Classify a labelled scene and report OA, AA, kappa, per-class accuracy/F1 and the confusion matrix."""
     from hsikit.pipelines.evaluate import evaluate as run_eval
 
     res = run_eval(model, scene, labels, out=out, split=split, attribute=attribute, allow_resample=allow_resample,
-                   tile=tile, device=device, overwrite=overwrite, progress=_state["progress"], command=_command_line())
+                   tile=tile, device=device, overwrite=overwrite, progress=_state["progress"], command=_command_line(),
+                   record=record)
     m = res.metrics
     typer.echo(f"OA {m['oa']:.4f}  AA {m['aa']:.4f}  kappa {m['kappa']:.4f}  on {m['n']} pixels")
     typer.echo(f"run folder: {res.run_dir}")

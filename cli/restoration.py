@@ -11,7 +11,7 @@ from typing import Optional
 import typer
 
 from hsikit.cli.main import (CHECKPOINT_OUT, DEVICES_HELP, DEVICE_HELP, Fmt, NUM_NODES_HELP, PRECISION_HELP,
-                             RASTER_OUT, RESUME_HELP, SET_METAVAR, STRATEGY_HELP, _command_line, _exists,
+                             RASTER_OUT, RECORD_HELP, RESUME_HELP, SET_METAVAR, STRATEGY_HELP, _command_line, _exists,
                              _model_config, _positive, _start_training, _state, app, train_app)
 
 _TILE_HELP = "Tile size in input pixels (default: 128, 64 for super-resolution, or 4x the model's receptive field if larger; 256 for denoising without a model)."
@@ -105,6 +105,7 @@ def evaluate_restoration(
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     out: Optional[Path] = typer.Option(None, "-o", "--out", help="Run folder for report.json."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing report."),
+    record: bool = typer.Option(True, "--record/--no-record", help=RECORD_HELP),
 ) -> None:
     """Degrade clean scenes, restore them, and print PSNR/SSIM/SAM/ERGAS against the input and classical baselines."""
     if out is not None and (out / "report.json").exists() and not overwrite:  # the pipeline knows once torch loaded
@@ -114,7 +115,7 @@ def evaluate_restoration(
     from hsikit.pipelines.evaluate_restoration import evaluate_restoration as run
 
     res = run(model, [str(s) for s in scenes], degradation=degradation, task=task, scale=scale, seed=seed,
-              baselines=baselines, tile=tile, device=device, out=out, overwrite=overwrite)
+              baselines=baselines, tile=tile, device=device, out=out, overwrite=overwrite, record=record)
     typer.echo(f"{len(res.scenes)} scene(s), degradation {res.degradation}, task {res.task}")
     typer.echo(f"{'method':<16}{'PSNR dB':>9}{'SSIM':>8}{'SAM °':>8}{'ERGAS':>9}")
     for name, m in res.methods.items():

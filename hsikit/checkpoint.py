@@ -39,6 +39,8 @@ class CheckpointMeta:
     restoration: dict[str, Any] | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
     hsikit_version: str = __version__
+    #: scores of ``evaluate`` / ``evaluate-restoration`` runs (see :func:`record_evaluation`), newest last
+    evaluations: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))
@@ -69,9 +71,8 @@ def save_checkpoint(path: str | Path, model, meta: CheckpointMeta, *, overwrite:
     return p
 
 
-def read_checkpoint_meta(path: str | Path) -> CheckpointMeta:
-    """Metadata only, from the safetensors header (8-byte length + JSON); imports no torch."""
-    p = Path(path)
+def _read_header(p: Path) -> tuple[dict[str, Any], int]:
+    """The safetensors header of ``p`` and the offset where its tensor data starts."""
     if not p.exists():
         raise InputError(f"model file not found: {p}")
     try:
@@ -80,8 +81,17 @@ def read_checkpoint_meta(path: str | Path) -> CheckpointMeta:
             if not 2 <= n <= 100_000_000:
                 raise ValueError("bad header length")
             header = json.loads(f.read(n))
+        if not isinstance(header, dict):
+            raise ValueError("header is not a JSON object")
     except (struct.error, ValueError, UnicodeDecodeError):
         raise InputError(f"{p.name} is not a safetensors checkpoint (hsikit never unpickles model files)") from None
+    return header, 8 + n
+
+
+def read_checkpoint_meta(path: str | Path) -> CheckpointMeta:
+    """Metadata only, from the safetensors header (8-byte length + JSON); imports no torch."""
+    p = Path(path)
+    header, _ = _read_header(p)
     meta = (header.get("__metadata__") or {}).get(_KEY)
     if not meta:
         raise InputError(f"{p.name} is a safetensors file without hsikit metadata")
@@ -126,3 +136,36 @@ def checkpoint_sha256(path: str | Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+#: evaluations kept in a checkpoint; the oldest go first
+MAX_EVALUATIONS = 20
+
+
+def record_evaluation(path: str | Path, entry: dict[str, Any]) -> None:
+    """Add the scores of one evaluation run to the checkpoint's metadata (shown by ``hsikit info``).
+
+    An earlier entry with the same ``key`` (what was evaluated: scene, labels, split or degradation) is replaced.
+    Only the header is rewritten; the tensor bytes are copied unchanged into a temporary file that replaces the
+    checkpoint when complete. Raises ``OSError`` when the file or its folder is not writable."""
+    import shutil
+
+    p = Path(path)
+    header, start = _read_header(p)
+    meta = read_checkpoint_meta(p)
+    meta.evaluations = [e for e in meta.evaluations if e.get("key") != entry.get("key")] + [entry]
+    meta.evaluations = meta.evaluations[-MAX_EVALUATIONS:]
+    header.setdefault("__metadata__", {})[_KEY] = meta.to_json()
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)  # safetensors aligns the tensor data to 8 bytes
+    tmp = temp_path(p)
+    try:
+        with p.open("rb") as src, tmp.open("wb") as dst:
+            dst.write(struct.pack("<Q", len(raw)) + raw)
+            src.seek(start)
+            shutil.copyfileobj(src, dst, 1 << 22)
+        shutil.copymode(p, tmp)
+        os.replace(tmp, p)
+    finally:
+        if tmp.exists():
+            tmp.unlink()

@@ -139,3 +139,17 @@ def spectral_band_tags(bands) -> list[dict[str, str]]:
         t["bad_band"] = "0" if bands.bad[i] else "1"
         out.append(t)
     return out
+
+
+def store_scores(model: str | Path, entry: dict[str, Any]) -> None:
+    """Record an evaluation's scores in the model file (see :func:`hsikit.checkpoint.record_evaluation`), dated
+    and versioned; a read-only model file keeps its metadata and a warning says so."""
+    from hsikit.checkpoint import record_evaluation
+
+    entry = {**entry, "date": datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
+             "hsikit_version": __version__}
+    try:
+        record_evaluation(model, entry)
+    except OSError as e:
+        warnings.warn(f"the scores were not stored in {Path(model).name} ({e.strerror or e}); they are in the "
+                      "report", stacklevel=2)

@@ -35,6 +35,7 @@ def evaluate(
     overwrite: bool = False,
     progress: bool = True,
     command: str | None = None,
+    record: bool = True,
 ) -> EvaluateResult:
     """Classify ``scene`` with ``model`` into the run folder ``out`` and score it against ``labels``.
 
@@ -42,7 +43,8 @@ def evaluate(
     test pixels. The folder gets ``class_map.tif`` (+ .qml, PNG quicklook), ``report.json`` (OA, AA, kappa,
     per-class accuracy/precision/F1, model config, seed, hsikit version, timings), ``confusion_matrix.csv/png``.
     Label values are matched to the model's classes by value (1..K). Label and split rasters must lie on the
-    scene grid unless ``allow_resample`` (nearest neighbour, with a warning).
+    scene grid unless ``allow_resample`` (nearest neighbour, with a warning). ``record`` stores OA, AA and
+    kappa in the model file (shown by ``hsikit info``).
     """
     from hsikit._version import __version__
     from hsikit.checkpoint import read_checkpoint_meta
@@ -98,4 +100,13 @@ def evaluate(
                 "metrics": metrics, "class_names": names, "timings": timings, "command": command,
                 "class_map": res.class_map.name},
                run / "report.json")
+    if record:
+        from hsikit.pipelines.common import store_scores
+
+        scored = f"test pixels of {Path(split).name}" if split else "every labelled pixel"
+        store_scores(model, {
+            "key": f"classification|{Path(str(scene)).name}|{Path(str(labels)).name}|{Path(split).name if split else ''}",
+            "scene": Path(str(scene)).name, "labels": Path(str(labels)).name, "scored": scored,
+            "pixels": int(mask.sum()), "oa": round(metrics["oa"], 4), "aa": round(metrics["aa"], 4),
+            "kappa": round(metrics["kappa"], 4)})
     return EvaluateResult(run, res.class_map, metrics, timings["total"], timings)

@@ -86,11 +86,13 @@ def evaluate_restoration(
     out: str | Path | None = None,
     overwrite: bool = False,
     clip: bool | None = None,
+    record: bool = True,
 ) -> RestorationEvaluation:
     """Degrade each clean scene with ``degradation`` (seeded), restore it with ``model``, and score the result,
     the degraded input and the classical baselines against the clean scene. ``out``: a run folder for
     ``report.json``. ``clip`` clips every estimate and the reference to [0, 1] before scoring (MP-HSIR's
-    convention; default: for models trained on their clamped output)."""
+    convention; default: for models trained on their clamped output). ``record`` stores the mean PSNR/SSIM/SAM
+    of the model and the baselines in the model file (shown by ``hsikit info``)."""
     from hsikit._version import __version__
     from hsikit.checkpoint import load_checkpoint
     from hsikit.io.open import open_scene
@@ -159,6 +161,15 @@ def evaluate_restoration(
         keys = per_scene[0]["scores"][name].keys()
         methods[name] = {k: float(np.mean([p["scores"][name][k] for p in per_scene])) for k in keys}
     res = RestorationEvaluation(methods, per_scene, deg_text, task_name, None, time.perf_counter() - t0)
+    if record:
+        from hsikit.pipelines.common import store_scores
+
+        names = [p["scene"] for p in per_scene]
+        keep = ("psnr", "ssim", "sam")
+        store_scores(model, {
+            "key": f"restoration|{'+'.join(names)}|{deg_text}|{seed}|{s}", "scenes": names,
+            "degradation": deg_text, "seed": seed, "task": task_name,
+            "scores": {m: {k: round(v, 4) for k, v in sc.items() if k in keep} for m, sc in methods.items()}})
     if rdir is not None:
         rdir.mkdir(parents=True, exist_ok=True)
         res.report = write_json({"model": Path(model).name, "arch": meta.arch, "task": task_name, "degradation": deg_text,

@@ -149,6 +149,7 @@ def model_card(path: str | Path) -> dict[str, Any]:
         "preprocessing_fitted": bool((meta.preprocessing or {}).get("input_bands")) if steps else None,
         "restoration": meta.restoration,
         "provenance": meta.provenance,
+        "evaluations": meta.evaluations,
         "hsikit_version": meta.hsikit_version,
     }
 
@@ -178,4 +179,20 @@ def format_model_card(card: dict[str, Any]) -> str:
         if prov.get(key) is not None:
             lines.append(f"{key + ':':<14} {prov[key]}")
     lines.append(f"hsikit:        {card['hsikit_version']}")
+    evals = card.get("evaluations") or []
+    if evals:
+        lines.append(f"evaluations:   {len(evals)} (newest last)")
+        lines.extend("  " + _evaluation_line(e) for e in evals)
     return "\n".join(lines)
+
+
+def _evaluation_line(e: dict[str, Any]) -> str:
+    """One stored evaluation in words."""
+    day = str(e.get("date", ""))[:10]
+    if "oa" in e:
+        return (f"{day} {e.get('scene')} vs {e.get('labels')} ({e.get('scored')}, {e.get('pixels')} px): "
+                f"OA {e['oa']:.4f}, AA {e.get('aa', float('nan')):.4f}, kappa {e.get('kappa', float('nan')):.4f}")
+    scores = e.get("scores") or {}
+    parts = [f"{m} {v['psnr']:.2f} dB" + (f"/SSIM {v['ssim']:.3f}" if "ssim" in v else "")
+             for m, v in scores.items() if "psnr" in v]
+    return f"{day} {'+'.join(e.get('scenes') or [])}, {e.get('degradation')} (seed {e.get('seed')}): PSNR " + ", ".join(parts)

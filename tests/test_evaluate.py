@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -18,7 +19,9 @@ SAMPLE = ROOT / "sample_data"
 
 def test_evaluate_sample_model_on_sample_scene(tmp_path, capsys):
     run_dir = tmp_path / "eval"
-    code, out, err = cli(capsys, "-q", "evaluate", SAMPLE / "sample_model.safetensors", SAMPLE / "sample_scene.tif",
+    model = tmp_path / "model.safetensors"
+    shutil.copy(SAMPLE / "sample_model.safetensors", model)
+    code, out, err = cli(capsys, "-q", "evaluate", model, SAMPLE / "sample_scene.tif",
                          "--labels", SAMPLE / "sample_labels.tif", "-o", run_dir)
     assert code == 0, err
     rep = json.loads((run_dir / "report.json").read_text())
@@ -31,10 +34,61 @@ def test_evaluate_sample_model_on_sample_scene(tmp_path, capsys):
     with rasterio.open(run_dir / "class_map.tif") as src, rasterio.open(SAMPLE / "sample_scene.tif") as ref:
         assert src.crs == ref.crs and src.transform == ref.transform
     assert f"OA {m['oa']:.4f}" in out
+    # the scores are stored in the model file, and the model card shows them
+    code, out, err = cli(capsys, "info", model)
+    assert code == 0, err
+    assert re.search(rf"sample_scene\.tif vs sample_labels\.tif \(every labelled pixel, {m['n']} px\): "
+                     rf"OA {m['oa']:.4f}, AA {m['aa']:.4f}, kappa {m['kappa']:.4f}", out), out
     # the run folder is not overwritten without --overwrite
-    code, _, err = cli(capsys, "evaluate", SAMPLE / "sample_model.safetensors", SAMPLE / "sample_scene.tif",
+    code, _, err = cli(capsys, "evaluate", model, SAMPLE / "sample_scene.tif",
                        "--labels", SAMPLE / "sample_labels.tif", "-o", run_dir)
     assert code == 2 and "--overwrite" in err
+
+
+def test_stored_scores_replace_the_same_evaluation_and_keep_the_weights(tmp_path, capsys):
+    from safetensors.torch import load_file
+
+    from hsikit.checkpoint import read_checkpoint_meta
+
+    model = tmp_path / "model.safetensors"
+    shutil.copy(SAMPLE / "sample_model.safetensors", model)
+    before = load_file(str(model))
+    args = [model, SAMPLE / "sample_scene.tif", "--labels", SAMPLE / "sample_labels.tif"]
+    for i in range(2):  # the same evaluation twice: one entry
+        code, _, err = cli(capsys, "-q", "evaluate", *args, "-o", tmp_path / f"r{i}")
+        assert code == 0, err
+    half = tmp_path / "split.tif"
+    with rasterio.open(SAMPLE / "sample_labels.tif") as src:
+        lab, profile = src.read(1), src.profile
+    with rasterio.open(half, "w", **(profile | {"nodata": None})) as dst:
+        dst.write(np.where(lab > 0, 3, 0).astype(lab.dtype) * (np.arange(lab.shape[1]) % 2 == 0), 1)
+    code, _, err = cli(capsys, "-q", "evaluate", *args, "--split", half, "-o", tmp_path / "r2")
+    assert code == 0, err
+    meta = read_checkpoint_meta(model)
+    assert [e["scored"] for e in meta.evaluations] == ["every labelled pixel", "test pixels of split.tif"]
+    assert meta.arch == read_checkpoint_meta(SAMPLE / "sample_model.safetensors").arch
+    after = load_file(str(model))
+    assert before.keys() == after.keys() and all(np.array_equal(before[k], after[k]) for k in before)
+    # --no-record leaves the file alone
+    stamp = model.stat().st_mtime_ns
+    code, _, err = cli(capsys, "-q", "evaluate", *args, "--no-record", "-o", tmp_path / "r3")
+    assert code == 0 and model.stat().st_mtime_ns == stamp
+
+
+def test_a_model_file_that_cannot_be_rewritten_is_evaluated_with_a_warning(tmp_path, capsys, monkeypatch):
+    import hsikit.checkpoint
+
+    def refuse(final, directory=None):
+        raise PermissionError(13, "Permission denied")
+
+    model = tmp_path / "model.safetensors"
+    shutil.copy(SAMPLE / "sample_model.safetensors", model)
+    monkeypatch.setattr(hsikit.checkpoint, "temp_path", refuse)  # as in a read-only folder (root writes anyway)
+    code, out, err = cli(capsys, "-q", "evaluate", model, SAMPLE / "sample_scene.tif", "--labels",
+                         SAMPLE / "sample_labels.tif", "-o", tmp_path / "r")
+    assert code == 0 and "OA" in out
+    assert "warning: the scores were not stored in model.safetensors (Permission denied)" in err, err
+    assert model.read_bytes() == (SAMPLE / "sample_model.safetensors").read_bytes()
 
 
 def test_evaluate_with_split_scores_test_pixels_only(tmp_path, capsys):

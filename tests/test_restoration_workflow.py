@@ -134,6 +134,12 @@ def test_evaluate_restoration_scores_model_input_and_baselines(scenes, models, t
     assert set(ev.methods) == {"degraded input", "hsdt", "wavelet", "tv", "pca"}
     assert ev.methods["wavelet"]["psnr"] > ev.methods["degraded input"]["psnr"]
     assert len(ev.scenes) == 2 and (tmp_path / "ev" / "report.json").exists()
+    from hsikit.pipelines.info import format_model_card, model_card
+
+    card = format_model_card(model_card(models["hsdt"]))
+    line = next(x for x in card.splitlines() if "gaussian:sigma=30 (seed 0)" in x)
+    for name in ("hsdt", "pca", "degraded input"):
+        assert f"{name} {ev.methods[name]['psnr']:.2f} dB" in line, card
     sr = evaluate_restoration(models["essaformer"], [val])
     assert set(sr.methods) == {"essaformer", "bicubic"} and sr.degradation == "downsample:scale=2"
     mp = evaluate_restoration(models["mp-hsir"], [val], task="band-missing")
