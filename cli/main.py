@@ -304,6 +304,8 @@ class ClsModel(str, Enum):
 
 
 DEVICE_HELP = "auto, cpu, cuda or cuda:N."
+RECIPE_HELP = ("Training recipe: default, the one that does best on real scenes; MorpMamba also has notebook "
+               "(the official notebook's: 15 whitened PCA components, last epoch).")
 RECORD_HELP = "Store the scores in the model file, where hsikit info shows them."
 PRECISION_HELP = "Lightning precision: 32-true, 16-mixed, bf16-mixed."
 RESUME_HELP = "Continue an interrupted run from <report>/checkpoints/last.ckpt."
@@ -351,7 +353,8 @@ def train_classifier(
     labels: Optional[Path] = typer.Option(None, "--labels", "-l", callback=_exists, help="Label raster on the scene grid, or polygons (GeoPackage/Shapefile) with a class attribute."),
     allow_resample: bool = typer.Option(False, "--allow-resample", help=ALLOW_RESAMPLE_HELP),
     out: Path = typer.Option(..., "-o", "--out", callback=CHECKPOINT_OUT, help="Checkpoint to write (.safetensors, JSON metadata inside)."),
-    model: ClsModel = typer.Option(ClsModel.spectral_cnn, "--model", "-m", help="Architecture; each trains with its paper's recipe (see README)."),
+    model: ClsModel = typer.Option(ClsModel.spectral_cnn, "--model", "-m", help="Architecture; each trains with its own recipe (see README)."),
+    recipe: Optional[str] = typer.Option(None, "--recipe", metavar="NAME", help=RECIPE_HELP),
     dataset: Optional[str] = typer.Option(None, "--dataset", help="A benchmark dataset instead of SCENE/--labels (hsikit datasets list)."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Where benchmark datasets live (default $HSIKIT_DATA or ~/.cache/hsikit/datasets)."),
     attribute: Optional[str] = typer.Option(None, "--attribute", help="Class column of vector labels."),
@@ -386,6 +389,9 @@ def train_classifier(
     """Train a classifier; writes the checkpoint and a report (OA/AA/kappa, confusion matrix PNG/CSV)."""
     _start_training(out, report_dir, overwrite=overwrite, resume=resume, devices=devices, num_nodes=num_nodes)
     from hsikit.errors import OptionError
+    from hsikit.training.recipes import recipe_for
+
+    recipe_for(model.value, recipe)  # an unknown name stops here, before torch loads
     from hsikit.pipelines.train_classifier import train_classifier as run_train
 
     if dataset:
@@ -400,7 +406,8 @@ def train_classifier(
             raise OptionError("give SCENE and --labels, or --dataset")
         sc, lab = str(scene), str(labels)
     # the pipeline reads the split raster like the labels: grid checks, --allow-resample, one-line errors
-    res = run_train(sc, lab, model=model.value, out=out, attribute=attribute, allow_resample=allow_resample,
+    res = run_train(sc, lab, model=model.value, recipe=recipe, out=out, attribute=attribute,
+                    allow_resample=allow_resample,
                     protocol=protocol.value, train=train, train_pixels=train_pixels, val=val, val_pixels=val_pixels,
                     test_labels=str(test_labels) if test_labels is not None else None,
                     split=str(split) if split is not None else None,
@@ -457,6 +464,7 @@ app.add_typer(benchmark_app, name="benchmark")
 def benchmark_classify(
     dataset: str = typer.Option(..., "--dataset", "-d", help="Dataset key (hsikit datasets list) or enmap_potsdam."),
     model: ClsModel = typer.Option(..., "--model", "-m", help="Architecture."),
+    recipe: Optional[str] = typer.Option(None, "--recipe", metavar="NAME", help=RECIPE_HELP),
     out: Path = typer.Option(..., "-o", "--out", help="Folder for checkpoints, reports and benchmark.json."),
     protocol: str = typer.Option("paper", "--protocol", help="paper (the model's training-sample protocol) or published (the dataset's split)."),
     seeds: int = typer.Option(5, "--seeds", min=1, help="Number of seeds (0..N-1)."),
@@ -469,9 +477,13 @@ def benchmark_classify(
 ) -> None:
     """Train and test MODEL on DATASET once per seed; prints each run and mean ± std of OA, AA and kappa."""
     _state["interrupted"] = "benchmark.json was not written; the checkpoints of finished seeds are kept"
+    from hsikit.training.recipes import recipe_for
+
+    recipe_for(model.value, recipe)
     from hsikit.pipelines.benchmark import benchmark_classify as run_bench
 
-    overrides = {k: v for k, v in {"epochs": epochs, "iterations": iterations}.items() if v is not None}
+    overrides = {k: v for k, v in {"epochs": epochs, "iterations": iterations, "recipe": recipe}.items()
+                 if v is not None}
     res = run_bench(dataset, model.value, out=out, protocol=protocol, seeds=seeds, data_dir=data_dir,
                     overrides=overrides, model_config=_model_config(set_), device=device, overwrite=overwrite,
                     progress=_state["progress"], echo=typer.echo)

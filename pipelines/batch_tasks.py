@@ -363,11 +363,11 @@ def _classify_outputs(outdir: Path, name: str, opts: dict) -> dict[str, Path]:
     return output_paths(outdir / f"{name}.tif", opts["probabilities"], opts["quicklook"], opts["confidence"])
 
 
-def _classify_setup(sc, model: ModelRef, opts: dict, command: str | None = None):
+def _classify_setup(sc, model: ModelRef, opts: dict, command: str | None = None, stats: dict | None = None):
     from hsikit.pipelines.classify import classify_setup
 
     return classify_setup(sc, model.path, tile=opts["tile"], overlap=opts["overlap"], batch_size=opts["batch_size"],
-                          legend=opts["legend"], command=command)
+                          legend=opts["legend"], command=command, chain=(stats or {}).get("chain"))
 
 
 def _classify_validate(model: ModelRef | None, opts: dict) -> None:
@@ -385,15 +385,17 @@ def _classify_plan(sc, model: ModelRef, opts: dict, block_mpx: float) -> list[Bl
     return _engine_blocks(sc.height, sc.width, setup.spec, setup.context, setup.pixel_local, block_mpx)
 
 
-def _classify_prepare(sc, model: ModelRef, opts: dict) -> None:
-    _classify_setup(sc, model, opts)  # the checks again, on the worker: no scene-level statistics to compute
+def _classify_prepare(sc, model: ModelRef, opts: dict) -> dict:
+    """The checks again, on the worker, and the preprocessing chain fitted once for the whole scene (imported
+    weights normalise each scene with its own statistics; a trained model's chain comes back as stored)."""
+    return {"chain": _classify_setup(sc, model, opts).chain.to_dict()}
 
 
 def _classify_block(sc, model: ModelRef, opts: dict, stats, block: Block):
     from hsikit.engine.engine import run_tiled
     from hsikit.pipelines.classify import class_outputs, classify_predictor
 
-    setup = _classify_setup(sc, model, opts)
+    setup = _classify_setup(sc, model, opts, stats=stats)
     net, _ = cached_model(model)
     predictor = classify_predictor(net, setup, opts["device"])
     h, w, k = block.row1 - block.row0, sc.width, setup.n_classes
@@ -421,7 +423,7 @@ def _classify_assemble(sc, model: ModelRef, opts: dict, stats, blocks: list[dict
                        workdir: Path, ctx: dict) -> dict:
     from hsikit.pipelines.classify import class_writers
 
-    setup = _classify_setup(sc, model, opts, command=ctx.get("command"))
+    setup = _classify_setup(sc, model, opts, command=ctx.get("command"), stats=stats)
     writers = class_writers(paths, setup, sc, probabilities=opts["probabilities"], fmt=opts["fmt"],
                             overwrite=ctx["overwrite"], tags={**setup.tags, **ctx["tags"]}, temp_dir=workdir)
     with ExitStack() as stack:

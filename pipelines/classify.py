@@ -81,8 +81,11 @@ class ClassifySetup:
 
 
 def classify_setup(sc: Scene, model_path: str | Path, *, tile: int = 512, overlap: int | None = None,
-                   batch_size: int = 2, legend: str | Path | None = None, command: str | None = None) -> ClassifySetup:
-    """Check ``sc`` against the checkpoint (georeferencing, task, bands, legend) and plan the tiling."""
+                   batch_size: int = 2, legend: str | Path | None = None, command: str | None = None,
+                   chain: dict | None = None) -> ClassifySetup:
+    """Check ``sc`` against the checkpoint (georeferencing, task, bands, legend) and plan the tiling.
+
+    ``chain``: the preprocessing already fitted on ``sc`` (a batch fits a per-scene chain once, not per block)."""
     from hsikit.checkpoint import checkpoint_sha256, read_checkpoint_meta
     from hsikit.engine.engine import TileSpec, check_spec, planned_overlap
     from hsikit.io.gaps import fill_tags
@@ -97,7 +100,7 @@ def classify_setup(sc: Scene, model_path: str | Path, *, tile: int = 512, overla
     meta = read_checkpoint_meta(model_path)
     if meta.task != "classification":
         raise InputError(f"{model_path.name} is a {meta.task} model, not a classifier")
-    chain = Chain.from_dict(meta.preprocessing)
+    chain = Chain.from_dict(chain or meta.preprocessing)
     if not chain.fitted:  # imported weights whose official code normalises each scene with its own statistics
         chain = chain.fit(sc)
     try:

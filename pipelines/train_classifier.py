@@ -40,6 +40,7 @@ def train_classifier(
     out: str | Path,
     model: str = "spectral-cnn",
     model_config: dict[str, Any] | None = None,
+    recipe: str | None = None,
     chain: dict[str, Any] | None = None,
     attribute: str | None = None,
     allow_resample: bool = False,
@@ -73,8 +74,9 @@ def train_classifier(
 ) -> TrainResult:
     """Train classifier ``model`` (any registered classification architecture) on ``scene`` with ``labels``.
 
-    Each architecture trains with its paper's recipe (:mod:`hsikit.training.recipes`: optimiser, schedule,
-    sampling and preprocessing); arguments given here override it. Which labelled pixels train:
+    Each architecture trains with its default recipe, or the one named by ``recipe``
+    (:mod:`hsikit.training.recipes`: optimiser, schedule, sampling, augmentation and preprocessing; MorpMamba
+    also has "notebook", the official notebook's); arguments given here override it. Which labelled pixels train:
 
     * ``protocol="user"`` (default): every labelled pixel trains except a validation share of each class (``val``
       a fraction in [0, 1) or "10%", or ``val_pixels``; default 10 %, at least one pixel of a class with two or
@@ -117,7 +119,7 @@ def train_classifier(
     from hsikit.report import write_confusion_csv, write_confusion_png, write_json
     from hsikit.sampling import amount_option
     from hsikit.training.module import is_global_zero
-    from hsikit.training.recipes import recipe_for
+    from hsikit.training.recipes import recipe_for, recipe_names
 
     t_start = time.perf_counter()
     out = Path(out)
@@ -137,7 +139,8 @@ def train_classifier(
     if split is not None and (train_amt or val_amt or test_labels is not None):
         raise OptionError("--split already says which pixels train, validate and test: drop --train/--val/"
                           "--test-labels")
-    recipe = recipe_for(model).replace(epochs=epochs, iterations=iterations, patience=patience, lr=lr,
+    recipe_name = recipe or recipe_names(model)[0]
+    recipe = recipe_for(model, recipe).replace(epochs=epochs, iterations=iterations, patience=patience, lr=lr,
                                        select_best=select_best, batch_size=batch_size, seed=seed)
     if iterations is None and epochs is not None:
         recipe.iterations = -1  # an explicit epoch count wins over the recipe's iteration budget
@@ -168,7 +171,7 @@ def train_classifier(
         opts.update({kk: v for kk, v in (chain or {}).items() if v is not None})
         ch = Chain.from_options(**opts).fit(sc)
         n_feat = ch.output_bands(sc.bands).count
-        cfg = {"in_bands": n_feat, "num_classes": k, **(model_config or {})}
+        cfg = {"in_bands": n_feat, "num_classes": k, **recipe.model, **(model_config or {})}
         full_cfg = make_config(model, **cfg)
         context = int(entry.receptive_field(full_cfg))
         cfg = dataclasses.asdict(full_cfg)  # every option stored: later default changes cannot alter the model
@@ -212,7 +215,7 @@ def train_classifier(
             arch=model, config=_jsonable_cfg(cfg), task="classification", bands=sc.bands.to_dict(),
             preprocessing=ch.to_dict(), class_names=names, class_colors=colors,
             provenance={"command": command, "scene": sc.name, "labels": getattr(labels, "name", None) or Path(str(labels)).name,
-                        "created": _created(), "seed": seed, "protocol": protocol,
+                        "created": _created(), "seed": seed, "protocol": protocol, "recipe": recipe_name,
                         f"{key}_oa": metrics.get("oa"), f"{key}_kappa": metrics.get("kappa"),
                         "epochs_run": len(history)},
         )
@@ -224,7 +227,8 @@ def train_classifier(
         from hsikit._version import __version__
 
         write_json({"model": model, "config": _jsonable_cfg(cfg), "scene": sc.name, "seed": seed,
-                    "hsikit_version": __version__, "recipe": dataclasses.asdict(recipe),
+                    "hsikit_version": __version__, "recipe_name": recipe_name,
+                    "recipe": dataclasses.asdict(recipe),
                     "distributed": {"processes": data.world, "strategy": strategy if data.world > 1 else None,
                                     "steps_per_epoch": data.steps_per_epoch() if model not in _CLASSICAL else None},
                     "resumed_from_step": resumed_from,
@@ -357,7 +361,7 @@ def _data_for(entry, x, lab, sp, recipe, *, tile: int, context: int, model_confi
         raise OptionError(f"no training data pipeline for models taking {entry.inputs!r}")
     return cls(x, lab, sp.train, batch_size=recipe.batch_size, seed=recipe.seed, crop=tile,
                size_multiple=entry.size_multiple, context=context, sub_minibatch=recipe.sub_minibatch,
-               patch=model_config.get("patch", 4))
+               patch=model_config.get("patch", 4), augment=recipe.augment)
 
 
 def _fit_neural(model, cfg, data, sp, recipe, dev, rdir, *, progress, precision, resume, devices=1,

@@ -41,3 +41,30 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+_SAMPLE = ROOT / "sample_data"
+
+
+def _sample_digests() -> dict[str, str]:
+    import hashlib
+
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(_SAMPLE.iterdir()) if p.is_file()}
+
+
+def pytest_sessionstart(session):
+    session.config._hsikit_sample = _sample_digests()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """The committed sample data is an input of many tests: a test that writes into it (e.g. an evaluation
+    stored in the sample model) fails the run."""
+    before = getattr(session.config, "_hsikit_sample", None)
+    if before is None:
+        return
+    changed = sorted(n for n, d in _sample_digests().items() if before.get(n) != d)
+    if changed:
+        tw = session.config.get_terminal_writer()
+        tw.line()
+        tw.line(f"sample_data changed by the tests: {', '.join(changed)}", red=True)
+        session.exitstatus = 1

@@ -100,8 +100,10 @@ def test_evaluate_with_split_scores_test_pixels_only(tmp_path, capsys):
     profile.update(nodata=None)
     with rasterio.open(tmp_path / "split.tif", "w", **profile) as dst:
         dst.write(split, 1)
-    code, _, err = cli(capsys, "-q", "evaluate", SAMPLE / "sample_model.safetensors", SAMPLE / "sample_scene.tif",
-                       "--labels", SAMPLE / "sample_labels.tif", "--split", tmp_path / "split.tif", "-o", tmp_path / "r")
+    # --no-record: the committed sample model is not to be changed by a test
+    code, _, err = cli(capsys, "-q", "evaluate", "--no-record", SAMPLE / "sample_model.safetensors",
+                       SAMPLE / "sample_scene.tif", "--labels", SAMPLE / "sample_labels.tif",
+                       "--split", tmp_path / "split.tif", "-o", tmp_path / "r")
     assert code == 0, err
     m = json.loads((tmp_path / "r/report.json").read_text())["metrics"]
     assert m["n"] == int((split == 3).sum())

@@ -113,12 +113,13 @@ def test_mixed_precision_and_lightning_logs(sample, tmp_path):
 
 
 def test_paper_recipe_defaults_and_overrides(sample, tmp_path):
-    """MorpMamba's recipe: 25 % train / 25 % validation under --protocol paper, 15 whitened PCA components in the
-    stored chain; --epochs overrides the recipe's 50."""
+    """MorpMamba's notebook recipe: 25 % train / 25 % validation under --protocol paper, 15 whitened PCA
+    components in the stored chain; --epochs overrides the recipe's 50."""
     res = train_classifier(sample / "scene.tif", sample / "labels.tif", out=tmp_path / "mm.safetensors",
-                           model="morpmamba", protocol="paper", epochs=2, progress=False)
+                           model="morpmamba", recipe="notebook", protocol="paper", epochs=2, progress=False)
     rep = json.loads((res.report_dir / "report.json").read_text())
     assert rep["recipe"]["train"] == 0.25 and rep["recipe"]["val"] == 0.25 and len(res.history) == 2
+    assert rep["recipe_name"] == "notebook"
     counts = rep["split"]["counts"]
     for c, n in counts["test"].items():
         total = n + counts["train"][c] + counts["val"][c]
@@ -126,4 +127,24 @@ def test_paper_recipe_defaults_and_overrides(sample, tmp_path):
     _, meta = load_checkpoint(res.checkpoint)
     pca = [s for s in meta.preprocessing["steps"] if s["op"] == "pca"][0]
     assert pca["params"]["n_components"] == 15 and pca["params"]["whiten"] is True
-    assert meta.config["in_bands"] == 15 and meta.config["patch"] == 4
+    assert meta.config["in_bands"] == 15 and meta.config["patch"] == 4 and meta.config["kernel"] == 5
+    assert meta.provenance["recipe"] == "notebook"
+
+
+def test_the_default_recipe_sets_model_options_that_set_overrides(sample, tmp_path):
+    """The default MorpMamba recipe's chain and model options reach the checkpoint; --set wins over them."""
+    from hsikit.training.recipes import recipe_for
+
+    default = recipe_for("morpmamba")
+    assert default.model, "the default MorpMamba recipe sets model options"
+    res = train_classifier(sample / "scene.tif", sample / "labels.tif", out=tmp_path / "a.safetensors",
+                           model="morpmamba", epochs=1, progress=False)
+    _, meta = load_checkpoint(res.checkpoint)
+    assert all(meta.config[k] == v for k, v in default.model.items()) and meta.provenance["recipe"] == "default"
+    pca = [s for s in meta.preprocessing["steps"] if s["op"] == "pca"][0]
+    assert pca["params"]["whiten"] is bool(default.chain.get("pca_whiten"))
+    key = next(iter(default.model))
+    other = default.model[key] + 2
+    res = train_classifier(sample / "scene.tif", sample / "labels.tif", out=tmp_path / "b.safetensors",
+                           model="morpmamba", model_config={key: other}, epochs=1, progress=False)
+    assert load_checkpoint(res.checkpoint)[1].config[key] == other

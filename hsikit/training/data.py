@@ -91,21 +91,35 @@ class PatchData(ClassifierData):
 
     kind = "pca patches"
 
-    def __init__(self, *a: Any, patch: int = 4, **kw: Any) -> None:
+    def __init__(self, *a: Any, patch: int = 4, augment: str = "none", **kw: Any) -> None:
         super().__init__(*a, **kw)
+        if augment not in ("none", "dihedral"):
+            raise ValueError(f"unknown augmentation {augment!r}")
         self.patch = int(patch)
+        self.augment = augment
         lo = self.patch // 2
-        hi = self.patch - lo - 1
         self.lo = lo
-        self.padded = torch.from_numpy(np.pad(self.x, ((0, 0), (lo, hi), (lo, hi))))
+        # P//2 on both sides (one more than an even window needs after it) so mirrored windows fit too
+        self.padded = torch.from_numpy(np.pad(self.x, ((0, 0), (lo, lo), (lo, lo))))
         self.batch_size = self.batch_size or 256
+        self._aug = torch.Generator().manual_seed(self.seed + 1)
 
-    def windows(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-        """(N,) pixel coordinates -> (N, F, P, P) windows (top-left at row - P//2 in unpadded coordinates)."""
+    def windows(self, rows: torch.Tensor, cols: torch.Tensor, flips: torch.Tensor | None = None) -> torch.Tensor:
+        """(N,) pixel coordinates -> (N, F, P, P) windows (top-left at row - P//2 in unpadded coordinates).
+
+        ``flips`` (N, 3) bool: mirror the neighbourhood vertically, horizontally, and swap the axes, each about
+        the labelled pixel, which stays at (P//2, P//2): the 8 symmetries of the square for odd and even P."""
         off = torch.arange(self.patch)
         r = rows[:, None] + off[None]  # padded coordinates of the window rows
         c = cols[:, None] + off[None]
-        return self.padded[:, r[:, :, None], c[:, None, :]].permute(1, 0, 2, 3)
+        if flips is not None:
+            # a mirrored window reads offsets +P//2 ... down about the centre instead of -P//2 ... up
+            r = torch.where(flips[:, :1], rows[:, None] + 2 * self.lo - off[None], r)
+            c = torch.where(flips[:, 1:2], cols[:, None] + 2 * self.lo - off[None], c)
+        w = self.padded[:, r[:, :, None], c[:, None, :]].permute(1, 0, 2, 3)
+        if flips is not None:
+            w = torch.where(flips[:, 2, None, None, None], w.transpose(2, 3), w)
+        return w
 
     def _coords(self, mask: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         r, c = np.nonzero(mask)
@@ -119,7 +133,8 @@ class PatchData(ClassifierData):
 
     def loss(self, net, batch):
         r, c, y = batch
-        x = self.windows(r.cpu(), c.cpu()).to(y.device)
+        flips = (torch.rand(r.numel(), 3, generator=self._aug) < 0.5) if self.augment == "dihedral" else None
+        x = self.windows(r.cpu(), c.cpu(), flips).to(y.device)
         loss = F.cross_entropy(net.forward_patches(x), y)
         if hasattr(net, "l2_penalty"):
             loss = loss + net.l2_penalty()

@@ -73,18 +73,21 @@ class RunState:
     loss_curve: list[float]
     best_state: dict[str, torch.Tensor] | None
     best_score: float
+    ema_state: dict[str, torch.Tensor] | None = None
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["hsikit_history"] = self.history
         checkpoint["hsikit_loss_curve"] = self.loss_curve
         checkpoint["hsikit_best"] = self.best_state
         checkpoint["hsikit_best_score"] = self.best_score
+        checkpoint["hsikit_ema"] = self.ema_state
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.history = list(checkpoint.get("hsikit_history", []))
         self.loss_curve = list(checkpoint.get("hsikit_loss_curve", []))
         self.best_state = checkpoint.get("hsikit_best")
         self.best_score = float(checkpoint.get("hsikit_best_score", -math.inf))
+        self.ema_state = checkpoint.get("hsikit_ema")
 
 
 class ClassifierModule(RunState, L.LightningModule):
@@ -114,9 +117,41 @@ class ClassifierModule(RunState, L.LightningModule):
         self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=1)
         return loss
 
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.recipe.ema > 0:
+            self._update_ema()
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        """Exponential moving average of the weights; the decay ramps up over the first steps (1+n)/(10+n) so
+        the average does not remember the random initialisation."""
+        state = self.net.state_dict()
+        if self.ema_state is None:
+            self.ema_state = {k: v.detach().clone() for k, v in state.items()}
+            return
+        n = int(self.global_step)
+        d = min(float(self.recipe.ema), (1.0 + n) / (10.0 + n))
+        for k, v in state.items():
+            e = self.ema_state[k]
+            if e.device != v.device:
+                e = self.ema_state[k] = e.to(v.device)
+            if v.is_floating_point():
+                e.mul_(d).add_(v.detach(), alpha=1.0 - d)
+            else:
+                e.copy_(v)
+
+    def kept_state(self) -> dict[str, torch.Tensor] | None:
+        """The weights validation sees and the run keeps: the moving average with ``ema``, else None (the live
+        weights)."""
+        return self.ema_state if self.recipe.ema > 0 else None
+
     def on_train_epoch_end(self) -> None:
         loss = float(np.mean(self._epoch_loss)) if self._epoch_loss else float("nan")
         self._epoch_loss = []
+        live = None
+        if self.kept_state() is not None:  # validate the averaged weights
+            live = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
+            self.net.load_state_dict(self.kept_state())
         if self.val_y.size:
             self.net.eval()
             pred = self.data.predict(self.net, self.val_mask, self.device)
@@ -136,6 +171,8 @@ class ClassifierModule(RunState, L.LightningModule):
         if self.recipe.select_best and score > self.best_score:
             self.best_score = score
             self.best_state = copy.deepcopy({k: v.detach().cpu() for k, v in self.net.state_dict().items()})
+        if live is not None:
+            self.net.load_state_dict(live)
 
     def configure_optimizers(self) -> Any:
         r = self.recipe
@@ -206,6 +243,8 @@ def fit(
     run_fit(trainer, module, data.train_loader(), run_dir, resume)
     if recipe.select_best and module.best_state is not None:
         net.load_state_dict(module.best_state)
+    elif module.kept_state() is not None:
+        net.load_state_dict(module.kept_state())
     return net.cpu().eval(), module.history, module.loss_curve
 
 
