@@ -304,8 +304,9 @@ class ClsModel(str, Enum):
 
 
 DEVICE_HELP = "auto, cpu, cuda or cuda:N."
-RECIPE_HELP = ("Training recipe: default, the one that does best on real scenes; MorpMamba also has notebook "
-               "(the official notebook's: 15 whitened PCA components, last epoch).")
+RECIPE_HELP = ("Named training recipe (default: the model's first; FreeNet: paper). MorpMamba: default, chosen "
+               "on a real scene's validation data, or notebook, the official notebook's (15 whitened PCA "
+               "components, last epoch).")
 RECORD_HELP = "Store the scores in the model file, where hsikit info shows them."
 PRECISION_HELP = "Lightning precision: 32-true, 16-mixed, bf16-mixed."
 RESUME_HELP = "Continue an interrupted run from <report>/checkpoints/last.ckpt."

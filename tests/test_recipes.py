@@ -107,3 +107,24 @@ def test_the_moving_average_ramps_up_then_decays_at_the_recipe_rate():
         net.weight.add_(1.0)
     ClassifierModule._update_ema(stub)  # later: the recipe's decay
     torch.testing.assert_close(stub.ema_state["weight"], 0.5 * before + 0.5 * (w0 + 2))
+
+
+def test_a_validation_tie_keeps_the_later_epoch():
+    """Small validation sets plateau early (e.g. 1 error in 100); the same score later means more training."""
+    import math
+
+    net = torch.nn.Linear(2, 2)
+    val_y = np.zeros(10, np.int64)
+    correct = iter([5, 9, 9, 8])  # validation OA 0.5, 0.9, 0.9, 0.8
+    data = SimpleNamespace(predict=lambda *_: np.where(np.arange(10) < next(correct), 0, 1))
+    stub = SimpleNamespace(net=net, recipe=Recipe(select_best=True), _epoch_loss=[], history=[], best_state=None,
+                           best_score=-math.inf, val_y=val_y, val_mask=None, data=data, device="cpu",
+                           trainer=SimpleNamespace(optimizers=[], world_size=1), log=lambda *a, **k: None,
+                           kept_state=lambda: None, global_step=0)
+    for epoch in range(4):
+        with torch.no_grad():
+            net.weight.fill_(float(epoch))
+        stub._epoch_loss = [1.0]
+        ClassifierModule.on_train_epoch_end(stub)
+    assert [h["val_oa"] for h in stub.history] == [0.5, 0.9, 0.9, 0.8]
+    assert stub.best_score == 0.9 and float(stub.best_state["weight"][0, 0]) == 2.0  # epoch 3, not epoch 2

@@ -168,7 +168,9 @@ class ClassifierModule(RunState, L.LightningModule):
         sync = self.trainer.world_size > 1
         self.log("val_oa", val_oa if self.val_y.size else 0.0, prog_bar=True, sync_dist=sync)
         self.log("score", score, sync_dist=sync)
-        if self.recipe.select_best and score > self.best_score:
+        # a tie goes to the later epoch: the same validation evidence, more training (a small validation set
+        # plateaus early, e.g. at 1 error in 100, while rare classes are still being learnt)
+        if self.recipe.select_best and score >= self.best_score:
             self.best_score = score
             self.best_state = copy.deepcopy({k: v.detach().cpu() for k, v in self.net.state_dict().items()})
         if live is not None:
