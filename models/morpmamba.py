@@ -207,7 +207,8 @@ class MorpMamba(nn.Module):
     def __init__(self, cfg: MorpMambaConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.window_batch = 4096  # windows per chunk in forward(); bounds memory on whole tiles
+        # windows per chunk in forward() (bounds memory on whole tiles); None: by device, see window_chunk
+        self.window_batch: int | None = None
         self.tokens = MorphTokens(cfg.in_bands, cfg.patch, cfg.dim, cfg.kernel, cfg.morph)
         self.gate = CenterGate(cfg.dim, cfg.center_mode)
         self.attention = TokenAttention(cfg.dim, cfg.heads, cfg.dropout)
@@ -259,7 +260,7 @@ class MorpMamba(nn.Module):
         """
         n, c, h, w = x.shape
         p = self.cfg.patch
-        chunk = int(window_batch or self.window_batch)
+        chunk = int(window_batch or self.window_batch or window_chunk(x.device))
         before, after = p // 2, p - 1 - p // 2
         padded = F.pad(x, (before, after, before, after))
         # Strided view (N, H, W, C, P, P) of all windows; indexing it copies only the selected ones.
@@ -277,6 +278,13 @@ class MorpMamba(nn.Module):
     def l2_penalty(self) -> torch.Tensor:
         """``head_l2 * sum(w**2)`` of the 128-unit dense kernel (the reference's Keras L2 regulariser)."""
         return self.cfg.head_l2 * self.hidden.weight.pow(2).sum()
+
+
+def window_chunk(device: torch.device) -> int:
+    """Windows per forward chunk on ``device``. On CPU, 256: the scan's (windows, D, L, S) decay tensor then stays
+    in cache (17 MB at D = 64, L = 16, S = 16); 4096 windows made it 270 MB and classification 1.6-1.8x slower
+    (bench/bench_efficiency.py, BENCHMARKS.md). GPUs want large launches: 4096."""
+    return 256 if device.type == "cpu" else 4096
 
 
 @register_model(

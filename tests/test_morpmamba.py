@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from hsikit.errors import OptionError
-from hsikit.models.morpmamba import MorpMamba, MorpMambaConfig
+from hsikit.models.morpmamba import MorpMamba, MorpMambaConfig, window_chunk
 from hsikit.models.registry import create_model, get_entry
 from hsikit.models.ssm import (
     LinearRecurrence,
@@ -262,3 +262,16 @@ def test_training_on_separable_problem(variant):
     with torch.no_grad():
         acc = (m.forward_patches(x_test).argmax(1) == y_test).float().mean().item()
     assert acc > 0.9, (acc, epoch_losses)
+
+
+def test_tile_forward_chunks_windows_by_device_without_changing_logits():
+    """CPU chunks of 256 windows keep the scan's decay tensor in cache; GPUs get 4096. Chunking is per window,
+    so the logits are the same for any chunk size."""
+    assert window_chunk(torch.device("cpu")) == 256 and window_chunk(torch.device("cuda")) == 4096
+    torch.manual_seed(0)
+    m = MorpMamba(MorpMambaConfig(in_bands=6, num_classes=4, dim=16, state_dim=24)).eval()
+    img = torch.randn(2, 6, 13, 17)  # 442 windows: two CPU chunks
+    with torch.no_grad():
+        assert m.window_batch is None
+        big = m(img, window_batch=4096)
+        torch.testing.assert_close(m(img), big, rtol=1e-5, atol=1e-6 * big.abs().max().item())

@@ -143,8 +143,11 @@ class PatchData(ClassifierData):
     @torch.no_grad()
     def predict(self, net, mask, device):
         r, c = self._coords(mask)
-        out = [net.forward_patches(self.windows(r[s : s + 4096], c[s : s + 4096]).to(device)).argmax(1).cpu().numpy()
-               for s in range(0, r.numel(), 4096)]
+        from hsikit.models.morpmamba import window_chunk
+
+        k = getattr(net, "window_batch", None) or window_chunk(torch.device(device))
+        out = [net.forward_patches(self.windows(r[s : s + k], c[s : s + k]).to(device)).argmax(1).cpu().numpy()
+               for s in range(0, r.numel(), k)]
         return np.concatenate(out) if out else np.zeros(0, np.int64)
 
 
