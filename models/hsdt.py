@@ -126,8 +126,9 @@ class GSSA(nn.Module):
         self.last_branch: str | None = None
 
     def band_descriptor(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, C, D, H, W) -> (B, D, C)``: each band's features averaged over the pixels."""
-        return x.mean(dim=(3, 4)).transpose(1, 2)
+        """``(B, C, D, H, W) -> (B, D, C)``: each band's features averaged over the pixels (pooled band-major,
+        the layout the blocks leave in memory: a strided mean over H, W was 8 % of the forward)."""
+        return x.permute(0, 2, 3, 4, 1).flatten(2, 3).mean(2)
 
     def _branch(self, d: int) -> str:
         if self.mode not in GSSA_MODES:
@@ -157,9 +158,20 @@ class GSSA(nn.Module):
         return logits.softmax(dim=-1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Band-major (B, D, H, W, C): the layout the previous block's FFN leaves in memory (no copy), and the one
+        # D x D mixing shared by all pixels becomes a single (D x D) @ (D x H·W·C) product per image instead of
+        # H·W tiny ones; see forward_reference for the formulation as written in the paper's code.
+        attn = self.attention(x)
+        v = self.value_proj(x.permute(0, 2, 3, 4, 1))  # (B, D, H, W, C)
+        y = torch.bmm(attn, v.reshape(v.shape[0], v.shape[1], -1)).view_as(v)
+        return self.fc(y).permute(0, 4, 1, 2, 3) + x
+
+    def forward_reference(self, x: torch.Tensor) -> torch.Tensor:
+        """The per-pixel formulation (the reference of the tests): (B, H, W, D, C) values, one D x D matmul per
+        pixel."""
         attn = self.attention(x)
         v = self.value_proj(x.permute(0, 3, 4, 2, 1))  # (B, H, W, D, C)
-        y = torch.matmul(attn[:, None, None], v)  # one D x D matrix for every pixel
+        y = torch.matmul(attn[:, None, None], v)
         return self.fc(y).permute(0, 4, 3, 1, 2) + x
 
 
@@ -175,6 +187,12 @@ class SMFFN(nn.Module):
         self.w_3 = nn.Linear(channels, hidden, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a, g = self.w_3(x).chunk(2, dim=-1)
+        # addcmul: the gate's product and the sum in one pass (see forward_reference)
+        return torch.addcmul(self.w_2(F.gelu(self.w_1(x))), a, torch.sigmoid(g))
+
+    def forward_reference(self, x: torch.Tensor) -> torch.Tensor:
+        """The formula as written (the reference of the tests)."""
         a, g = self.w_3(x).chunk(2, dim=-1)
         return self.w_2(F.gelu(self.w_1(x))) + a * torch.sigmoid(g)
 
