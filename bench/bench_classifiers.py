@@ -3,7 +3,7 @@
     python bench/bench_classifiers.py speed [--models freenet morpmamba unet spectral-cnn svm random-forest]
     python bench/bench_classifiers.py freenet-tiling
     python bench/bench_classifiers.py accuracy --data-dir ../shared/data/enmap_potsdam --seeds 5 [--models ...]
-    python bench/bench_classifiers.py simulated-indian-pines --data-dir ../shared/data --seeds 5 [--sigma 0 0.3]
+    python bench/bench_classifiers.py simulated-indian-pines --data-dir ../shared/data --seeds 5 [--sigma 0 0.2 0.5]
 
 speed: training time per optimiser step (FreeNet: one GS² iteration over the whole 512×512×200 scene; patch and
 pixel models: one minibatch of their recipe) and inference megapixels/s over a generated 512×512×200 scene
@@ -237,7 +237,7 @@ def main() -> None:
     p.add_argument("--data-dir", default=str(HERE.parent.parent / "shared/data/enmap_potsdam"))
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--iterations", type=int, default=None, help="FreeNet iterations (default: the paper's 1000)")
-    p.add_argument("--sigma", type=float, nargs="+", default=[0.0, 0.3],
+    p.add_argument("--sigma", type=float, nargs="+", default=[0.0, 0.2, 0.5],
                    help="simulated-indian-pines: Gaussian noise levels (0 = the clean cube)")
     p.add_argument("--train", type=float, default=0.1, help="simulated-indian-pines: training share per class")
     a = p.parse_args()

@@ -260,7 +260,7 @@ class MorpMamba(nn.Module):
         """
         n, c, h, w = x.shape
         p = self.cfg.patch
-        chunk = int(window_batch or self.window_batch or window_chunk(x.device))
+        chunk = int(window_batch or self.chunk_for(x.device))
         before, after = p // 2, p - 1 - p // 2
         padded = F.pad(x, (before, after, before, after))
         # Strided view (N, H, W, C, P, P) of all windows; indexing it copies only the selected ones.
@@ -274,6 +274,10 @@ class MorpMamba(nn.Module):
         if not logits:
             return x.new_zeros(n, self.cfg.num_classes, h, w)
         return torch.cat(logits).reshape(n, h, w, -1).permute(0, 3, 1, 2)
+
+    def chunk_for(self, device: torch.device) -> int:
+        """Windows per forward chunk: ``window_batch`` when set, else :func:`window_chunk` of ``device``."""
+        return int(self.window_batch or window_chunk(device))
 
     def l2_penalty(self) -> torch.Tensor:
         """``head_l2 * sum(w**2)`` of the 128-unit dense kernel (the reference's Keras L2 regulariser)."""

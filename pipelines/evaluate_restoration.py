@@ -148,10 +148,9 @@ def evaluate_restoration(
                     k = deg.ergas_scale
                     results["bicubic"] = classical.bicubic_upsample(np.ascontiguousarray(deg.x[:, ::k, ::k]), k)
                 elif meta.task == "denoising" or task_name in ("gaussian", "complex"):
-                    results["wavelet"] = classical.wavelet_denoise(deg.x)
-                    results["tv"] = classical.tv_denoise(deg.x)
-                    results["pca"] = classical.pca_denoise(deg.x)
-                    results["subspace"] = subspace_denoise(deg.x)
+                    denoisers = {"wavelet": classical.wavelet_denoise, "tv": classical.tv_denoise,
+                                 "pca": classical.pca_denoise, "subspace": subspace_denoise}
+                    results.update({name: denoisers[name](deg.x) for name in DENOISING_BASELINES})
             r = max(deg.scale, deg.ergas_scale)
             scores = {name: quality_report(clean, est, scale=r, mask=deg.mask, clip=clip)
                       for name, est in results.items()}

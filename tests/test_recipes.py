@@ -29,6 +29,9 @@ def test_morpmamba_has_a_default_and_the_notebook_recipe():
     assert recipe_for("unet", "default") == Recipe()
     recipe_for("morpmamba").lr = 5.0  # a copy
     assert recipe_for("morpmamba").lr != 5.0
+    mutated = recipe_for("morpmamba")
+    mutated.chain["pca"], mutated.model["kernel"] = 99, 7  # nested options are copies too
+    assert recipe_for("morpmamba").chain["pca"] == 30 and recipe_for("morpmamba").model == {"kernel": 1}
     with pytest.raises(OptionError, match="morpmamba has no recipe 'paper'; it has default, notebook"):
         recipe_for("morpmamba", "paper")
 

@@ -143,9 +143,7 @@ class PatchData(ClassifierData):
     @torch.no_grad()
     def predict(self, net, mask, device):
         r, c = self._coords(mask)
-        from hsikit.models.morpmamba import window_chunk
-
-        k = getattr(net, "window_batch", None) or window_chunk(torch.device(device))
+        k = net.chunk_for(torch.device(device))
         out = [net.forward_patches(self.windows(r[s : s + k], c[s : s + k]).to(device)).argmax(1).cpu().numpy()
                for s in range(0, r.numel(), k)]
         return np.concatenate(out) if out else np.zeros(0, np.int64)
