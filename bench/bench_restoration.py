@@ -2,6 +2,7 @@
 
     python bench/bench_restoration.py speed [--models hsdt essaformer mp-hsir]
     python bench/bench_restoration.py memory --model hsdt [--sizes 512 1024 2048]
+    python bench/bench_restoration.py memory-cli [--runs denoise:wavelet restore:mp-hsir ...] [--sizes 512 4096]
     python bench/bench_restoration.py quality --data-dir ../shared/data/enmap_potsdam [--models ...] [--reuse]
     python bench/bench_restoration.py classical --data-dir ../shared/data/enmap_potsdam [--speed-size 512]
 
@@ -15,6 +16,9 @@ classical: the training-free ``hsikit denoise`` methods (no -m) on the 2 EnMAP t
 [0, 1] by its own min-max and degraded as evaluate-restoration does (seed [0, tile index]), against PCA at the
 rank (1-20) that is best against the clean tile ("pca-oracle"; also on the input with dead columns repaired),
 per-band wavelet and TV; then the subspace command's speed and peak RSS on a generated N×N×100 scene.
+memory-cli: the ``hsikit denoise/super-resolve/restore`` commands themselves under ``/usr/bin/time -v`` on
+generated N×N×100 scenes (for super-resolution N is the output size), peak RSS and wall time per size; a run is
+COMMAND:METHOD (denoise's training-free methods) or COMMAND:ARCH (an untrained checkpoint of MEMORY_CONFIG).
 Each measurement runs in a child process so peak RSS is its own. Results are printed as JSON lines.
 """
 
@@ -144,6 +148,46 @@ def child_memory(model: str, size: int) -> dict:
     return {"bench": "memory", "model": model, "size": size, "seconds": res.seconds,
             "mpx_s": res.pixels / 1e6 / res.seconds, "tiles": res.tiles, "tile": res.engine.tile,
             "max_accumulator_px": res.engine.max_accumulator_pixels, "rss_mb": _rss_mb()}
+
+
+#: small configurations for memory-cli: peak RSS does not depend on the network's width, and the full
+#: configurations would take hours at 4096² on a CPU
+MEMORY_CONFIG = {"hsdt": {"variant": "s", "width": 4}, "essaformer": {"dim": 8, "scale": 2}, "mp-hsir": {"dim": 8}}
+
+
+def memory_cli(run: str, size: int) -> dict:
+    """``hsikit COMMAND`` on an N×N×100 scene under ``/usr/bin/time -v``: peak RSS (MB) and wall seconds."""
+    import re
+
+    command, what = run.split(":")
+    args, scale = [command], 1
+    if command == "denoise" and what in ("subspace", "pca", "wavelet", "tv"):
+        scene = _scene(size)
+    else:
+        ck = WORK / f"memory_{what}.safetensors"
+        if not ck.exists():
+            from hsikit.pipelines.train_restorer import train_restorer
+
+            train_restorer([_scene(256)], out=ck, kind=KIND[what], model=what, model_config=MEMORY_CONFIG[what],
+                           iterations=1, steps_per_epoch=1, crop=64, val_crops=1, drop_bad_bands=False,
+                           progress=False, overwrite=True)
+        scale = MEMORY_CONFIG[what].get("scale", 1) if command == "super-resolve" else 1
+        scene = _scene(size // scale)
+        args += ["-m", str(ck)] + (["--task", "gaussian"] if what == "mp-hsir" else [])
+    out = WORK / f"memcli_{command}_{what}_{size}.tif"
+    hsikit = Path(sys.executable).with_name("hsikit")
+    if command == "denoise" and what in ("subspace", "pca", "wavelet", "tv"):
+        args += ["--method", what]
+    cmd = ["/usr/bin/time", "-v", str(hsikit), "-q", *args, str(scene), "-o", str(out), "--overwrite"]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{r.stderr[-3000:]}")
+    rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", r.stderr).group(1)) / 1024
+    h, m, sec = re.search(r"Elapsed \(wall clock\) time.*: (?:(\d+):)?(\d+):([\d.]+)", r.stderr).groups()
+    wall = int(h or 0) * 3600 + int(m) * 60 + float(sec)
+    out.unlink()
+    return {"bench": "memory-cli", "run": run, "output_size": size, "input_size": size // scale,
+            "peak_rss_mb": round(rss), "seconds": round(wall, 1)}
 
 
 def _split(data_dir: Path) -> dict[str, list[Path]]:
@@ -278,6 +322,10 @@ def main() -> None:
     m = sub.add_parser("memory")
     m.add_argument("--model", default="mp-hsir")
     m.add_argument("--sizes", nargs="+", type=int, default=[512, 1024, 2048])
+    mc = sub.add_parser("memory-cli")
+    mc.add_argument("--runs", nargs="+", default=["denoise:wavelet", "denoise:hsdt", "super-resolve:essaformer",
+                                                  "restore:mp-hsir"])
+    mc.add_argument("--sizes", nargs="+", type=int, default=[512, 1024, 2048, 4096])
     q = sub.add_parser("quality")
     q.add_argument("--data-dir", default=str(HERE.parents[1] / "shared" / "data" / "enmap_potsdam"))
     q.add_argument("--models", nargs="+", default=MODELS)
@@ -314,6 +362,10 @@ def main() -> None:
         print(json.dumps(_child(["classical", a.data_dir])), flush=True)
         for size in a.speed_size:
             print(json.dumps(_child(["classical-speed", str(size)])), flush=True)
+    elif a.cmd == "memory-cli":
+        for run in a.runs:
+            for size in a.sizes:
+                print(json.dumps(memory_cli(run, size)), flush=True)
     elif a.cmd == "memory":
         for size in a.sizes:
             print(json.dumps(_child(["memory", a.model, str(size)])), flush=True)

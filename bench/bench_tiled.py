@@ -1,10 +1,14 @@
 """Tiled classification benchmark: throughput, engine overhead and peak memory versus scene size.
 
-    python bench/bench_tiled.py --sizes 1024 4096 8192 [--bands 100] [--tile 512] [--device cpu] [--model unet]
+    python bench/bench_tiled.py --sizes 1024 4096 8192 [--bands 100] [--tile 512] [--max-memory 8G]
+                                [--device cpu] [--model spectral-cnn|unet|freenet]
 
-Each size runs in a fresh child process so its peak RSS (ru_maxrss) is its own. The model (spectral-cnn by default, or
-unet) has random weights (speed does not depend on training); its checkpoint is written to bench/_scenes/.
-"Bare forward" runs the same predictor on as many in-memory tiles as the engine sent to the model.
+Each size runs in a fresh child process so its peak RSS (ru_maxrss) is its own. The model has random weights (speed
+does not depend on training); its checkpoint is written to bench/_scenes/. Without --tile, classify plans its tiles
+from the memory budget (--max-memory, default a third of the RAM).
+"Bare forward" runs the same predictor on as many in-memory tiles of the same extent as the engine sent to the
+model: engine overhead = (classify - bare) / bare. "Scene forward" scales the bare forward to the scene's own
+pixels (what one tile without halos would cost): it also charges the halos' recomputation to the engine.
 """
 
 from __future__ import annotations
@@ -62,7 +66,8 @@ def ensure_model(bands: int, arch: str = "spectral-cnn", classes: int = 8) -> Pa
     return path
 
 
-def child(size: int, bands: int, tile: int, device: str, arch: str, repeat: int) -> dict:
+def child(size: int, bands: int, tile: int | None, device: str, arch: str, repeat: int,
+          max_memory: str | None = None) -> dict:
     """Runs in its own process: classify the scene, then time the bare model on the same tiles in memory.
 
     Both are repeated ``repeat`` times, alternating, and the fastest run of each is kept: shared CPUs vary by
@@ -74,25 +79,36 @@ def child(size: int, bands: int, tile: int, device: str, arch: str, repeat: int)
     out = SCENES / f"classes_{size}.tif"
     runs, bares = [], []
     for i in range(repeat):
-        runs.append(classify(str(scene), model=model, out=out, tile=tile, device=device, overwrite=True,
-                             progress=False))
+        runs.append(classify(str(scene), model=model, out=out, tile=tile, max_memory=max_memory, device=device,
+                             overwrite=True, progress=False))
         if i == 0:  # before the bare-forward runs allocate anything
             rss_engine = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        bares.append(_bare_forward(model, arch, bands, tile, device, runs[-1].tiles - runs[-1].skipped_tiles))
+        th, tw = _extent(runs[-1].engine.tile)
+        per_call = max(1, round(runs[-1].tiles / max(runs[-1].engine.predict_calls, 1)))  # tiles per model call
+        bares.append(_bare_forward(model, arch, bands, (th, tw), device, runs[-1].tiles, per_call))
     res = min(runs, key=lambda r: r.seconds)
     bare = min(bares)
+    fed = res.tiles * th * tw
 
     return {
         "size": size, "bands": bands, "tile": tile, "device": device, "model": arch, "repeat": repeat,
         "seconds": res.seconds, "megapixels": size * size / 1e6, "mpx_per_s": size * size / 1e6 / res.seconds,
-        "tiles": res.tiles, "skipped_tiles": res.skipped_tiles, "bare_forward_seconds": bare,
-        "overhead_pct": 100.0 * (res.seconds - bare) / bare, "peak_rss_mb": rss_engine,
+        "tiles": res.tiles, "skipped_tiles": res.skipped_tiles, "tile_extent": [th, tw],
+        "overlap": res.engine.overlap, "bare_forward_seconds": bare,
+        "overhead_pct": 100.0 * (res.seconds - bare) / bare, "scene_forward_seconds": bare * size * size / fed,
+        "overhead_vs_scene_pct": 100.0 * (res.seconds - bare * size * size / fed) / (bare * size * size / fed),
+        "peak_rss_mb": rss_engine,
         "engine_seconds": res.engine.seconds, "engine_predict_seconds": res.engine.predict_seconds,
         "reader_thread_seconds": res.engine.read_seconds,
     }
 
 
-def _bare_forward(model: Path, arch: str, bands: int, tile: int, device: str, n_tiles: int) -> float:
+def _extent(tile) -> tuple[int, int]:
+    return (int(tile[0]), int(tile[1])) if isinstance(tile, (tuple, list)) else (int(tile), int(tile))
+
+
+def _bare_forward(model: Path, arch: str, bands: int, tile: tuple[int, int], device: str, n_tiles: int,
+                  per_call: int) -> float:
     """Seconds for the predictor alone on ``n_tiles`` preprocessed tiles already in memory."""
     import numpy as np
 
@@ -103,9 +119,8 @@ def _bare_forward(model: Path, arch: str, bands: int, tile: int, device: str, n_
     net, meta = load_checkpoint(model)
     entry = get_entry(arch)
     local = entry.receptive_field(entry.config_cls(**meta.config)) == 0
-    per_call = 1 if local else 2  # what classify feeds per model call
     pred = TorchPredictor(net, device=device, softmax=True, pixel_local=local, size_multiple=entry.size_multiple)
-    batch = np.random.default_rng(0).standard_normal(size=(per_call, bands, tile, tile), dtype=np.float32)
+    batch = np.random.default_rng(0).standard_normal(size=(per_call, bands, *tile), dtype=np.float32)
     pred(batch[:1])  # warm-up
     t0 = time.perf_counter()
     done = 0
@@ -120,30 +135,35 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[1024, 4096, 8192])
     ap.add_argument("--bands", type=int, default=100)
-    ap.add_argument("--tile", type=int, default=512)
+    ap.add_argument("--tile", type=int, default=None, help="fixed tile size (default: planned from the budget)")
+    ap.add_argument("--max-memory", default=None, help="memory budget for the planned tiles, e.g. 8G")
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--model", default="spectral-cnn", choices=["spectral-cnn", "unet"])
+    ap.add_argument("--model", default="spectral-cnn", choices=["spectral-cnn", "unet", "freenet"])
     ap.add_argument("--repeat", type=int, default=3, help="runs per size; the fastest is reported")
     ap.add_argument("--child", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--keep-outputs", action="store_true")
     a = ap.parse_args()
     if a.child:
-        print(json.dumps(child(a.child, a.bands, a.tile, a.device, a.model, a.repeat)))
+        print(json.dumps(child(a.child, a.bands, a.tile, a.device, a.model, a.repeat, a.max_memory)))
         return
     ensure_model(a.bands, a.model)
     rows = []
     for size in a.sizes:
         ensure_scene(size, a.bands)
-        cmd = [sys.executable, __file__, "--child", str(size), "--bands", str(a.bands), "--tile", str(a.tile),
-               "--device", a.device, "--model", a.model, "--repeat", str(a.repeat if size < 8192 else 1)]
+        cmd = [sys.executable, __file__, "--child", str(size), "--bands", str(a.bands), "--device", a.device,
+               "--model", a.model, "--repeat", str(a.repeat if size < 8192 else 1)]
+        cmd += ["--tile", str(a.tile)] if a.tile else []
+        cmd += ["--max-memory", a.max_memory] if a.max_memory else []
         r = subprocess.run(cmd, capture_output=True, text=True)
         if r.returncode != 0:
             sys.exit(f"size {size} failed:\n{r.stderr[-3000:]}")
         row = json.loads(r.stdout.strip().splitlines()[-1])
         rows.append(row)
         print(f"{a.model} {size}x{size}x{a.bands}: {row['mpx_per_s']:.3f} Mpx/s, {row['seconds']:.1f} s, "
+              f"{row['tiles']} tiles of {row['tile_extent'][0]}x{row['tile_extent'][1]} (overlap {row['overlap']}), "
               f"bare forward {row['bare_forward_seconds']:.1f} s, overhead {row['overhead_pct']:.1f} %, "
-              f"peak RSS {row['peak_rss_mb']:.0f} MB", flush=True)
+              f"over the scene's own pixels {row['overhead_vs_scene_pct']:.1f} %, peak RSS {row['peak_rss_mb']:.0f} MB",
+              flush=True)
         if not a.keep_outputs:
             for f in SCENES.glob(f"classes_{size}*"):
                 f.unlink()

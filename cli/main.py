@@ -56,15 +56,50 @@ class _Context(typer.Context):
     formatter_class = _HelpFormatter
 
 
+#: commands that compute nothing heavy (listings, headers, downloads): no --threads
+_NOT_COMPUTE = {"info", "models", "degradations", "import-weights", "list", "download", "status"}
+THREADS_HELP = "Threads for torch, GDAL and NumPy (default: all cores); recorded in the outputs' tags."
+
+
+def _threads_option() -> Any:
+    """The ``--threads`` parameter as typer builds it (same help layout and range check as every option)."""
+    one = typer.Typer()
+
+    @one.command()
+    def threads(threads: Optional[int] = typer.Option(None, "--threads", min=1, help=THREADS_HELP)) -> None:
+        """A carrier for the parameter."""
+
+    return typer.main.get_command(one).params[0]
+
+
+def _add_threads(cmd: Any) -> None:
+    """Give a compute command the shared ``--threads`` option, applied before its body runs (and so before torch
+    is imported, which then sizes its pool from it)."""
+    cmd.params.append(_threads_option())
+    body = cmd.callback
+
+    def with_threads(*args: Any, threads: Optional[int] = None, **kwargs: Any) -> Any:
+        from hsikit.threads import set_threads
+
+        set_threads(threads)
+        return body(*args, **kwargs)
+
+    cmd.callback = with_threads
+
+
 class _Group(TyperGroup):
-    """A command group whose help (and its commands' help) is click's plain text, summaries included whole."""
+    """A command group whose help (and its commands' help) is click's plain text, summaries included whole; its
+    compute commands share one ``--threads`` option."""
 
     context_class = _Context
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        for cmd in self.commands.values():
+        for name, cmd in self.commands.items():
             cmd.context_class = _Context
+            if (not isinstance(cmd, TyperGroup) and name not in _NOT_COMPUTE
+                    and not any(p.name == "threads" for p in cmd.params)):
+                _add_threads(cmd)
 
     def format_commands(self, ctx: typer.Context, formatter) -> None:
         rows = [(name, cmd.get_short_help_str(limit=10_000)) for name in self.list_commands(ctx)
@@ -169,6 +204,19 @@ def _fraction(value: Any) -> Any:
     """Parameter callback of fractions strictly between 0 and 1 (mask ratios)."""
     if value is not None and not 0 < value < 1:
         raise typer.BadParameter(f"must be between 0 and 1 (exclusive), not {value:g}")
+    return value
+
+
+def _size(param: typer.CallbackParam, value: Optional[str]) -> Optional[str]:
+    """Parameter callback of memory sizes (8G, 512M): a size without a unit or below 64 MiB fails at once."""
+    if value is not None:
+        from hsikit.engine.budget import parse_size
+        from hsikit.errors import OptionError
+
+        try:
+            parse_size(value, option=_param_name(param))
+        except OptionError as e:
+            raise typer.BadParameter(str(e).split(": ", 1)[-1]) from None
     return value
 
 
@@ -501,9 +549,10 @@ def classify(
     scene: Path = typer.Argument(..., callback=_exists, help="Scene to classify."),
     out: Path = typer.Option(..., "-o", "--out", callback=RASTER_OUT, help="Class map to write (.tif; uint8, 0 = nodata)."),
     model: Optional[Path] = typer.Option(None, "--model", "-m", callback=_exists, help="Checkpoint (.safetensors); default: the bundled sample model."),
-    tile: int = typer.Option(512, "--tile", min=1, help="Tile size in pixels."),
-    overlap: Optional[int] = typer.Option(None, "--overlap", min=0, help="Tile overlap in pixels (default 25% of the tile, at least the model's receptive field)."),
-    batch_size: int = typer.Option(2, "--batch-size", min=1, help="Tiles per model call (image models; pixel models are fed in pixel chunks)."),
+    tile: Optional[int] = typer.Option(None, "--tile", min=1, help="Tile size in pixels (default: the largest tiles that fit --max-memory, the whole scene when it fits)."),
+    overlap: Optional[int] = typer.Option(None, "--overlap", min=0, help="Tile overlap in pixels (default 25% of the tile up to 128, at least twice the model's receptive field)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Tiles per model call (image models; pixel models are fed in pixel chunks). Default: 1 with planned tiles, 2 with --tile."),
+    max_memory: Optional[str] = typer.Option(None, "--max-memory", metavar="SIZE", callback=_size, help="Memory for tiles, model activations and buffers, e.g. 8G or 512M (default: a third of the RAM); sizes the tiles when --tile is not given."),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     probabilities: Optional[ProbFmt] = typer.Option(None, "--probabilities", help="Also write per-class probabilities: float32 (the default when no value is given) or uint8 (p x 254)."),
     confidence: bool = typer.Option(False, "--confidence", help="Also write the winning class's probability (float32)."),
@@ -516,7 +565,7 @@ def classify(
     from hsikit.pipelines.classify import classify as run_classify
 
     res = run_classify(str(scene), out=out, model=model, tile=tile, overlap=overlap, batch_size=batch_size,
-                       device=device, probabilities=probabilities.value if probabilities else None,
+                       max_memory=max_memory, device=device, probabilities=probabilities.value if probabilities else None,
                        confidence=confidence, quicklook=quicklook, legend=legend, fmt=fmt.value, overwrite=overwrite,
                        progress=_state["progress"], command=_command_line())
     mpx = res.pixels / 1e6

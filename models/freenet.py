@@ -93,7 +93,8 @@ class FreeNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
         m = int(self.cfg.pad_multiple)
-        x = F.pad(x, (0, (-w) % m, 0, (-h) % m))
+        if h % m or w % m:  # F.pad copies even when there is nothing to add
+            x = F.pad(x, (0, (-w) % m, 0, (-h) % m))
         feats = []
         f = self.stem(x)
         for i, stage in enumerate(self.stages):

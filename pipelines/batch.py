@@ -33,6 +33,7 @@ from typing import Any, Callable, Iterator, Sequence
 from hsikit.errors import HsikitError, OptionError, OutputError
 from hsikit.pipelines.batch_tasks import TASKS, ModelRef, Task, finished_outputs, reason
 from hsikit.pipelines.manifest import Manifest, SceneRow, scene_key
+from hsikit.threads import available_cores
 
 #: a worker dying this many times on one task makes its scene fail (Dask's allowed-failures)
 ALLOWED_FAILURES = 1
@@ -95,7 +96,7 @@ class _Scene:
 
 def default_workers() -> int:
     """Half the CPU cores (at least one): each worker also gets two threads for torch and GDAL."""
-    return max(1, (os.cpu_count() or 2) // 2)
+    return max(1, available_cores() // 2)
 
 
 def run_batch(
@@ -202,7 +203,7 @@ def run_batch(
                 _plan(tk, ref, opts, todo, man, result, block_mpx, allow_no_crs, echo)
                 todo = [s for s in todo if s.blocks or tk.block is None]
             if todo:
-                with _client(workers, scheduler, client, dashboard, threads, info) as (cl, label, link):
+                with _client(workers, scheduler, client, dashboard, threads, info) as (cl, label, link, threads):
                     result.cluster, result.dashboard = label, link
                     if link:
                         echo(f"Dask dashboard: {link}")
@@ -371,14 +372,15 @@ def _plan(tk: Task, ref, opts, todo: list[_Scene], man: Manifest, result: BatchR
 @contextmanager
 def _client(workers, scheduler, client, dashboard: bool, threads,
             info: Callable[[str], None]) -> Iterator[tuple[Any, str, str | None]]:
-    """(client, label, dashboard link): the caller's client, one connected to ``scheduler``, or a LocalCluster
+    """(client, label, dashboard link, threads per worker): the caller's client, one connected to ``scheduler``, or a LocalCluster
     of worker processes (one thread each: GDAL and torch run in parallel across processes). ``info`` gets one
     line before a cluster is started or connected to (which can take a while)."""
     import dask
     from distributed import Client, LocalCluster
 
     if client is not None:
-        yield client, str(client.scheduler.address), _dashboard_link(client) if dashboard is not False else None
+        yield client, str(client.scheduler.address), _dashboard_link(client) if dashboard is not False else None, \
+            threads
         return
     if scheduler:
         info(f"batch: connecting to the Dask scheduler at {scheduler}")
@@ -387,14 +389,20 @@ def _client(workers, scheduler, client, dashboard: bool, threads,
         except OSError as e:
             raise OptionError(f"cannot reach the Dask scheduler at {scheduler} ({e})") from None
         try:
-            yield cl, scheduler, _dashboard_link(cl) if dashboard is not False else None
+            yield cl, scheduler, _dashboard_link(cl) if dashboard is not False else None, threads
         finally:
             cl.close()
         return
     n = int(workers or default_workers())
     if n < 1:
         raise OptionError(f"--workers must be at least 1, not {n}")
-    t = int(threads or max(1, (os.cpu_count() or 1) // n))
+    cores = available_cores()
+    share = max(1, cores // n)
+    t = int(threads or share)
+    if t > share:  # workers x threads beyond the cores: every worker would wait on the others
+        warnings.warn(f"--threads {t} x {n} workers exceeds the {cores} cores here: using {share} thread"
+                      f"{_s(share)} per worker", stacklevel=3)
+        t = share
     env = {k: str(t) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
     info(f"batch: starting a local Dask cluster of {n} worker process{'es' if n != 1 else ''}")
     with dask.config.set({"distributed.scheduler.allowed-failures": ALLOWED_FAILURES,
@@ -409,7 +417,7 @@ def _client(workers, scheduler, client, dashboard: bool, threads,
             cl = Client(cluster)
             try:
                 yield cl, f"LocalCluster({n} workers x 1 thread, {t} torch threads each)", \
-                    _dashboard_link(cl) if show else None
+                    _dashboard_link(cl) if show else None, t
             finally:
                 cl.close()
         finally:
@@ -504,10 +512,14 @@ def _execute(cl, tk: Task, ref, opts, todo: list[_Scene], man: Manifest, result:
         shutil.rmtree(tmp_root / sc.row.key, ignore_errors=True)
         bar.advance(1, pixels=px)
 
-    def handle(fut, retried: bool) -> None:
+    def handle(fut, retried: bool, ac: as_completed) -> None:
         sc = live.get(fut.key)
         if sc is None:
             return  # its scene has ended (a cancelled task, or one finishing after its scene failed)
+        if fut.status in ("lost", "pending"):
+            # finished, but its result went down with a worker before we got to it: the scheduler recomputes it
+            ac.add(fut)
+            return
         if fut.status != "finished":
             # a live scene's task cancelled by the cluster (not by us: ended scenes leave ``live``) was lost with a
             # worker too, like a KilledWorker
@@ -519,7 +531,15 @@ def _execute(cl, tk: Task, ref, opts, todo: list[_Scene], man: Manifest, result:
                 return
             ended(sc, why)
             return
-        res = fut.result()
+        try:
+            res = fut.result()
+        except Exception:  # noqa: BLE001 - lost with a worker since the check above, and failed on recompute
+            forget(sc, cancel=True)
+            if not retried:
+                alone.append(sc)
+                return
+            ended(sc, _failure_reason(fut))
+            return
         why = failure(res)
         if why is not None:  # the scene is at fault: its reason, as the single-scene command says it
             forget(sc, cancel=True)
@@ -552,11 +572,13 @@ def _execute(cl, tk: Task, ref, opts, todo: list[_Scene], man: Manifest, result:
         ended(sc, None, px)
 
     with bar:
-        for fut in as_completed(watch):
-            handle(fut, retried=False)
+        ac = as_completed(watch)
+        for fut in ac:
+            handle(fut, False, ac)
         for sc in alone:
-            for fut in as_completed(submit(sc, 0, suffix="-alone")):
-                handle(fut, retried=True)
+            ac = as_completed(submit(sc, 0, suffix="-alone"))
+            for fut in ac:
+                handle(fut, True, ac)
 
 
 def _scene_failed(man: Manifest, result: BatchResult, sc: _Scene, why: str, echo) -> None:

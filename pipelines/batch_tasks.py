@@ -123,10 +123,10 @@ def model_loads() -> dict[str, int]:
 
 def _set_threads(threads: int | None) -> None:
     if threads:
-        import torch
+        from hsikit.threads import current_threads, set_threads
 
-        if torch.get_num_threads() != threads:
-            torch.set_num_threads(int(threads))
+        if current_threads() != int(threads):
+            set_threads(int(threads))
 
 
 def _worker_name() -> str:

@@ -12,6 +12,7 @@ from typing import Any
 from hsikit._version import __version__
 from hsikit.errors import InputError, OptionError
 from hsikit.io.scene import Scene
+from hsikit.threads import current_threads
 
 #: the model `hsikit classify` uses when no --model is given (the one trained on the embedded sample)
 SAMPLE_MODEL = Path(__file__).resolve().parents[1] / "sample_data" / "sample_model.safetensors"
@@ -106,6 +107,7 @@ def provenance_tags(
         "HSIKIT_VERSION": __version__,
         "HSIKIT_INPUT": scene.name,
         "HSIKIT_CREATED": datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
+        "HSIKIT_THREADS": str(current_threads()),
     }
     if command:
         tags["HSIKIT_COMMAND"] = command

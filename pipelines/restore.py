@@ -8,6 +8,7 @@ super-resolved outputs keep the CRS and origin with the pixel size divided by th
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import time
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import rasterio
 
 from hsikit.engine.engine import EngineStats
 from hsikit.errors import BandMismatchError, InputError, OptionError
@@ -43,6 +45,20 @@ class RestoreResult:
     engine: EngineStats | None = None
     method: str = "model"
     params: dict | None = None
+
+
+#: GDAL's block cache through a whole restoration (statistics pass, tiles, COG copy): at its default, 5 % of the
+#: RAM, it fills with the scene and the process's memory grows with it
+GDAL_CACHE_MB = 256
+
+
+def _bounded_gdal_cache(fn):
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
+            return fn(*args, **kwargs)
+
+    return run
 
 
 def scene_value_range(scene: Scene, transform) -> tuple[float, float]:
@@ -243,6 +259,7 @@ def restore_writer(out: Path, setup: RestoreSetup, sc: Scene, value_range: tuple
                         temp_dir=temp_dir)
 
 
+@_bounded_gdal_cache
 def restore_scene(
     scene: str | Path | Scene,
     *,
@@ -338,6 +355,7 @@ _SPATIAL = {"subspace": "nlm", "pca": "wavelet", "wavelet": "none", "tv": "none"
 _CLASSICAL_CONTEXT = 16
 
 
+@_bounded_gdal_cache
 def denoise_classical(
     scene: str | Path | Scene,
     *,

@@ -525,3 +525,21 @@ def test_a_recomputed_assemble_keeps_the_finished_outputs(tmp_path):
     with pytest.raises(Exception):
         run_assemble("classify", str(tmp_path / "gone.tif"), None, {}, None, [], {"class_map": str(out)},
                      str(tmp_path / "work"), {**ctx, "key": "key-2"})
+
+
+def test_workers_times_threads_never_oversubscribe_the_cores(model, tmp_path):
+    """--threads beyond the cores' share of each worker is lowered with a warning; the outputs record the
+    threads each worker used."""
+    from hsikit.pipelines.batch import run_batch
+    from hsikit.threads import available_cores
+
+    src = tmp_path / "in"
+    src.mkdir()
+    write_fake_geotiff(src / "a.tif", bands=12, seed=1)
+    cores = available_cores()
+    with pytest.warns(UserWarning, match=f"--threads {cores + 1} x 1 workers exceeds the {cores} cores"):
+        res = run_batch("classify", [src], outdir=tmp_path / "out", model=model, options={"tile": 32}, workers=1,
+                        threads=cores + 1, progress=False)
+    assert res.done == 1 and f"{cores} torch thread" in res.cluster
+    with rasterio.open(tmp_path / "out" / "a.tif") as src_:
+        assert src_.tags()["HSIKIT_THREADS"] == str(cores)

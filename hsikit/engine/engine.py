@@ -37,9 +37,10 @@ TransformInput = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 @dataclass
 class TileSpec:
-    """Tiling options. ``overlap``/``margin`` None choose defaults from the model (see :func:`resolve`)."""
+    """Tiling options. ``tile``: side in px, or (rows, cols). ``overlap``/``margin`` None choose defaults from the
+    model (see :func:`resolve`)."""
 
-    tile: int = 512
+    tile: int | tuple[int, int] = 512
     overlap: int | None = None
     margin: int | None = None
     batch_size: int = 2
@@ -54,17 +55,19 @@ class EngineStats:
     pixels: int = 0
     seconds: float = 0.0
     predict_seconds: float = 0.0
-    read_seconds: float = 0.0
+    read_seconds: float = 0.0  # the reader thread's: reads and preprocessing
     max_accumulator_pixels: int = 0
-    tile: int = 0
+    tile: int | tuple[int, int] = 0
     overlap: int = 0
     margin: int = 0
 
 
 def check_spec(spec: TileSpec) -> None:
     """Refuse tiling options no run can use, naming the option as the CLI spells it."""
-    for name, value, least in (("--tile", spec.tile, 1), ("--overlap", spec.overlap, 0), ("--margin", spec.margin, 0),
-                               ("--batch-size", spec.batch_size, 1), ("max_strip_width", spec.max_strip_width, 1)):
+    tiles = spec.tile if isinstance(spec.tile, tuple) else (spec.tile,)
+    for name, value, least in (*(("--tile", t, 1) for t in tiles), ("--overlap", spec.overlap, 0),
+                               ("--margin", spec.margin, 0), ("--batch-size", spec.batch_size, 1),
+                               ("max_strip_width", spec.max_strip_width, 1)):
         if value is None:
             continue
         if isinstance(value, bool) or not float(value).is_integer():
@@ -73,27 +76,36 @@ def check_spec(spec: TileSpec) -> None:
             raise OptionError(f"{name} must be at least {least}, not {int(value)}")
 
 
+def tile_extent(spec: TileSpec) -> tuple[int, int]:
+    """The tile's (rows, cols) in px."""
+    t = spec.tile
+    return (int(t[0]), int(t[1])) if isinstance(t, tuple) else (int(t), int(t))
+
+
 def resolve(spec: TileSpec, context: int, pixel_local: bool, shape: tuple[int, int] | None = None) -> tuple[int, int]:
     """(overlap, margin) in px. Defaults: pixel-local models need none; others discard
-    ``max(tile/32, 4, context)`` px per side and overlap by ``max(tile/4, 2 * margin)``.
+    ``max(min(tile/32, 16), 4, context)`` px per side and overlap by ``max(min(tile/4, 128), 2 * margin)`` (a
+    128-px blend ramp is enough whatever the tile; more would recompute pixels for nothing).
     A scene (rows, cols) that fits in one tile needs no overlap at all."""
     check_spec(spec)
-    tile = int(spec.tile)
+    th, tw = tile_extent(spec)
+    split = [th, tw] if shape is None else [t for t, n in zip((th, tw), shape) if n > t]
+    tile = min(split or (th, tw))  # an axis the scene fits in one tile along takes no overlap
     if spec.overlap is not None and int(spec.overlap) > tile // 2:  # refused even where one tile covers the scene
         raise OptionError(f"--overlap {int(spec.overlap)} px exceeds half the tile ({tile} px); use --tile "
                           f"{max(4 * max(context, 1), 2 * int(spec.overlap))} or more")
-    if shape is not None and max(shape) <= tile:
+    if shape is not None and shape[0] <= th and shape[1] <= tw:
         return 0, 0
     if spec.margin is not None:
         margin = int(spec.margin)
     else:
-        margin = 0 if pixel_local else max(tile // 32, 4, int(context))
+        margin = 0 if pixel_local else max(min(tile // 32, 16), 4, int(context))
     if margin < context:
         raise OptionError(f"--margin {margin} px is smaller than the model's receptive field ({context} px)")
     if spec.overlap is not None:
         overlap = int(spec.overlap)
     else:
-        overlap = 0 if pixel_local else max(tile // 4, 2 * margin)
+        overlap = 0 if pixel_local else max(min(tile // 4, 128), 2 * margin)
     if overlap < 2 * margin:
         if spec.overlap is not None and spec.margin is None and not pixel_local and overlap >= 2 * context:
             margin = overlap // 2  # the user asked for less overlap: shrink the default margin to fit
@@ -147,8 +159,9 @@ def run_tiled(
         raise OptionError(f"scale must be a positive integer, not {scale}")
     spec = spec or TileSpec()
     overlap, margin = resolve(spec, context, pixel_local, (scene.height, scene.width))
-    rows = plan_axis(scene.height, spec.tile, overlap)
-    cols = plan_axis(scene.width, spec.tile, overlap)
+    th, tw = tile_extent(spec)
+    rows = plan_axis(scene.height, th, overlap)
+    cols = plan_axis(scene.width, tw, overlap)
     groups = column_groups(cols, spec.max_strip_width)
     i0, i1 = (0, len(rows.starts)) if tile_rows is None else (int(tile_rows[0]), int(tile_rows[1]))
     if not 0 <= i0 < i1 <= len(rows.starts):
@@ -180,7 +193,8 @@ class RowBlock:
     row1: int
 
 
-def planned_overlap(spec: TileSpec, context: int, pixel_local: bool, shape: tuple[int, int]) -> tuple[int, int]:
+def planned_overlap(spec: TileSpec, context: int, pixel_local: bool,
+                    shape: tuple[int, int] | None = None) -> tuple[int, int]:
     """The (overlap, margin) :func:`run_tiled` will use on a scene of ``shape`` (rows, cols), for plans and tags."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the seam warning is given once, by the run itself
@@ -190,7 +204,7 @@ def planned_overlap(spec: TileSpec, context: int, pixel_local: bool, shape: tupl
 def tile_row_plan(height: int, width: int, spec: TileSpec, context: int = 0, pixel_local: bool = False) -> AxisPlan:
     """The tile rows :func:`run_tiled` uses for a ``height`` x ``width`` scene (same defaults and checks)."""
     overlap, _ = planned_overlap(spec, context, pixel_local, (height, width))
-    return plan_axis(height, spec.tile, overlap)
+    return plan_axis(height, tile_extent(spec)[0], overlap)
 
 
 def row_blocks(plan: AxisPlan, rows_per_block: int) -> list[RowBlock]:
@@ -234,7 +248,14 @@ def _run_group(scene, predict, rows: AxisPlan, cols: AxisPlan, a, b, own0, own1,
     top = rows.starts[j0]
     emitted = _owned_rows(rows, i0, i1)[0]  # rows above belong to an earlier block
     tiles = [(i, j) for i in range(j0, i1) for j in range(a, b + 1)]
-    reader = _prefetch(scene, rows, cols, tiles, stats, queue_size=2 * batch_size)
+    def features(raw: np.ndarray, valid: np.ndarray) -> np.ndarray | None:
+        if not valid.any():
+            return None
+        feats = transform_input(raw, valid) if transform_input is not None else raw.astype(np.float32)
+        return np.where(valid[None], feats, np.float32(0.0)) if not valid.all() else feats
+
+    # the reader thread also prepares the features: reads and preprocessing overlap the model's work
+    reader = _prefetch(scene, rows, cols, tiles, stats, features, queue_size=batch_size)  # plan_tile counts on it
     try:
         for i in range(j0, i1):
             wy = axis_weights(th * s, rows.overlap_before(i) * s, rows.overlap_after(i) * s, margin * s)
@@ -247,15 +268,13 @@ def _run_group(scene, predict, rows: AxisPlan, cols: AxisPlan, a, b, own0, own1,
                 top = y0
             batch: list[tuple[int, np.ndarray, np.ndarray]] = []
             for _ in range(a, b + 1):
-                j, raw, valid = next(reader)
+                j, feats, valid = next(reader)
                 x0 = (cols.starts[j] - gx0) * s
                 valid_acc[:, x0 : x0 + tw * s] |= _upscale(valid, s)
-                if not valid.any():
+                if feats is None:
                     stats.skipped_tiles += 1
                     bar.advance(skipped=True)
                     continue
-                feats = transform_input(raw, valid) if transform_input is not None else raw.astype(np.float32)
-                feats = np.where(valid[None], feats, np.float32(0.0)) if not valid.all() else feats
                 batch.append((x0, feats, None if disjoint else np.outer(wy, wx[j]).astype(np.float32)))
                 if len(batch) == batch_size:
                     _predict_batch(predict, batch, acc, wsum, size_multiple, C, stats, bar, s)
@@ -283,7 +302,7 @@ def _upscale(mask: np.ndarray, s: int) -> np.ndarray:
 
 
 def _predict_batch(predict, batch, acc, wsum, size_multiple, C, stats: EngineStats, bar, s: int = 1) -> None:
-    x = np.stack([f for _, f, _ in batch])
+    x = batch[0][1][None] if len(batch) == 1 else np.stack([f for _, f, _ in batch])  # one tile: a view, no copy
     n, _, h, w = x.shape
     ph, pw = (-h) % size_multiple, (-w) % size_multiple
     if ph or pw:
@@ -314,9 +333,10 @@ def _pad_reflect(x: np.ndarray, ph: int, pw: int) -> np.ndarray:
     return np.pad(x, ((0, 0), (0, 0), (0, ph), (0, pw)), mode=mode)
 
 
-def _prefetch(scene: Scene, rows: AxisPlan, cols: AxisPlan, tiles, stats: EngineStats,
-              queue_size: int) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-    """Read tiles in a background thread (GDAL releases the GIL) while the model runs on earlier ones."""
+def _prefetch(scene: Scene, rows: AxisPlan, cols: AxisPlan, tiles, stats: EngineStats, features,
+              queue_size: int) -> Iterator[tuple[int, np.ndarray | None, np.ndarray]]:
+    """Read tiles and compute their ``features(raw, valid)`` (None: no valid pixel) in a background thread
+    (GDAL and NumPy release the GIL) while the model runs on earlier ones."""
     q: queue.Queue = queue.Queue(maxsize=queue_size)
     stop = threading.Event()
 
@@ -329,8 +349,10 @@ def _prefetch(scene: Scene, rows: AxisPlan, cols: AxisPlan, tiles, stats: Engine
                 win = Window(cols.starts[j], rows.starts[i], cols.size, rows.size)
                 raw = scene.read(win)
                 valid = scene.read_valid(win, raw)
+                feats = features(raw, valid)
+                del raw
                 stats.read_seconds += time.perf_counter() - t
-                q.put((j, raw, valid))
+                q.put((j, feats, valid))
         except BaseException as e:  # hand the error to the consumer
             q.put(e)
 

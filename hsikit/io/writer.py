@@ -30,6 +30,7 @@ from rasterio.windows import Window
 from hsikit.errors import OptionError
 from hsikit.io.atomic import atomic_outputs, check_output, remove_stale_temps, remove_with_sidecars, temp_path
 from hsikit.io.legend import Legend
+from hsikit.threads import gdal_threads
 from hsikit.io.qml import write_qml_paletted
 
 Kind = Literal["categorical", "continuous"]
@@ -79,6 +80,11 @@ def _gdal_at_least(major: int, minor: int) -> bool:
     """The COG driver learnt INTERLEAVE=BAND in GDAL 3.11; older builds write multi-band COGs pixel-interleaved."""
     v = tuple(int(x) for x in rasterio.__gdal_version__.split(".")[:2])
     return v >= (major, minor)
+
+
+#: GDAL's block cache while the finished work file is copied to the output: its default (5 % of the RAM) would
+#: fill with the whole output and make the process's memory grow with the scene
+COPY_CACHE_MB = 128
 
 
 @functools.lru_cache(maxsize=1)
@@ -296,18 +302,25 @@ class RasterWriter:
         final_tmp = self._temps[self.path]
         resampling = "NEAREST" if self.kind == "categorical" else "AVERAGE"
         predictor = "2" if np.dtype(self.dtype).kind in "iu" else "3"
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), rasterio.Env(GDAL_CACHEMAX=COPY_CACHE_MB):
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             if self.fmt == "cog":
                 extra = {"INTERLEAVE": "BAND"} if self.count > 1 and _gdal_at_least(3, 11) else {}
+                factors = overview_factors(self.width, self.height, self.block)
+                if factors and self.count > 1:
+                    # built band by band in the band-interleaved work file, where a few blocks of cache suffice;
+                    # the COG driver then copies them (OVERVIEWS=AUTO uses a source's overviews) instead of
+                    # computing them over rows of all bands at once, which a small cache makes re-read
+                    with rasterio.open(self._work, "r+") as dst:
+                        dst.build_overviews(factors, getattr(Resampling, resampling.lower()))
                 # CreateCopy keeps only the default metadata domain unless told otherwise
                 if self.tag_domains and not self._domains_in_pam:
                     extra["COPY_SRC_MDD"] = "YES"
                 rasterio.shutil.copy(
                     self._work, final_tmp, driver="COG", BLOCKSIZE=self.block, COMPRESS="DEFLATE", LEVEL=6,
                     PREDICTOR=predictor, OVERVIEWS="AUTO", RESAMPLING=resampling, BIGTIFF="IF_SAFER",
-                    OVERVIEW_COUNT=len(overview_factors(self.width, self.height, self.block)),
-                    NUM_THREADS="ALL_CPUS", **extra,
+                    OVERVIEW_COUNT=len(factors),
+                    NUM_THREADS=gdal_threads(), **extra,
                 )
             else:
                 factors = overview_factors(self.width, self.height, self.block)
@@ -317,7 +330,7 @@ class RasterWriter:
                 rasterio.shutil.copy(
                     self._work, final_tmp, driver="GTiff", TILED="YES", BLOCKXSIZE=self.block,
                     BLOCKYSIZE=self.block, COMPRESS="DEFLATE", ZLEVEL=6, PREDICTOR=predictor, BIGTIFF="IF_SAFER",
-                    COPY_SRC_OVERVIEWS="YES", INTERLEAVE="BAND", NUM_THREADS="ALL_CPUS",
+                    COPY_SRC_OVERVIEWS="YES", INTERLEAVE="BAND", NUM_THREADS=gdal_threads(),
                 )
                 if self.tag_domains:  # not promised as a COG: its header may move behind the data
                     with rasterio.open(final_tmp, "r+", IGNORE_COG_LAYOUT_BREAK="YES") as dst:
