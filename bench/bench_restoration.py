@@ -39,8 +39,8 @@ WORK = HERE / "_restoration"
 MODELS = ["hsdt", "essaformer", "mp-hsir"]
 KIND = {"hsdt": "denoiser", "essaformer": "super-resolver", "mp-hsir": "restorer"}
 COMMAND = {"hsdt": "denoise", "essaformer": "super-resolve", "mp-hsir": "restore"}
-#: CPU configurations: HSDT-S (the paper's smallest), ESSAformer dim 64 x4 (spec's CPU default), MP-HSIR at
-#: dim 32 (spec §8's CPU variant of the natural layout)
+#: CPU configurations: HSDT-S (the paper's smallest), ESSAformer dim 64 x4 (hsikit's CPU default, 0.73 M
+#: parameters at 31 bands), MP-HSIR at dim 32 (the natural layout, same depths, half the published width)
 CONFIG = {"hsdt": {"variant": "s"}, "essaformer": {"dim": 64, "scale": 4}, "mp-hsir": {"dim": 32}}
 #: the fixed CPU training budget of the quality benchmark: optimiser steps and peak learning rate (None: the
 #: recipe's). Short CPU budgets need a higher peak than the papers' long GPU schedules.

@@ -84,7 +84,7 @@ def speed(variants, sizes, results) -> None:
     for v in variants:
         for s in sizes:
             torch.manual_seed(0)
-            m = create_model(f"spectralgpt_{v}", img_size=s)
+            m = create_model(f"spectralgpt-{v}", img_size=s)
             opt = torch.optim.AdamW(m.parameters(), lr=1e-4)
             x = torch.rand(16, 12, s, s)
             times = []

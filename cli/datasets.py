@@ -26,9 +26,8 @@ def _main_state() -> dict:
 
 
 def _progress() -> bool:
-    # the download bar is a live rich bar: drawn on a terminal only (the per-file lines are the progress in logs),
-    # and not with `hsikit --quiet`
-    return bool(_main_state().get("progress", True)) and sys.stderr.isatty()
+    # hsikit.progress: a live bar on a terminal, a line every 10 % / 30 s in a log; nothing with `hsikit --quiet`
+    return bool(_main_state().get("progress", True))
 
 
 @app.command("list")

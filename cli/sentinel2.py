@@ -41,31 +41,18 @@ def stack(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
 ) -> None:
     """Write a Sentinel-2 product as one float32 reflectance raster on one grid (scale and offset applied)."""
-    from hsikit.errors import OptionError
-    from hsikit.io.s2_stack import window_count, write_reflectance
-    from hsikit.io.sentinel2 import is_safe, open_s2_geotiff, open_safe
-    from hsikit.pipelines.common import provenance_tags
-    from hsikit.progress import Progress
+    from hsikit.pipelines.sentinel2 import stack_product
 
-    if is_safe(product):
-        if offset is not None or quantification is not None or band_names is not None:
-            raise OptionError("--offset, --quantification and --band-names are for GeoTIFF stacks; SAFE products "
-                              "carry their own metadata")
-        sc = open_safe(product, resolution=resolution, bands=_split(bands), granule=granule)
-    else:
-        sc = open_s2_geotiff(product, bands=_split(bands), band_names=_split(band_names),
-                             quantification=quantification, add_offset=offset)
-    with sc:
-        tags = provenance_tags(scene=sc, command=_command_line(), bands_used=list(sc.bands.names))
-        with Progress(_state["progress"], window_count(sc), f"writing {out.name}", unit="windows") as bar:
-            res = write_reflectance(sc, out, cloud_out=cloud_mask, fmt=fmt.value, overwrite=overwrite, tags=tags,
-                                    on_window=bar.advance)
-    when = f", {sc.acquired:%Y-%m-%d}" if sc.acquired else ""
+    r = stack_product(product, out, resolution=resolution, bands=_split(bands), cloud_mask=cloud_mask, offset=offset,
+                      quantification=quantification, band_names=_split(band_names), granule=granule,
+                      fmt=fmt.value, overwrite=overwrite, command=_command_line(), progress=_state["progress"])
+    res = r.written
+    when = f", {r.acquired:%Y-%m-%d}" if r.acquired else ""
     typer.echo(f"wrote {res.out} ({len(res.bands)} bands {','.join(res.bands)}, {res.width}x{res.height} px, "
-               f"{sc.res[0]:g} {'m' if sc.crs.is_projected else 'deg'}{when}; valid {100 * res.valid_fraction:.1f} %)")
+               f"{r.pixel_size:g} {r.units}{when}; valid {100 * res.valid_fraction:.1f} %)")
     if res.cloud_mask:
         typer.echo(f"wrote {res.cloud_mask} (cloud {100 * res.cloud_fraction:.1f} % of valid pixels, "
-                   f"from {sc.cloud_source})")
+                   f"from {r.cloud_source})")
 
 
 @s2_app.command("series")
@@ -77,39 +64,19 @@ def series(
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
 ) -> None:
     """Align acquisitions of one area on one grid and print each date's tile, valid % and cloud %."""
-    import dask
+    from hsikit.pipelines.sentinel2 import series_table
 
-    from hsikit.io.timeseries import open_series
-    from hsikit.progress import Progress
-
-    ds = open_series([str(p) for p in inputs], resolution=resolution, bands=_split(bands), crs=crs)
-    rows = []
-    n_px = ds.sizes["y"] * ds.sizes["x"]
-    with Progress(_state["progress"], ds.sizes["time"], "reading dates", unit="dates") as bar:
-        for i in range(ds.sizes["time"]):
-            v, c = ds["valid"][i], ds["cloud"][i]
-            n_valid, n_cloud = dask.compute(v.sum(), (c & v).sum())
-            n_valid, n_cloud = int(n_valid), int(n_cloud)
-            coord = lambda name: str(ds[name].values[i]) if name in ds.coords else ""  # noqa: E731
-            src = coord("cloud_source") or ds["cloud"].attrs.get("cloud_source", "")
-            rows.append({"date": str(ds["time"].values[i])[:19], "tile": coord("tile"), "level": coord("level"),
-                         "cloud_source": src, "valid_pct": round(100 * n_valid / n_px, 2),
-                         "cloud_pct": round(100 * n_cloud / n_valid, 2) if n_valid else 0.0,
-                         "source": coord("source")})
-            bar.advance()
-    crs_txt = ds.rio.crs.to_string() if ds.rio.crs is not None else "no CRS"
-    res = abs(ds.rio.transform().a)
-    header = {"dates": len(rows), "width": ds.sizes["x"], "height": ds.sizes["y"], "crs": crs_txt,
-              "resolution": res, "bands": [str(b) for b in ds["band"].values] if "band" in ds.coords else []}
+    table = series_table(inputs, resolution=resolution, bands=_split(bands), crs=crs, progress=_state["progress"])
     if as_json:
-        typer.echo(json.dumps({**header, "acquisitions": rows}, indent=2))
+        typer.echo(json.dumps(table, indent=2))
         return
     from rich.console import Console
     from rich.table import Table
 
+    rows = table["acquisitions"]
     t = Table("date", "tile", "level", "cloud mask", "valid %", "cloud %", title_justify="left",
-              title=f"{len(rows)} dates on a {ds.sizes['x']}x{ds.sizes['y']} px grid, {crs_txt}, {res:g}"
-                    + (f"; bands {','.join(header['bands'])}" if header["bands"] else ""))
+              title=f"{len(rows)} dates on a {table['width']}x{table['height']} px grid, {table['crs']}, "
+                    f"{table['resolution']:g}" + (f"; bands {','.join(table['bands'])}" if table["bands"] else ""))
     for r in rows:
         t.add_row(r["date"], r["tile"], r["level"], r["cloud_source"], f"{r['valid_pct']:.1f}",
                   f"{r['cloud_pct']:.1f}")

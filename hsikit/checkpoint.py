@@ -25,8 +25,10 @@ _KEY = "hsikit"
 class CheckpointMeta:
     """Everything needed to use a model on a new scene.
 
-    ``bands``: BandInfo dict of the scene bands the model consumes *before* preprocessing; ``preprocessing``: the
-    fitted Chain dict replayed at inference; ``class_names``/``class_colors`` for outputs 0..K-1 (written as 1..K).
+    ``arch``: the model registry name, as written when saved (a former name, e.g. ``spectralgpt_base``, is a
+    registry alias and still builds the model). ``bands``: BandInfo dict of the scene bands the model consumes
+    *before* preprocessing; ``preprocessing``: the fitted Chain dict replayed at inference;
+    ``class_names``/``class_colors`` for outputs 0..K-1 (written as 1..K).
     """
 
     arch: str
@@ -113,12 +115,17 @@ def _state_mismatch(expected: dict, found: dict) -> str:
 
 
 def load_checkpoint(path: str | Path, device: str = "cpu"):
-    """(model in eval mode, CheckpointMeta); the model is rebuilt from the registry, weights from safetensors."""
+    """(model in eval mode, CheckpointMeta); the model is rebuilt from the registry, weights from safetensors.
+
+    A checkpoint written under a former architecture name (e.g. ``spectralgpt_segmenter`` before the registry
+    went kebab-case) loads through the registry alias; the returned ``meta.arch`` is the current registry name (the
+    file itself is left as it is)."""
     from safetensors.torch import load_file
 
-    from hsikit.models.registry import create_model
+    from hsikit.models.registry import create_model, resolve_name
 
     meta = read_checkpoint_meta(path)
+    meta.arch = resolve_name(meta.arch)
     model = create_model(meta.arch, **meta.config)
     state = load_file(str(path), device=str(device))
     try:

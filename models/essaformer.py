@@ -4,7 +4,9 @@ ICCV 2023): single-image hyperspectral super-resolution with a linear-complexity
 A 3x3 conv lifts the LR cube to ``dim`` features; an iterative refining trunk alternates one high-resolution
 and one low-resolution ESSA unit through one Upsample and one Downsample, all four reused across the
 iterations (back-projection-like; U and the HR unit run three times, Downsample and the LR unit twice); a 3x3
-conv at HR maps back to the bands. Spec: shared/specs/essaformer.md.
+conv at HR maps back to the bands. Layer layout and tensor names follow the official ``ESSA.py``
+(``Rexzhan/ESSAformer``, Unlicense), which has no training, data or metric code; the training data protocol is
+SSPSR's (see :mod:`hsikit.restoration.degradations`).
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from hsikit.models.registry import register_model
 _SCALES = (1, 2, 3, 4, 8)
 # LR height/width multiple the network needs. Every up stage multiplies the LR size exactly and every
 # pixel-unshuffle then divides an HR map that is an exact multiple of the scale, so any size works as it is;
-# the spec's "pad to 4" (§7) is not needed. Kept as a constant so the pad path stays in one place.
+# reflect-padding the LR input to a multiple of 4 (and cropping the output) is not needed. Kept as a constant
+# so the pad path stays in one place.
 _LR_MULTIPLE = 1
 _EPS = 1e-7
 
@@ -32,7 +35,8 @@ class ESSAformerConfig:
     dim: int = 64
     scale: int = 4
     dropout: float = 0.2
-    bicubic_skip: bool = False  # not in the reference (spec §1): adds a bicubic upsampling of the input
+    #: not in the reference, whose output comes from the last conv alone: adds a bicubic upsampling of the input
+    bicubic_skip: bool = False
 
     def __post_init__(self) -> None:
         from hsikit.errors import OptionError
@@ -69,7 +73,7 @@ def _scc_features(x: torch.Tensor) -> torch.Tensor:
 
 def _qk_features(q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     # Q features are unit vectors per token; K features are unit vectors per channel over all N tokens, which
-    # makes the output depend on N (spec quirk 2).
+    # makes the output depend on N, hence on the tile size (as in the reference).
     return F.normalize(_scc_features(q), dim=-1), F.normalize(_scc_features(k), dim=-2)
 
 
@@ -120,9 +124,10 @@ class ESSA(nn.Module):
 
 
 class ESSAUnit(nn.Module):
-    """ESSA transformer unit on ``(B, dim, H, W)`` (spec §2.2): LayerNorm -> ESSA -> Dropout2d, concatenated
-    with the input, then 1x1 -> LeakyReLU -> Dropout2d -> 3x3 -> LeakyReLU -> Dropout2d -> 1x1 back to dim, plus
-    the input. The attention has no residual of its own; the conv branch is the feed-forward part."""
+    """ESSA transformer unit on ``(B, dim, H, W)`` (the reference's ``Convup`` and ``Convdown``: same structure,
+    separate weights): LayerNorm -> ESSA -> Dropout2d, concatenated with the input, then 1x1 -> LeakyReLU ->
+    Dropout2d -> 3x3 -> LeakyReLU -> Dropout2d -> 1x1 back to dim, plus the input. The attention has no residual
+    of its own; the conv branch is the feed-forward part."""
 
     def __init__(self, dim: int, dropout: float = 0.2) -> None:
         super().__init__()
@@ -191,7 +196,8 @@ class ESSAformer(nn.Module):
         self.scale = int(cfg.scale)
         c, d = int(cfg.in_bands), int(cfg.dim)
         self.conv_first = nn.Conv2d(c, d, 3, padding=1)
-        # One instance each, reused by every refinement iteration (spec §2.4, quirk 1).
+        # One instance each, reused by every refinement iteration, as in the reference: U and the HR unit run
+        # three times, Downsample and the LR unit twice.
         self.upsample = Upsample(d, self.scale)
         self.downsample = Downsample(d, self.scale)
         self.unit_hr = ESSAUnit(d, cfg.dropout)
@@ -199,7 +205,9 @@ class ESSAformer(nn.Module):
         self.conv_last = nn.Conv2d(d, c, 3, padding=1)
 
     def trunk(self, x0: torch.Tensor) -> torch.Tensor:
-        """Iterative up/down refinement (spec §2.4 table) from LR features to HR features."""
+        """Iterative up/down refinement from LR features x0 to HR features, with U/Dn the up/down-sampler and
+        Up/Lo the HR/LR units: a1 = Up(U(x0)), b1 = Lo(Dn(a1) + x0), a2 = Up(U(b1) + a1), b2 = Lo(Dn(a2) + b1),
+        a3 = Up(U(b2) + a2) (returned)."""
         up, down, hr, lo = self.upsample, self.downsample, self.unit_hr, self.unit_lo
         a1 = hr(up(x0))
         b1 = lo(down(a1) + x0)
@@ -258,9 +266,9 @@ def _conv_halo(scale: int) -> int:
 
 def _receptive_field(cfg: ESSAformerConfig) -> int:
     # The convs alone need _conv_halo LR px (x1: 7, x2: 9, x3: 9, x4: 11, x8: 11). The ESSA attention is global:
-    # K~ is normalised over all tokens and scaled by 1/sqrt(N) (spec quirk 2), so no finite halo reproduces
+    # K~ is normalised over all tokens and scaled by 1/sqrt(N) (as in the reference), so no finite halo reproduces
     # whole-image inference exactly and tiles only approximate it; at least 8 px of context is kept so that
-    # tiles (preferably >= 64 LR px, spec quirk 2) overlap generously.
+    # tiles (preferably >= 64 LR px, where the tile-size dependence is small) overlap generously.
     return max(_conv_halo(int(cfg.scale)), 8)
 
 

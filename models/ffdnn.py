@@ -1,11 +1,14 @@
 """FFDNN: fast Fourier convolutional network with a capsule encoder for crop-stress classes from per-pixel
 time series of photochemical features (Shi et al., Frontiers in Plant Science 14:1250844, 2023).
 
-No official code exists; the layout follows ``shared/specs/ffdnn.md`` §2: a Conv1d stem, fast Fourier
+No official code exists and the paper's layer sizes could not be obtained, so the layout is hsikit's reading of
+the paper's description, with standard components where it gives no details: a Conv1d stem, fast Fourier
 convolution (FFC) blocks over the time axis after Chi et al. (NeurIPS 2020) in 1-D — a local branch of
 ordinary convolutions and a global branch whose kernel acts on the real FFT of the whole series, so one layer
 sees every date — then primary capsules (squash) and class capsules with dynamic routing by agreement
-(Sabour et al. 2017). The class score is the length of each class capsule, in [0, 1).
+(Sabour et al. 2017). The class score is the length of each class capsule, in [0, 1). Defaults: a 32-channel
+stem, two FFC blocks of width 64 with half of the channels in the global branch, 8 primary capsule types of
+dimension 8, class capsules of dimension 16, 3 routing iterations.
 
 Input ``(N, F, T)`` (F features per date on T regular dates), output ``(N, K)`` capsule lengths;
 :meth:`FFDNN.capsules` also returns the class-capsule vectors and routing coefficients for explanation.

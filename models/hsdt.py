@@ -1,5 +1,5 @@
 """HSDT (Lai, Yan, Fu, "Hybrid Spectral Denoising Transformer with Guided Attention", ICCV 2023): a 3-D U-Net
-denoiser for hyperspectral cubes (spec: shared/specs/hsdt.md).
+denoiser for hyperspectral cubes, following the official MIT-licensed code (``Zeqiang-Lai/HSDT``).
 
 The band stack is treated as a volume ``(N, 1, D, H, W)``: every layer is a convolution (S3Conv = parallel
 spatial 3x3 and spectral 3-tap branches, or a full 3x3x3 conv when striding / after upsampling) + BatchNorm3d +

@@ -1,8 +1,8 @@
 """MorpMamba (spatial-spectral morphological Mamba): a patch classifier for PCA-reduced hyperspectral cubes.
 
 Ahmad et al., "Spatial-spectral morphological mamba for hyperspectral image classification", Neurocomputing 636
-(2025) 129995; arXiv 2408.01372. Implemented from the paper and the project spec (shared/specs/morpmamba.md),
-which documents the official TensorFlow notebook.
+(2025) 129995; arXiv 2408.01372. Implemented from the paper and from a reading (facts only: it has no licence) of
+the official code, the TensorFlow/Keras notebook ``Spatial-Spectral MorpMamba.ipynb`` of ``mahmad000/MorpMamba``.
 
 The PCA (15 whitened components in the reference) is applied by the training pipeline's preprocessing chain; the
 model consumes PCA bands and never does I/O.
@@ -110,7 +110,8 @@ class _MorphPair(nn.Module):
 
 
 class MorphTokens(nn.Module):
-    """Spatial and spectral token maps ``(N, P, P, D)`` from a patch ``(N, C, P, P)`` (spec section 2.1).
+    """Spatial and spectral token maps ``(N, P, P, D)`` from a patch ``(N, C, P, P)`` (the notebook's
+    morphological token generation).
 
     Spatial morphology runs over (row, col) per band; spectral morphology runs over (band, row) with the patch
     columns as channels, so its kernel count equals the patch side. Each stream concatenates [eroded, dilated]
@@ -132,7 +133,8 @@ class MorphTokens(nn.Module):
 
 
 class CenterGate(nn.Module):
-    """Centre-based feature enhancement: two sigmoid gates from the spatial centre token(s) (spec 2.2 and 7).
+    """Centre-based feature enhancement: two gates, each Linear(D, D) + sigmoid, computed from the centre token(s)
+    of the spatial stream; gate 1 scales the spatial tokens, gate 2 the spectral ones.
 
     ``pixel``: the token at (P//2, P//2) gives one gate vector per sample for all tokens. ``row`` (reference
     notebook): the centre row's P tokens give P gate vectors; row i of the patch is scaled by the gate from the

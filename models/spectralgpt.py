@@ -1,5 +1,6 @@
 """SpectralGPT (Hong et al., "SpectralGPT: Spectral Remote Sensing Foundation Model", IEEE TPAMI 46(8), 2024): a
-masked autoencoder over 3-D spectral-spatial tokens (spec: shared/specs/spectralgpt.md).
+masked autoencoder over 3-D spectral-spatial tokens. A clean-room implementation: the official code
+(``danfenghong/IEEE_TPAMI_SpectralGPT``, GPL-3.0) was read for facts and shapes only.
 
 Tokenisation: the band stack ``(N, B, H, W)`` becomes a volume ``(N, 1, B, H, W)`` cut by one 3-D convolution
 (kernel = stride = ``(u, p, p)``) into ``G = ceil(B / u)`` spectral groups x ``(H/p) x (W/p)`` spatial cells;
@@ -14,24 +15,26 @@ only; term 2 sums the token vectors of the G spectral groups of every spatial ce
 and takes the mean squared error over *all* cells. Total = ``token_loss_weight`` x term 1 +
 ``spectral_loss_weight`` x term 2 (1 : 1 as published).
 
-hsikit decisions (D items of the spec, recorded in the model card):
+hsikit decisions (labelled D1-D7, the labels the checkpoint's model card uses):
 
 - D1: one config dataclass (bands, group size u, patch p, image size, encoder/decoder widths, depths and heads,
-  mask ratio). Registered: ``spectralgpt_base`` (official shapes: encoder 85.4 M and MAE decoder 13.2 M parameters
-  at 128 px), ``spectralgpt_small`` (CPU-practical: width 192, depth 6) and ``spectralgpt_tiny`` (CI: width 64,
+  mask ratio). Registered: ``spectralgpt-base`` (official shapes: encoder 85.4 M and MAE decoder 13.2 M parameters
+  at 128 px), ``spectralgpt-small`` (CPU-practical: width 192, depth 6) and ``spectralgpt-tiny`` (CI: width 64,
   depth 2, 2 heads, decoder width 32, depth 1). Any band count and group size: ``G = ceil(B / u)``; when ``u``
   does not divide ``B`` the stack is padded with zero bands at the end, and the padded values are excluded from
   both loss terms (masked out of term 1, forced to zero on both sides of the group sums of term 2).
 - D2: separable learned position embeddings (spatial table ``(h*w, D)`` + spectral table ``(G, D)``, truncated
   normal 0.02) in the encoder, the MAE decoder *and* every fine-tuning head, so pretrained tables are used (the
-  official classifier silently loses them, spec §9.1). When the token grid differs from the table's, the spatial
-  table is resized by bicubic interpolation (at load time for a new image size, and on the fly for other input
-  sizes); at the table's own size it is used unchanged. The official code re-initialises instead.
+  official classifier has one joint table, loads the separable ones non-strictly and so silently starts from
+  zeros). When the token grid differs from the table's, the spatial table is resized by bicubic interpolation
+  (at load time for a new image size, and on the fly for other input sizes); at the table's own size it is used
+  unchanged. The official code re-initialises instead.
 - D3: the model card lists its band names (default SpectralGPT's 12: B01-B09 with B8A, B11, B12; B10 dropped);
   the pipelines select them by name or resample hyperspectral scenes onto them, never by position.
 - D4: ``input_scaling="minmax"`` reproduces the official per-image, per-band min-max to [0, 1] (with an epsilon
-  against constant images, unlike spec §9.6); the default "none" expects inputs already scaled by the checkpoint's
-  preprocessing chain (dataset-level statistics, seam-free in tiled inference).
+  against constant images, where the official change-detection code divides by zero); the default "none"
+  expects inputs already scaled by the checkpoint's preprocessing chain (dataset-level statistics, seam-free in
+  tiled inference).
 - D5: the loss as above, weights exposed. D7: weights are safetensors; nothing here reads files.
 
 Models do no I/O. Heads (scene classifier, segmenter) live in :mod:`hsikit.models.spectralgpt_heads`.
@@ -47,6 +50,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from hsikit.models.layers import DropPath
 from hsikit.models.registry import register_model
 
 #: SpectralGPT's 12 Sentinel-2 bands in model order (fMoW-Sentinel's 13 without B10); groups of 3 at u = 3
@@ -60,7 +64,7 @@ SPECTRALGPT_VARIANTS: dict[str, dict[str, Any]] = {
     # hsikit's CPU-practical size (not published)
     "small": {"embed_dim": 192, "depth": 6, "num_heads": 6, "decoder_embed_dim": 128, "decoder_depth": 2,
               "decoder_num_heads": 4},
-    # CI size (spec D1)
+    # CI size (D1: fast tests)
     "tiny": {"embed_dim": 64, "depth": 2, "num_heads": 2, "decoder_embed_dim": 32, "decoder_depth": 1,
              "decoder_num_heads": 2},
 }
@@ -159,21 +163,6 @@ class SpectralGPTSmallConfig(SpectralGPTConfig):
 
 
 # -- building blocks -------------------------------------------------------------------------------------------------
-class DropPath(nn.Module):
-    """Stochastic depth: drop the residual branch of a whole sample with probability ``p`` while training."""
-
-    def __init__(self, p: float = 0.0) -> None:
-        super().__init__()
-        self.p = float(p)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.p == 0.0 or not self.training:
-            return x
-        keep = 1.0 - self.p
-        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
-        return x * mask / keep
-
-
 class Attention(nn.Module):
     """Multi-head self-attention with separate q, k, v projections (with bias)."""
 
@@ -517,14 +506,14 @@ def _mae_receptive_field(cfg: SpectralGPTConfig) -> int:
 def _register_mae(name: str, config_cls: type, what: str) -> None:
     @register_model(name, task="masked-autoencoding", description=f"SpectralGPT 3-D spectral MAE ({what})",
                     inputs="image chips", config_cls=config_cls, receptive_field=_mae_receptive_field,
-                    size_multiple=8)
+                    size_multiple=8, aliases=(name.replace("-", "_"),))  # the former snake_case name
     def build(cfg: SpectralGPTConfig) -> nn.Module:
         return SpectralGPTMAE(cfg)
 
 
-_register_mae("spectralgpt_base", SpectralGPTConfig, "base: official shapes, 85.4 M encoder")
-_register_mae("spectralgpt_small", SpectralGPTSmallConfig, "small: width 192, depth 6, CPU-practical")
-_register_mae("spectralgpt_tiny", SpectralGPTTinyConfig, "tiny: width 64, depth 2, for tests")
+_register_mae("spectralgpt-base", SpectralGPTConfig, "base: official shapes, 85.4 M encoder")
+_register_mae("spectralgpt-small", SpectralGPTSmallConfig, "small: width 192, depth 6, CPU-practical")
+_register_mae("spectralgpt-tiny", SpectralGPTTinyConfig, "tiny: width 64, depth 2, for tests")
 
 #: MAE registry name of each variant
-MAE_NAMES = {"base": "spectralgpt_base", "small": "spectralgpt_small", "tiny": "spectralgpt_tiny"}
+MAE_NAMES = {"base": "spectralgpt-base", "small": "spectralgpt-small", "tiny": "spectralgpt-tiny"}

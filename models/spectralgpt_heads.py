@@ -1,19 +1,22 @@
-"""SpectralGPT fine-tuning heads: scene classifier and semantic segmenter (spec §6.1, §6.2).
+"""SpectralGPT fine-tuning heads: scene classifier and semantic segmenter, the two downstream heads of the
+official code (EuroSAT/BigEarthNet scene classification, SegMunich segmentation).
 
-Both reuse :class:`~hsikit.models.spectralgpt.SpectralEncoder` with its separable position tables (D2), so an MAE
-checkpoint initialises them through :func:`~hsikit.models.spectralgpt.load_encoder_state`.
+Both reuse :class:`~hsikit.models.spectralgpt.SpectralEncoder` with its separable position tables (decision D2 of
+:mod:`hsikit.models.spectralgpt`), so an MAE checkpoint initialises them through
+:func:`~hsikit.models.spectralgpt.load_encoder_state`.
 
-- ``spectralgpt_scene_classifier``: ``(N, B, H, W) -> (N, K)``. Mean over *all* tokens (the official code skips
-  the first token although there is no class token, §9.2; not copied) -> LayerNorm -> dropout -> linear; the head
+- ``spectralgpt-scene-classifier``: ``(N, B, H, W) -> (N, K)``. Mean over *all* tokens (the official code skips
+  the first token although there is no class token; not copied) -> LayerNorm -> dropout -> linear; the head
   weight starts truncated-normal with std 2e-5. The encoder's final LayerNorm is not used (MAE fine-tuning
   convention: the new ``fc_norm`` replaces it).
-- ``spectralgpt_segmenter`` (task "classification", so ``hsikit classify`` runs it over whole scenes in tiles):
+- ``spectralgpt-segmenter`` (task "classification", so ``hsikit classify`` runs it over whole scenes in tiles):
   ``(N, B, H, W) -> (N, K, H, W)``. The encoder output ``(N, G, h, w, D)`` (after its final LayerNorm) is fused
   over the G spectral groups by a linear layer G -> 1, then a pseudo-pyramid of four branches (1x1 conv + GroupNorm
   + GELU, transposed conv up or max-pool down, dropout) gives maps at p, p/2, p/4 and p/8 times the token grid
   (full resolution down to 1/8) with ``w, 2w, 4w, 8w`` channels (``head_width`` w = 256 for base: 256/512/1024/2048
-  as published). ``head="upernet"`` decodes them as §6.2 (pyramid pooling 1/2/3/6 on the coarsest map, top-down
-  fusion, the four levels concatenated at full resolution, 1x1 conv, 3x3 conv to K classes);
+  as published). ``head="upernet"`` decodes them as the official segmenter does (pyramid pooling 1/2/3/6 on the
+  coarsest map, top-down fusion, the four levels concatenated at full resolution, 1x1 conv, 3x3 conv to K
+  classes);
   ``head="smp-upernet"`` uses segmentation-models-pytorch's UPerNet decoder on the same pyramid instead.
 
   hsikit decisions: inputs larger than ``img_size`` are processed as overlapping ``img_size`` windows (stride
@@ -119,7 +122,7 @@ def _resize(x: torch.Tensor, size) -> torch.Tensor:
 
 
 class UPerHead(nn.Module):
-    """UPerNet-style decoder of §6.2 on a 4-level pyramid (finest first)."""
+    """UPerNet-style decoder of the official segmenter on a 4-level pyramid (finest first)."""
 
     def __init__(self, channels: list[int], width: int, classes: int, dropout: float,
                  pool_sizes: tuple[int, ...] = (1, 2, 3, 6)) -> None:
@@ -247,7 +250,7 @@ class SpectralGPTSceneClassifier(nn.Module):
         return self.head(self.head_drop(self.fc_norm(f.flatten(1, 3).mean(1))))
 
 
-@register_model("spectralgpt_segmenter", task="classification",
+@register_model("spectralgpt-segmenter", task="classification", aliases=("spectralgpt_segmenter",),
                 description="SpectralGPT encoder + UPerNet segmentation head (per-pixel classes)",
                 inputs="image tiles", config_cls=SegmenterConfig,
                 receptive_field=lambda cfg: int(cfg.img_size) // 4, size_multiple=8)
@@ -255,7 +258,8 @@ def build_segmenter(cfg: SegmenterConfig) -> nn.Module:
     return SpectralGPTSegmenter(cfg)
 
 
-@register_model("spectralgpt_scene_classifier", task="scene-classification",
+@register_model("spectralgpt-scene-classifier", task="scene-classification",
+                aliases=("spectralgpt_scene_classifier",),
                 description="SpectralGPT encoder + mean-pool linear head (one class per chip)",
                 inputs="image chips", config_cls=SceneClassifierConfig,
                 receptive_field=lambda cfg: int(cfg.img_size), size_multiple=8)

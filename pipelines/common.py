@@ -102,7 +102,8 @@ def provenance_tags(
     tile: dict[str, Any] | None = None,
     extra: dict[str, str] | None = None,
 ) -> dict[str, str]:
-    """Dataset-level provenance tags (conventions §6): no absolute paths, user or host names."""
+    """Dataset-level provenance tags (``HSIKIT_*`` metadata of the output file): no absolute paths, user or host
+    names."""
     tags = {
         "HSIKIT_VERSION": __version__,
         "HSIKIT_INPUT": scene.name,

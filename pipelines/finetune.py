@@ -24,8 +24,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from hsikit.errors import InputError, OptionError
+from hsikit.io.inputs import find_rasters
 from hsikit.io.scene import Scene
-from hsikit.pipelines.pretrain import (MODEL_CARD, NORMALIZATIONS, RASTER_SUFFIXES, band_chain, jsonable_config,
+from hsikit.pipelines.pretrain import (MODEL_CARD, NORMALIZATIONS, band_chain, jsonable_config,
                                        normalization_step, prepare_run_dir, sample_statistics,
                                        with_normalization)
 from hsikit.report import write_loss_curve_png
@@ -215,7 +216,7 @@ def train_segmenter(
     strategy: str = "auto",
     num_nodes: int = 1,
 ) -> FinetuneResult:
-    """Fine-tune ``spectralgpt_segmenter`` on labelled ``scenes`` (see :func:`read_pairs`); validation OA/mIoU
+    """Fine-tune ``spectralgpt-segmenter`` on labelled ``scenes`` (see :func:`read_pairs`); validation OA/mIoU
     after every epoch on ``val`` scenes, classified whole through the tiled engine like ``hsikit classify``.
     ``epochs`` (of ``steps_per_epoch`` steps) is an alternative to ``steps``; ``layer_decay`` < 1 lowers the lr
     of the earlier encoder blocks, ``freeze_encoder`` trains the head alone. ``devices`` x ``num_nodes`` > 1
@@ -235,7 +236,7 @@ def train_segmenter(
     from hsikit.training.module import is_global_zero
 
     t0 = time.perf_counter()
-    arch = "spectralgpt_segmenter"
+    arch = "spectralgpt-segmenter"
     recipe = segmenter_recipe().replace(steps_per_epoch=steps_per_epoch, batch_size=batch_size, lr=lr, seed=seed,
                                         select_best=select_best, layer_decay=layer_decay,
                                         freeze_encoder=freeze_encoder)
@@ -342,8 +343,7 @@ def read_chips(sources: Sequence[str | Path], classes: Sequence[str] | None = No
             raise InputError(f"chip folder or list not found: {p}")
         if p.is_dir():
             for d in sorted(q for q in p.iterdir() if q.is_dir() and not q.name.startswith(".")):
-                items.extend((str(f), d.name) for f in sorted(d.rglob("*"))
-                             if f.is_file() and f.suffix.lower() in RASTER_SUFFIXES and not f.name.startswith("."))
+                items.extend((str(f), d.name) for f in find_rasters(d))
         elif p.suffix.lower() == ".csv":
             with p.open(newline="") as f:
                 rows = [r for r in csv.reader(f) if r and r[0].strip()]
@@ -399,7 +399,7 @@ def train_scene_classifier(
     strategy: str = "auto",
     num_nodes: int = 1,
 ) -> FinetuneResult:
-    """Fine-tune ``spectralgpt_scene_classifier`` on labelled chips (see :func:`read_chips`); validation
+    """Fine-tune ``spectralgpt-scene-classifier`` on labelled chips (see :func:`read_chips`); validation
     accuracy after every epoch on ``val`` chips. All chips must share the first chip's band layout.
     ``devices`` x ``num_nodes`` > 1 trains with DDP; only the global rank 0 checks and writes outputs."""
     import torch
@@ -417,7 +417,7 @@ def train_scene_classifier(
     from hsikit.training.module import is_global_zero
 
     t0 = time.perf_counter()
-    arch = "spectralgpt_scene_classifier"
+    arch = "spectralgpt-scene-classifier"
     recipe = scene_classifier_recipe().replace(steps_per_epoch=steps_per_epoch, batch_size=batch_size, lr=lr,
                                                seed=seed, select_best=select_best, mixup=mixup, cutmix=cutmix,
                                                smoothing=smoothing, layer_decay=layer_decay)
@@ -519,7 +519,7 @@ def classify_chips(model: str | Path, chips: Sequence[str | Path], device: str =
     for c in chips:
         p = Path(c)
         if p.is_dir():
-            paths.extend(str(f) for f in sorted(p.rglob("*")) if f.is_file() and f.suffix.lower() in RASTER_SUFFIXES)
+            paths.extend(str(f) for f in find_rasters(p))
         else:
             paths.append(str(p))
 

@@ -20,8 +20,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import json
-import os
+import re
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -31,16 +30,19 @@ from typing import Any, Sequence
 import numpy as np
 
 from hsikit.errors import BandMismatchError, InputError, OptionError
+from hsikit.io.inputs import RASTER_EXTENSIONS
 from hsikit.io.scene import Scene
 from hsikit.preprocess.chain import Chain, Step
 from hsikit.report import save_png, write_loss_curve_png
 
 NORMALIZATIONS = ("dataset", "zscore", "per-image", "none")
 SPECTRAL_MODES = ("auto", "select", "resample")
-RASTER_SUFFIXES = {".tif", ".tiff", ".vrt", ".img", ".hdr", ".jp2", ".nc", ".h5", ".he5", ".bsq", ".bil", ".bip",
-                   ".dat", ".mat", ".lan"}
+#: the raster extensions of :mod:`hsikit.io.inputs` (kept for importers; folders are searched by ``find_rasters``)
+RASTER_SUFFIXES = frozenset(RASTER_EXTENSIONS)
 _LIST_SUFFIXES = {".txt", ".csv", ".lst"}
 _GDAL_PREFIXES = ("HDF5:", "HDF4_", "NETCDF:", "/vsi", "GTIFF_DIR:", "SENTINEL2_")
+#: a URL (``http(s)://``, ``s3://``, ``gs://``) or a glob pattern: resolved by :func:`hsikit.io.inputs.resolve_inputs`
+_REMOTE_OR_GLOB = re.compile(r"^(?:https?|s3|gs)://|[*?\[]")
 
 
 @dataclass
@@ -54,26 +56,28 @@ class PretrainResult:
 
 # -- scene discovery -------------------------------------------------------------------------------------------------
 def list_scenes(archives: Sequence[str | Path]) -> list[str]:
-    """Scene paths from files, folders (searched recursively; ``*.SAFE`` product folders count as one scene; an
-    ENVI ``.hdr`` stands for its data file), list files (``.txt``/``.csv``/``.lst``: one path per line or a
-    column named image/path/scene, relative to the list) and local STAC catalogues/collections/items (``.json``:
-    every image asset). Raises InputError when nothing is found."""
+    """Scene paths from files, folders, list files and STAC catalogues, found as ``hsikit batch`` finds its inputs
+    (:mod:`hsikit.io.inputs`): a folder is searched recursively by :func:`~hsikit.io.inputs.find_rasters`
+    (``*.SAFE`` products count as one scene, an ENVI ``.hdr`` stands for its data file, sidecars and hidden files
+    are skipped), a STAC catalogue/collection/item (``.json``) gives its items' raster assets; list files
+    (``.txt``/``.csv``/``.lst``: one path per line or a column named image/path/scene, relative to the list) are
+    pretraining's own. Raises InputError when nothing is found."""
+    from hsikit.io.inputs import find_rasters, resolve_inputs
+
     out: list[str] = []
     for a in archives:
         text = str(a)
         p = Path(a)
         if text.startswith(_GDAL_PREFIXES):
             out.append(text)
-        elif not p.exists():
-            raise InputError(f"scene or archive not found: {p}")
         elif p.is_dir():
-            out.extend(_scan_folder(p))
-        elif p.suffix.lower() in _LIST_SUFFIXES:
+            out.extend(str(f) for f in find_rasters(p))
+        elif p.is_file() and p.suffix.lower() in _LIST_SUFFIXES:
             out.extend(_read_list(p))
-        elif p.suffix.lower() == ".json":
-            out.extend(_read_stac(p))
+        elif p.exists() or _REMOTE_OR_GLOB.search(text):
+            out.extend(it.href for it in resolve_inputs([text]))  # a scene, a STAC catalogue, a URL, a glob
         else:
-            out.append(str(p))
+            raise InputError(f"scene or archive not found: {p}")
     seen, unique = set(), []
     for s in out:
         if s not in seen:
@@ -82,27 +86,6 @@ def list_scenes(archives: Sequence[str | Path]) -> list[str]:
     if not unique:
         raise InputError(f"no scene found in {', '.join(str(a) for a in archives)}")
     return unique
-
-
-def _scan_folder(root: Path) -> list[str]:
-    if root.suffix.upper() == ".SAFE":
-        return [str(root)]
-    found: list[str] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        d = Path(dirpath)
-        safes = sorted(n for n in dirnames if n.upper().endswith(".SAFE"))
-        found.extend(str(d / n) for n in safes)
-        dirnames[:] = sorted(n for n in dirnames if n not in safes and not n.startswith("."))
-        headers = {Path(n).stem for n in filenames if n.lower().endswith(".hdr")}
-        for n in sorted(filenames):
-            suf = Path(n).suffix.lower()
-            if n.startswith(".") or n.lower().endswith((".aux.xml", ".ovr", ".msk")):
-                continue
-            if suf == ".hdr" or (suf in RASTER_SUFFIXES and Path(n).stem not in headers):
-                found.append(str(d / n))
-            elif suf == "" and n in headers:
-                continue  # ENVI data file without suffix: its header was listed
-    return found
 
 
 def _read_list(p: Path) -> list[str]:
@@ -117,26 +100,6 @@ def _read_list(p: Path) -> list[str]:
             break
     return [str((p.parent / r[col].strip()).resolve()) if not Path(r[col].strip()).is_absolute() else r[col].strip()
             for r in rows]
-
-
-def _read_stac(p: Path) -> list[str]:
-    import pystac
-
-    d = json.loads(p.read_text())
-    kind = d.get("type")
-    if kind == "Feature":
-        items = [pystac.Item.from_file(str(p))]
-    elif kind == "FeatureCollection":
-        items = [pystac.Item.from_dict(f) for f in d.get("features", [])]
-    else:
-        items = list(pystac.read_file(str(p)).get_all_items())
-    out = []
-    for it in items:
-        for asset in it.assets.values():
-            media = (asset.media_type or "").lower()
-            if "image" in media or "tiff" in media or Path(asset.href).suffix.lower() in RASTER_SUFFIXES:
-                out.append(asset.get_absolute_href() or asset.href)
-    return out
 
 
 # -- band handling (D3) ----------------------------------------------------------------------------------------------
@@ -497,8 +460,8 @@ MODEL_CARD = ("SpectralGPT (Hong et al., TPAMI 2024), clean-room hsikit implemen
               "learned position tables everywhere (heads included), bicubic resize of the spatial table for other "
               "sizes; D3 bands selected by name or resampled (Gaussian SRFs) onto the model's S2 bands; D4 "
               "dataset-level 2/98 % scaling stored in the chain (official per-image min-max optional); D5 loss = "
-              "masked-token MSE + all-cell spectral group-sum MSE, weights exposed; D6 segmentation head of §6.2 "
-              "(groups->1 linear, pseudo-pyramid, UPerNet) run as overlapping img_size windows on larger inputs, "
-              "scene head = mean of all tokens + LayerNorm + linear (no change-detection head yet); D7 "
-              "safetensors only, official .pth never unpickled (no converter yet); mask ratio 0.9 uniform over "
-              "all 3-D tokens.")
+              "masked-token MSE + all-cell spectral group-sum MSE, weights exposed; D6 segmentation head of the "
+              "official SegMunich code (groups->1 linear, pseudo-pyramid, UPerNet) run as overlapping img_size "
+              "windows on larger inputs, scene head = mean of all tokens + LayerNorm + linear (no change-detection "
+              "head yet); D7 safetensors only, official .pth never unpickled (no converter yet); mask ratio 0.9 "
+              "uniform over all 3-D tokens.")

@@ -97,7 +97,7 @@ def simulated_indian_pines(cube: str | Path, ground_truth: str | Path, *, sigma:
     ``(ArrayScene, LabelMap)``. ``sigma`` > 0 adds zero-mean Gaussian noise of that standard deviation to every
     band (drawn with ``noise_seed``): the clean cube is separable by any spectral classifier."""
     from hsikit.datasets import get
-    from hsikit.io.benchmark import open_mat
+    from hsikit.io.matcubes import open_mat
     from hsikit.io.labels import LabelMap
     from hsikit.io.scene import ArrayScene
 

@@ -2,8 +2,8 @@
 
 Values are mapped to the network's [0, 1] range with the input scene's own minimum and maximum (over the
 bands the model uses, valid pixels only) and mapped back afterwards, so outputs are in the input's units.
-Tiles overlap by the model's receptive field and are blended (``shared/specs/conventions.md`` §9-§15);
-super-resolved outputs keep the CRS and origin with the pixel size divided by the scale.
+Tiles overlap by at least twice the model's receptive field and are blended with raised-cosine ramps (see
+:mod:`hsikit.engine.engine`); super-resolved outputs keep the CRS and origin with the pixel size divided by the scale.
 """
 
 from __future__ import annotations
@@ -47,9 +47,13 @@ class RestoreResult:
     params: dict | None = None
 
 
+#: widest strip of input columns processed at once: the accumulators hold every output band of one tile row of
+#: it, so this keeps them from growing with the scene's width (strips carry their shared columns to the next one)
+RESTORE_STRIP_WIDTH = 512
+
 #: GDAL's block cache through a whole restoration (statistics pass, tiles, COG copy): at its default, 5 % of the
 #: RAM, it fills with the scene and the process's memory grows with it
-GDAL_CACHE_MB = 256
+GDAL_CACHE_MB = 128
 
 
 def _bounded_gdal_cache(fn):
@@ -61,12 +65,17 @@ def _bounded_gdal_cache(fn):
     return run
 
 
-def scene_value_range(scene: Scene, transform) -> tuple[float, float]:
-    """(min, max) over every valid pixel of the model's bands, streamed."""
-    from hsikit.preprocess.stats import band_statistics
+def scene_value_range(scene: Scene, transform, block: int = 256) -> tuple[float, float]:
+    """(min, max) over every valid pixel of the model's bands, streamed in ``block`` px windows (only the two
+    extremes are kept, so memory is one window whatever the scene)."""
+    from hsikit.preprocess.stats import valid_pixels
+    from hsikit.windows import iter_windows
 
-    st = band_statistics(scene, transform=transform)
-    lo, hi = float(np.min(st.min)), float(np.max(st.max))
+    lo, hi = math.inf, -math.inf
+    for w in iter_windows(scene.width, scene.height, block):
+        x = valid_pixels(scene, w, transform)
+        if x.size:
+            lo, hi = min(lo, float(x.min())), max(hi, float(x.max()))
     if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:
         raise InputError(f"{scene.name} is constant over its valid pixels ({lo:g}); there is nothing to restore")
     return lo, hi
@@ -161,7 +170,7 @@ class RestoreSetup:
     def spec(self):
         from hsikit.engine.engine import TileSpec
 
-        return TileSpec(tile=self.tile, overlap=self.overlap, batch_size=1)
+        return TileSpec(tile=self.tile, overlap=self.overlap, batch_size=1, max_strip_width=RESTORE_STRIP_WIDTH)
 
     def tile_tag(self, sc: Scene) -> dict:
         """The tiling the run uses on ``sc`` (overlap and margin as resolved, not as requested)."""
@@ -309,7 +318,8 @@ def restore_scene(
 
         with writer:
             stats = run_tiled(sc, predictor, out_channels=setup.out_bands.count, sink=sink, spec=setup.spec,
-                              context=setup.context, transform_input=to_unit, progress=progress, scale=setup.scale)
+                              context=setup.context, transform_input=to_unit, progress=progress, scale=setup.scale,
+                              gdal_cache_mb=GDAL_CACHE_MB)
     finally:
         if own:
             sc.close()
@@ -395,7 +405,7 @@ def denoise_classical(
         raise OptionError(f"--format must be cog or gtiff, not {fmt!r}")
     check_output(check_suffix(out), overwrite)
     tile = 256 if tile is None else tile
-    spec = TileSpec(tile=tile, overlap=overlap, batch_size=1)
+    spec = TileSpec(tile=tile, overlap=overlap, batch_size=1, max_strip_width=RESTORE_STRIP_WIDTH)
     check_spec(spec)
     context = _CLASSICAL_CONTEXT
     if overlap is None:  # the engine's default (a quarter of the tile) is more than this reach needs
@@ -455,7 +465,7 @@ def denoise_classical(
 
         with writer:
             stats = run_tiled(sc, predict, out_channels=sc.count, sink=sink, spec=spec, context=context,
-                              transform_input=to_centred, progress=progress)
+                              transform_input=to_centred, progress=progress, gdal_cache_mb=GDAL_CACHE_MB)
     finally:
         if own:
             sc.close()

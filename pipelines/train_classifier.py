@@ -130,6 +130,7 @@ def train_classifier(
         if rdir.exists() and not overwrite and not resume and any(rdir.iterdir()):
             raise InputError(f"report folder exists and is not empty: {rdir} (use --overwrite, or --resume)")
     entry = get_entry(model)
+    model = entry.name  # a former name (registry alias) is recorded under the current one
     if entry.task != "classification":
         raise OptionError(f"{model} is a {entry.task} model, not a classifier")
     if protocol not in PROTOCOLS:

@@ -150,6 +150,7 @@ def train_restorer(
     want_task, default_arch = KINDS[kind]
     model = model or default_arch
     entry = get_entry(model)
+    model = entry.name  # a former name (registry alias) is recorded under the current one
     if entry.task != want_task:
         raise OptionError(f"{model} is a {entry.task} model; a {kind} needs a {want_task} model")
     if not scenes:

@@ -20,7 +20,7 @@ from hsikit.cli.datasets import app
 from hsikit.datasets import (DATASETS, DownloadError, RemoteFile, catalog, download, get, load, locate,
                              resolve_data_dir, status)
 from hsikit.errors import InputError, OptionError
-from hsikit.io.benchmark import CLASS_NAMES
+from hsikit.io.matcubes import CLASS_NAMES
 
 ROWS, COLS, BANDS = 6, 5, 4
 

@@ -1,4 +1,4 @@
-"""FFDNN architecture (spec §8.3-8.4): FFC length and global receptive field, capsules, routing, gradients."""
+"""FFDNN architecture: FFC length and global receptive field, capsules, routing, gradients."""
 
 from __future__ import annotations
 
@@ -91,7 +91,7 @@ def test_registry_entry_and_size():
     e = get_entry("ffdnn")
     assert e.task == "stress" and e.inputs == "pixel time series" and e.receptive_field(e.config_cls()) == 0
     n = sum(p.numel() for p in create_model("ffdnn").parameters())
-    assert 20_000 < n < 150_000  # small on purpose (spec §2.4: tens of thousands)
+    assert 20_000 < n < 150_000  # small on purpose: tens of thousands (the paper stresses few parameters)
     torch.manual_seed(5)
     a, b = create_model("ffdnn").eval(), create_model("ffdnn").eval()
     b.load_state_dict(a.state_dict())

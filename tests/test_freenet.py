@@ -1,4 +1,7 @@
-"""FreeNet (patch-free FCN) and GS² sampling: the checks of the spec (shared/specs/freenet.md §10) and more."""
+"""FreeNet (patch-free FCN) and GS² sampling: output shape and padding, test pixels never reaching the loss, one
+GS² epoch at 200 px/class giving 10 disjoint minibatches of at most 20 px per class whose union is the training
+set, the poly learning-rate schedule (1e-3 · (1 - i/1000)^0.9) with gradient clipping at norm 35, the parameter
+count of the layer list, and more."""
 
 from __future__ import annotations
 
@@ -60,7 +63,7 @@ def test_gradient_reaches_every_parameter():
 def test_gs2_epoch_on_pavia_university_ground_truth(shared_data):
     """Real class distribution (Pavia U, 9 classes): 200 px/class, seed 2333 -> 10 disjoint minibatches of at
     most 20 px per class whose union is the training set."""
-    from hsikit.io.benchmark import open_mat
+    from hsikit.io.matcubes import open_mat
 
     gt = open_mat(shared_data / "pavia_university_gt/PaviaU_gt.mat").read()[0].astype(np.int64)
     assert gt.shape == (610, 340) and gt.max() == 9

@@ -1,4 +1,4 @@
-"""HSDT denoiser (shared/specs/hsdt.md): official parameter counts, shapes for any size and band count, branch
+"""HSDT denoiser: official parameter counts, shapes for any size and band count, branch
 switching and its reproducibility, gradient flow, global residual, pixel-shared attention, receptive field and a
 short training run."""
 

@@ -1,5 +1,5 @@
-"""`hsikit import-weights morpmamba`: a Keras ``save_weights`` HDF5 file in the official notebook's layout (the
-spec's dataset paths and shapes, random values) imports completely, and the imported network computes what the
+"""`hsikit import-weights morpmamba`: a Keras ``save_weights`` HDF5 file in the official notebook's layout (its
+recorded dataset paths and shapes, random values) imports completely, and the imported network computes what the
 notebook's own forward pass computes on the same arrays (a NumPy transcription of the notebook, written here);
 mis-shaped, extra, missing and truncated files fail in one line naming the problem."""
 
@@ -20,7 +20,8 @@ SPEC = "morpmamba-notebook-15b-15c"
 
 
 def notebook_arrays(shared_data, seed: int = 0) -> dict[str, np.ndarray]:
-    """The spec's HDF5 datasets, random values (kernels around 0.1 so the 16-step recurrence stays tame)."""
+    """The official notebook checkpoint's HDF5 datasets (recorded paths, shapes, dtypes), random
+    values (kernels around 0.1 so the 16-step recurrence stays tame)."""
     spec = json.loads((shared_data.parent / "specs" / "official-checkpoints" / f"{SPEC}.json").read_text())
     rng = np.random.default_rng(seed)
     return {path: (rng.standard_normal(shape) * 0.1).astype(dtype) for path, shape, dtype in spec["h5_datasets"]}

@@ -24,7 +24,7 @@ import hsikit.weights.spectralgpt  # noqa: E402,F401  (registers the importer)
 
 ARCH = "spectralgpt"
 LAYOUTS = {96: "spectralgpt-mae-base-patch8-96", 128: "spectralgpt-mae-base-patch8-128"}
-#: visible tokens at mask ratio 0.9: int(L * 0.1) of 576 / 1024 (spec §3)
+#: visible tokens at mask ratio 0.9: int(L * 0.1) of 576 / 1024 tokens (96 / 128 px, as the official code)
 KEPT = {96: 57, 128: 102}
 S2 = ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12"]
 
@@ -105,7 +105,7 @@ def test_official_spectralgpt_imports_completely_and_equals_the_official_forward
     assert code == 0, err
     assert "12 x 768" in stdout and "4 x 512" in stdout and f"{img} px" in stdout and "B8A" in stdout
     net, meta = load_checkpoint(out)
-    assert meta.arch == "spectralgpt_base" and meta.task == "masked-autoencoding"  # the registry name
+    assert meta.arch == "spectralgpt-base" and meta.task == "masked-autoencoding"  # the registry name
     assert meta.bands["names"][8] == "B8A" and meta.bands["wavelengths"][-1] == 2190
     c = meta.config
     assert (c["variant"], c["img_size"], c["patch_size"], c["group_size"], c["embed_dim"], c["depth"],

@@ -1,4 +1,5 @@
-"""Vegetation indices (spec §8.1): hand-computed values on three pixels, safe denominators, lazy inputs, registry."""
+"""Vegetation indices (WDVI, CLAIR LAI, TCARI/OSAVI, ...): hand-computed values on three pixels,
+safe denominators, lazy inputs, registry."""
 
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ from fakedata import fake_wavelengths, write_fake_geotiff
 from hsikit.errors import InputError
 from hsikit.io import open_scene
 from hsikit.io.bandinfo import BandInfo, to_nanometres
-from hsikit.io.benchmark import read_spc
+from hsikit.io.matcubes import read_spc
 from hsikit.io.envi import read_envi_metadata
 
 ENMAP_TILE = "enmap_potsdam/images/enmap_potsdam_tile_128_0.tif"

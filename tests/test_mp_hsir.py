@@ -1,4 +1,6 @@
-"""MP-HSIR (all-in-one restoration transformer): the checks of shared/specs/mp-hsir.md and more."""
+"""MP-HSIR (all-in-one restoration transformer): parameter counts of the two published models, any input size
+and band count, per-sample text maps (and the reference's batch mixing), synthetic and stored text embeddings,
+and more."""
 
 from __future__ import annotations
 
@@ -28,8 +30,8 @@ def _nparams(m: torch.nn.Module) -> int:
 
 @pytest.mark.parametrize("preset,expected", [("natural", 14_527_484), ("remote", 31_868_368)])
 def test_parameter_counts_match_the_published_models(preset, expected):
-    """The spec's count includes the reference's unused text->prompt projection (512 -> 2D with bias per TVSP
-    level); the layer list of spec §2 alone is exactly 1026·(D1 + D2) = 3078·dim short of it."""
+    """The official module's count (CLIP excluded) includes its unused text->prompt projection (512 -> 2D with
+    bias per TVSP level); the layers used in forward alone are exactly 1026·(D1 + D2) = 3078·dim short of it."""
     cfg = MPHSIRConfig(**MP_HSIR_PRESETS[preset], text_dim=512, reference_text_projection=True)
     net = M.MPHSIR(cfg)
     assert _nparams(net) == expected

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 def _tiny(**kw):
     torch.manual_seed(0)
-    return create_model("spectralgpt_tiny", **kw)
+    return create_model("spectralgpt-tiny", **kw)
 
 
 @pytest.mark.parametrize("size,tokens,kept", [(96, 576, 57), (128, 1024, 102)])
@@ -129,28 +129,29 @@ def test_position_table_resize():
 
 def test_encoder_transfer_copies_and_resizes():
     mae = _tiny(img_size=32)
-    seg = create_model("spectralgpt_segmenter", variant="tiny", img_size=32, num_classes=3)
+    seg = create_model("spectralgpt-segmenter", variant="tiny", img_size=32, num_classes=3)
     rep = load_encoder_state(seg, mae.state_dict())
     assert not rep["resized"] and not rep["missing"]
     for k, v in mae.encoder.state_dict().items():
         assert torch.equal(seg.encoder.state_dict()[k], v)
-    big = create_model("spectralgpt_scene_classifier", variant="tiny", img_size=64, num_classes=3)
+    big = create_model("spectralgpt-scene-classifier", variant="tiny", img_size=64, num_classes=3)
     rep = load_encoder_state(big, mae.state_dict(), src_grid=(4, 4))
     assert rep["resized"] == ["pos_embed_spatial"] and "norm.weight" in rep["ignored"]
     assert big.encoder.pos_embed_spatial.shape == (1, 64, 64)
     assert torch.equal(big.encoder.pos_embed_spectral, mae.encoder.pos_embed_spectral)
-    deeper = create_model("spectralgpt_segmenter", variant="tiny", depth=3, img_size=32, num_classes=3)
+    deeper = create_model("spectralgpt-segmenter", variant="tiny", depth=3, img_size=32, num_classes=3)
     with pytest.raises(ValueError, match="lacks encoder tensors"):
         load_encoder_state(deeper, mae.state_dict())
-    other_patch = create_model("spectralgpt_segmenter", variant="tiny", patch_size=4, img_size=32, num_classes=3)
+    other_patch = create_model("spectralgpt-segmenter", variant="tiny", patch_size=4, img_size=32, num_classes=3)
     with pytest.raises(ValueError):
         load_encoder_state(other_patch, mae.state_dict())
 
 
 def test_base_parameter_counts_match_the_published_shapes():
-    """Encoder ~85.4 M, MAE decoder ~13.2 M at 128 px (spec §3), counted on the meta device (no allocation)."""
+    """Encoder ~85.4 M, MAE decoder ~13.2 M at 128 px (the official base model's shapes),
+    counted on the meta device (no allocation)."""
     with torch.device("meta"):
-        m = create_model("spectralgpt_base")
+        m = create_model("spectralgpt-base")
     enc, dec = mae_parameter_counts(m)
     assert enc == pytest.approx(85.4e6, rel=2e-3)
     assert dec == pytest.approx(13.2e6, rel=4e-3)
@@ -160,19 +161,19 @@ def test_base_parameter_counts_match_the_published_shapes():
 
 def test_config_validation():
     with pytest.raises(OptionError, match="variant"):
-        create_model("spectralgpt_tiny", variant="huge")
+        create_model("spectralgpt-tiny", variant="huge")
     with pytest.raises(OptionError, match="multiple"):
-        create_model("spectralgpt_tiny", img_size=30)
+        create_model("spectralgpt-tiny", img_size=30)
     with pytest.raises(OptionError, match="mask_ratio"):
-        create_model("spectralgpt_tiny", mask_ratio=1.0)
+        create_model("spectralgpt-tiny", mask_ratio=1.0)
     with pytest.raises(OptionError, match="power of two"):
-        create_model("spectralgpt_segmenter", variant="tiny", patch_size=6, img_size=36)
+        create_model("spectralgpt-segmenter", variant="tiny", patch_size=6, img_size=36)
 
 
 @pytest.mark.parametrize("head", ["upernet", "smp-upernet"])
 @pytest.mark.parametrize("hw", [(32, 32), (16, 24), (64, 80), (30, 45)])
 def test_segmenter_returns_full_resolution_logits(head, hw):
-    seg = create_model("spectralgpt_segmenter", variant="tiny", img_size=32, num_classes=5, head=head).eval()
+    seg = create_model("spectralgpt-segmenter", variant="tiny", img_size=32, num_classes=5, head=head).eval()
     with torch.no_grad():
         assert seg(torch.rand(2, 12, *hw)).shape == (2, 5, *hw)
 
@@ -180,7 +181,7 @@ def test_segmenter_returns_full_resolution_logits(head, hw):
 def test_segmenter_slides_training_sized_windows():
     """Inputs larger than img_size are overlapping img_size windows: where only the first window covers a pixel
     the blend equals that window's own logits."""
-    seg = create_model("spectralgpt_segmenter", variant="tiny", img_size=32, num_classes=4).eval()
+    seg = create_model("spectralgpt-segmenter", variant="tiny", img_size=32, num_classes=4).eval()
     x = torch.rand(1, 12, 64, 64)
     with torch.no_grad():
         full = seg(x)
@@ -189,24 +190,24 @@ def test_segmenter_slides_training_sized_windows():
 
 
 def test_registry_entries_fit_hsikit_classify():
-    e = get_entry("spectralgpt_segmenter")
+    e = get_entry("spectralgpt-segmenter")
     cfg = e.config_cls(variant="tiny", num_classes=3, img_size=64)
     assert e.task == "classification" and e.size_multiple == 8 and e.receptive_field(cfg) == 16
-    assert get_entry("spectralgpt_base").task == "masked-autoencoding"
-    c = create_model("spectralgpt_scene_classifier", variant="tiny", img_size=32, num_classes=7).eval()
+    assert get_entry("spectralgpt-base").task == "masked-autoencoding"
+    c = create_model("spectralgpt-scene-classifier", variant="tiny", img_size=32, num_classes=7).eval()
     assert c(torch.rand(3, 12, 32, 32)).shape == (3, 7)
     assert c(torch.rand(2, 12, 64, 48)).shape == (2, 7)
 
 
-@pytest.mark.parametrize("name,kw", [("spectralgpt_tiny", {}),
-                                     ("spectralgpt_segmenter", {"variant": "tiny", "num_classes": 3}),
-                                     ("spectralgpt_scene_classifier", {"variant": "tiny", "num_classes": 3})])
+@pytest.mark.parametrize("name,kw", [("spectralgpt-tiny", {}),
+                                     ("spectralgpt-segmenter", {"variant": "tiny", "num_classes": 3}),
+                                     ("spectralgpt-scene-classifier", {"variant": "tiny", "num_classes": 3})])
 def test_every_parameter_gets_a_gradient(name, kw):
     """No dead parameters: DDP without find_unused_parameters must work."""
     torch.manual_seed(0)
     m = create_model(name, img_size=32, **kw).train()
     x = torch.rand(2, 12, 32, 32)
-    if name == "spectralgpt_tiny":
+    if name == "spectralgpt-tiny":
         loss = m(x).loss
     else:
         out = m(x)
@@ -294,7 +295,7 @@ def test_dataset_normalization_step_maps_percentiles_to_unit_range():
 def test_layer_wise_lr_decay_groups():
     from hsikit.training.finetune import param_groups
 
-    c = create_model("spectralgpt_scene_classifier", variant="tiny", img_size=32, num_classes=3)
+    c = create_model("spectralgpt-scene-classifier", variant="tiny", img_size=32, num_classes=3)
     groups = param_groups(c, 1.0, 0.05, 0.5, depth=2)
     by_name = {}
     for g in groups:
@@ -391,7 +392,7 @@ def test_frozen_encoder_probe_trains_the_head_only(tmp_path):
     recipe = segmenter_recipe().replace(steps=3, steps_per_epoch=3, batch_size=2, lr=1e-2, freeze_encoder=True)
     data = SegmentationData([LabelledScene(sc, lambda raw, valid: raw.astype(np.float32), lab)], [], 16, 3, recipe)
     torch.manual_seed(0)
-    net = create_model("spectralgpt_segmenter", variant="tiny", img_size=16, patch_size=4, num_classes=3)
+    net = create_model("spectralgpt-segmenter", variant="tiny", img_size=16, patch_size=4, num_classes=3)
     before = {k: v.clone() for k, v in net.state_dict().items()}
     fit = fit_head(net, data, recipe, device=torch.device("cpu"), run_dir=tmp_path, progress=False)
     after = fit.net.state_dict()

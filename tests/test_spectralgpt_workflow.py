@@ -82,7 +82,7 @@ def test_pretrain_finetune_classify_writes_a_valid_class_map(potsdam, tmp_path):
         assert cm.min() >= 1 and cm.max() <= 6  # every pixel of the tile is valid and gets a class
         assert dst.colormap(1)[1][:3] != (0, 0, 0)
         tags = dst.tags()
-        assert tags["HSIKIT_MODEL"] == "spectralgpt_segmenter" and "resample" in tags["HSIKIT_NORMALIZATION"]
+        assert tags["HSIKIT_MODEL"] == "spectralgpt-segmenter" and "resample" in tags["HSIKIT_NORMALIZATION"]
     assert out.with_suffix(".qml").exists()
 
 

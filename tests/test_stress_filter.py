@@ -1,4 +1,4 @@
-"""The FFDNN photochemical filter (spec §2.1, §8.1-8.2): masking, features, regular time grid, statistics."""
+"""The FFDNN photochemical filter: masking, features, regular time grid, statistics."""
 
 from __future__ import annotations
 

@@ -137,7 +137,8 @@ def test_cli_refuses_existing_outputs_and_wrong_models(cli_run, capsys):
 
 @pytest.mark.shared
 def test_real_eolearn_ndvi_series_loss_falls(shared_data, tmp_path):
-    """The real 68-date eo-learn series, NDVI as the only feature, LULC classes as labels (spec §4 smoke test)."""
+    """The real 68-date eo-learn series, NDVI as the only feature, LULC classes as labels: a smoke test of the
+    whole pipeline (cloud masks, interpolation, FFT, capsules), the loss must fall."""
     from hsikit.pipelines.train_stress import train_stress
 
     timeseries = pytest.importorskip("hsikit.io.timeseries")

@@ -1,5 +1,5 @@
-"""``hsikit.io.writer.RasterWriter`` against conventions §1-§8: round trips, COG layout, overviews, colour table,
-category names, QGIS style, band metadata, CRS handling and the overwrite rules."""
+"""``hsikit.io.writer.RasterWriter`` against hsikit's geo-output rules: round trips, COG layout, overviews,
+colour table, category names, QGIS style, band metadata, CRS handling and the overwrite rules."""
 
 from __future__ import annotations
 

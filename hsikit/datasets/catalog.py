@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 
 from hsikit.errors import InputError, OptionError
-from hsikit.io.benchmark import CLASS_NAMES
+from hsikit.io.matcubes import CLASS_NAMES
 from hsikit.io.scene import ArrayScene
 
 if TYPE_CHECKING:
@@ -292,7 +292,7 @@ class Loaded(NamedTuple):
 
 def _open_variable(path: Path, variable: str | None) -> ArrayScene:
     """open_mat with the catalogue's variable, or the file's only image array when a re-saved copy renamed it."""
-    from hsikit.io.benchmark import open_mat
+    from hsikit.io.matcubes import open_mat
 
     if variable is not None:
         import scipy.io

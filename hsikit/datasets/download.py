@@ -23,6 +23,7 @@ from hsikit._version import __version__
 from hsikit.datasets.catalog import Dataset, RemoteFile, dataset_dir, get
 from hsikit.errors import InputError
 from hsikit.io.atomic import check_output, remove_stale_temps, temp_path
+from hsikit.progress import BYTES, Progress
 
 #: environment variable with a base URL serving the dataset files by name
 MIRROR_ENV = "HSIKIT_DATASETS_MIRROR"
@@ -102,31 +103,6 @@ def _open(url: str):
         raise DownloadError(f"cannot download {url}: timed out after {_TIMEOUT_S:.0f} s") from None
 
 
-class _Bar:
-    """A rich byte-progress bar on stderr; a no-op when disabled."""
-
-    def __init__(self, enabled: bool, label: str, total: int | None) -> None:
-        self.enabled = enabled
-        if enabled:
-            from rich.console import Console
-            from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
-                                       TransferSpeedColumn)
-
-            self._p = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                               TransferSpeedColumn(), TimeRemainingColumn(), console=Console(stderr=True),
-                               transient=True)
-            self._p.start()
-            self._task = self._p.add_task(label, total=total)
-
-    def advance(self, n: int) -> None:
-        if self.enabled:
-            self._p.update(self._task, advance=n)
-
-    def close(self) -> None:
-        if self.enabled:
-            self._p.stop()
-
-
 def fetch(url: str, dest: Path, f: RemoteFile, *, progress: bool = False) -> str:
     """Stream ``url`` into ``dest`` through a temp file; verify size and checksum, then rename. Returns the sha256.
 
@@ -143,29 +119,27 @@ def fetch(url: str, dest: Path, f: RemoteFile, *, progress: bool = False) -> str
         with _open(url) as resp:
             length = resp.headers.get("Content-Length")
             expected = int(length) if length and length.isdigit() else f.size
-            bar = _Bar(progress, f.filename, expected)
-            try:
-                with open(tmp, "wb") as out:
-                    while True:
-                        try:
-                            chunk = resp.read(_CHUNK)
-                        except (TimeoutError, socket.timeout):
-                            raise DownloadError(f"download of {url} stalled for {_TIMEOUT_S:.0f} s") from None
-                        except (OSError, http.client.HTTPException) as e:  # reset, IncompleteRead (chunked)
-                            why = " ".join(str(e).split()) or type(e).__name__
-                            raise DownloadError(f"download of {url} broke off after {n} bytes: {why}") from None
-                        if not chunk:
-                            break
-                        out.write(chunk)
-                        sha.update(chunk)
-                        if other is not None:
-                            other.update(chunk)
-                        n += len(chunk)
-                        bar.advance(len(chunk))
-                    out.flush()
-                    os.fsync(out.fileno())
-            finally:
-                bar.close()
+            # a bar on a terminal, a line every 10 % / 30 s in a log (hsikit.progress)
+            with Progress(progress, expected, f.filename, unit=BYTES, transient=True) as bar, \
+                    open(tmp, "wb") as out:
+                while True:
+                    try:
+                        chunk = resp.read(_CHUNK)
+                    except (TimeoutError, socket.timeout):
+                        raise DownloadError(f"download of {url} stalled for {_TIMEOUT_S:.0f} s") from None
+                    except (OSError, http.client.HTTPException) as e:  # reset, IncompleteRead (chunked)
+                        why = " ".join(str(e).split()) or type(e).__name__
+                        raise DownloadError(f"download of {url} broke off after {n} bytes: {why}") from None
+                    if not chunk:
+                        break
+                    out.write(chunk)
+                    sha.update(chunk)
+                    if other is not None:
+                        other.update(chunk)
+                    n += len(chunk)
+                    bar.advance(len(chunk))
+                out.flush()
+                os.fsync(out.fileno())
         if expected is not None and n != expected:
             raise DownloadError(f"incomplete download of {f.filename}: got {n} of {expected} bytes from {url}")
         got = (other or sha).hexdigest()

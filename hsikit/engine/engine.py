@@ -1,4 +1,4 @@
-"""Tiled inference over a whole scene with blending and bounded memory (``shared/specs/conventions.md`` §9-§15).
+"""Tiled inference over a whole scene with blending and bounded memory.
 
 Tiles of ``tile`` px overlap by ``overlap`` px; the last row/column is shifted inward to end at the scene edge.
 Each tile is weighted by a separable window: ``margin`` px discarded and a raised-cosine ramp over the rest of
@@ -7,13 +7,16 @@ receptive-field radius) and ``overlap >= 2 * margin``, every output pixel comes 
 full context, so the result does not depend on the tile size.
 
 Memory: tiles are processed row by row inside a super-column of at most ``max_strip_width`` px; accumulators hold
-one tile row of that super-column and finished rows are handed to ``sink`` at once. Consecutive super-columns
-compute one shared tile column twice, so each emitted pixel has all its contributions and the result equals a
-single pass over the full width. Nothing of full-scene size is allocated.
+one tile row of that super-column and finished rows are handed to ``sink`` at once. Where a super-column's last
+tile overlaps the next one's first tile, the weighted sums of those columns are carried over in a temporary file
+(a strip of overlap width down the scene, never in memory) and added by the next super-column: each emitted
+pixel has all its contributions, no tile is computed twice, and the result equals a single pass over the full
+width. Nothing of full-scene size is allocated.
 """
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import time
@@ -171,9 +174,19 @@ def run_tiled(
     total = (i1 - j0) * sum(b - a + 1 for a, b, _, _ in groups)
     t0 = time.perf_counter()
     with rasterio.Env(GDAL_CACHEMAX=gdal_cache_mb), Progress(progress, total, scene.name) as bar:
+        carry = None
         for a, b, own0, own1 in groups:
-            _run_group(scene, predict, rows, cols, a, b, own0, own1, out_channels, margin, size_multiple,
-                       transform_input, int(spec.batch_size), sink, stats, bar, scale, (j0, i0, i1))
+            # the columns this group's last tile shares with the next group's first tile, on the output grid
+            width = cols.starts[b] + cols.size - own1 if b + 1 < len(cols.starts) else 0
+            out = _Carry(out_channels, width * scale) if width > 0 else None
+            try:
+                _run_group(scene, predict, rows, cols, a, b, own0, own1, out_channels, margin, size_multiple,
+                           transform_input, int(spec.batch_size), sink, stats, bar, scale, (j0, i0, i1),
+                           carry, out)
+            finally:
+                if carry is not None:
+                    carry.close()
+            carry = out
     stats.seconds = time.perf_counter() - t0
     if tile_rows is None and stats.tiles == 0:  # raised inside the caller's writers: no output is left behind
         raise InputError(f"{scene.name} has no valid pixel: every pixel misses a value in some band "
@@ -229,9 +242,37 @@ def _owned_rows(plan: AxisPlan, i0: int, i1: int) -> tuple[int, int]:
     return r0, r1
 
 
+class _Carry:
+    """Weighted sums (C planes), weight sum and validity of a strip of ``width`` columns, kept by pixel row in an
+    unlinked temporary file: one super-column writes each row once, the next reads it once."""
+
+    def __init__(self, channels: int, width: int) -> None:
+        import tempfile
+
+        self.planes, self.width = channels + 2, width
+        self._row_bytes = self.planes * width * 4
+        self._f = tempfile.TemporaryFile(prefix="hsikit-carry-")
+
+    def put(self, row0: int, acc: np.ndarray, wsum: np.ndarray, valid: np.ndarray) -> None:
+        block = np.concatenate([acc, wsum[None], valid[None].astype(np.float32)]).transpose(1, 0, 2)
+        os.pwrite(self._f.fileno(), np.ascontiguousarray(block, dtype=np.float32).tobytes(), row0 * self._row_bytes)
+
+    def take(self, row0: int, row1: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        n = row1 - row0
+        buf = os.pread(self._f.fileno(), n * self._row_bytes, row0 * self._row_bytes)
+        if len(buf) != n * self._row_bytes:
+            raise RuntimeError("tile carry-over file is shorter than written")  # a bug, not a user error
+        block = np.frombuffer(buf, dtype=np.float32).reshape(n, self.planes, self.width).transpose(1, 0, 2)
+        return block[:-2], block[-2], block[-1] > 0.5
+
+    def close(self) -> None:
+        self._f.close()
+
+
 def _run_group(scene, predict, rows: AxisPlan, cols: AxisPlan, a, b, own0, own1, C, margin, size_multiple,
                transform_input, batch_size, sink, stats: EngineStats, bar, s: int = 1,
-               span: tuple[int, int, int] | None = None) -> None:
+               span: tuple[int, int, int] | None = None, carry_in: _Carry | None = None,
+               carry_out: _Carry | None = None) -> None:
     # span (j0, i0, i1): compute tile rows j0..i1-1, emit the pixel rows owned by i0..i1-1 (j0 < i0: the halo)
     j0, i0, i1 = span if span is not None else (0, 0, len(rows.starts))
     # planning is in input px; accumulators, weights and emitted windows live on the output grid (s x finer)
@@ -285,6 +326,15 @@ def _run_group(scene, predict, rows: AxisPlan, cols: AxisPlan, a, b, own0, own1,
             end = rows.starts[i + 1] if i + 1 < len(rows.starts) else rows.length
             if end > emitted:
                 r0, r1 = (emitted - top) * s, (end - top) * s
+                if carry_in is not None:  # the previous group's sums for its overlap with this group's first tile
+                    cacc, cw, cvalid = carry_in.take(emitted * s, end * s)
+                    acc[:, r0:r1, : carry_in.width] += cacc
+                    wsum[r0:r1, : carry_in.width] += cw
+                    valid_acc[r0:r1, : carry_in.width] |= cvalid
+                if carry_out is not None:  # ours for the next group
+                    x = (own1 - gx0) * s
+                    carry_out.put(emitted * s, acc[:, r0:r1, x : x + carry_out.width], wsum[r0:r1, x : x + carry_out.width],
+                                  valid_acc[r0:r1, x : x + carry_out.width])
                 c0, c1 = (own0 - gx0) * s, (own1 - gx0) * s
                 w = wsum[r0:r1, c0:c1]
                 ok = valid_acc[r0:r1, c0:c1] & (w > 0)

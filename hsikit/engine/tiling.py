@@ -57,24 +57,26 @@ def axis_weights(size: int, before: int, after: int, margin: int) -> np.ndarray:
 
 
 def column_groups(plan: AxisPlan, max_width: int) -> list[tuple[int, int, int, int]]:
-    """Split tile columns into super-columns of at most ``max_width`` px that share one tile column.
+    """Split tile columns into super-columns of at most ``max_width`` px, each computing its own tiles.
 
     Returns (first_tile, last_tile, own_start, own_end) per group: the group computes tiles first..last and emits
-    the pixel columns [own_start, own_end), which no tile outside the group touches. Needs overlap <= stride.
+    the pixel columns [own_start, own_end). The columns where a group's last tile overlaps the next group's first
+    tile are emitted by the next group, which adds the sums the previous group carried over for them (the engine's
+    ``_Carry``), so no tile is computed twice. Needs overlap <= stride.
     """
     n = len(plan.starts)
     if n <= 2 or plan.starts[-1] + plan.size <= max_width:
         return [(0, n - 1, 0, plan.length)]
     stride = plan.starts[1] - plan.starts[0]
-    per = max(3, (max_width - plan.size) // stride + 1)
+    per = max(2, (max_width - plan.size) // stride + 1)
     groups, a = [], 0
     while True:
         b = min(a + per - 1, n - 1)
-        if n - 1 - b < 2:  # never start a group whose second tile is the inward-shifted last one
+        if n - 1 - b < 2:  # never leave the inward-shifted last tile alone in a group
             b = n - 1
-        own_start = 0 if a == 0 else plan.starts[a + 1]
+        own_start = 0 if a == 0 else plan.starts[a]
         own_end = plan.length if b == n - 1 else plan.starts[b + 1]
         groups.append((a, b, own_start, own_end))
         if b == n - 1:
             return groups
-        a = b
+        a = b + 1

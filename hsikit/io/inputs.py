@@ -1,10 +1,13 @@
 """Resolve batch INPUTS into scenes: files, folders, globs and STAC catalogues whose assets are read in place.
 
-A folder is searched recursively for rasters (GeoTIFF, VRT, ENVI headers, ERDAS, JPEG 2000, NetCDF) and
-Sentinel-2 SAFE products (one input each, not descended into); hidden entries and the batch's own output folder
-are skipped. A JSON file (or URL) holding a STAC Catalog, Collection, ItemCollection or Item yields its items'
-raster assets: hrefs are resolved relative to the catalogue, remote ones are read through GDAL's ``/vsicurl/``
-(``/vsis3/``, ``/vsigs/``), nothing is downloaded. In *series* mode (time-series tasks) every given folder is one
+A folder is searched recursively (:func:`find_rasters`, hsikit's one folder search: ``hsikit batch``, ``hsikit
+pretrain`` and every command taking folders of scenes) for the files of :data:`RASTER_EXTENSIONS` and Sentinel-2
+SAFE products (one input each, not descended into, see :func:`hsikit.io.safe.is_safe`); an ENVI header and its data
+file are one input (the header), sidecars (``.aux.xml``, ``.ovr``, ``.msk``, ``.qml``, the header ENVI writes
+beside a GeoTIFF), hidden entries (temporary files) and the batch's own output folder are skipped. A JSON file
+(or URL) holding a STAC Catalog, Collection, ItemCollection or Item yields its items' raster assets: hrefs are
+resolved relative to the catalogue, remote ones are read through GDAL's ``/vsicurl/`` (``/vsis3/``,
+``/vsigs/``), nothing is downloaded. In *series* mode (time-series tasks) every given folder is one
 input as a whole.
 """
 
@@ -20,9 +23,17 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from hsikit.errors import InputError, OptionError
+from hsikit.io.safe import is_safe
 
-#: extensions found when a folder is searched (``.hdr`` stands for its ENVI data file)
-RASTER_EXTENSIONS = (".tif", ".tiff", ".vrt", ".hdr", ".img", ".lan", ".jp2", ".nc")
+#: extensions of the rasters a folder search finds: GDAL rasters (GeoTIFF, VRT, ERDAS .img/.lan, JPEG 2000,
+#: NetCDF, HDF5/HDF-EOS), ENVI (``.hdr`` stands for its data file: ``.img``/``.dat``/``.bsq``/``.bil``/``.bip`` or no
+#: extension) and MATLAB benchmark cubes (``.mat``)
+RASTER_EXTENSIONS = (".tif", ".tiff", ".vrt", ".img", ".lan", ".jp2", ".nc", ".h5", ".he5", ".hdr", ".dat", ".bsq",
+                     ".bil", ".bip", ".mat")
+#: files beside a raster that describe it, never inputs themselves
+SIDECAR_ENDINGS = (".aux.xml", ".ovr", ".msk", ".qml")
+#: suffixes of the data file of an ENVI header (as in :func:`hsikit.io.envi.data_file_for`)
+_ENVI_DATA_SUFFIXES = ("", ".bsq", ".bil", ".bip", ".img", ".dat", ".raw")
 #: STAC media types of raster assets
 _RASTER_MEDIA = ("image/tiff", "image/jp2", "image/vnd.stac.geotiff", "application/x-netcdf", "application/x-hdf")
 _SKIP_ROLES = {"thumbnail", "overview", "metadata", "visual"}
@@ -81,8 +92,12 @@ def _resolve_one(text: str, *, series: bool, assets, skip: list[Path]) -> Iterab
     p = Path(text)
     if not p.exists():
         if _GLOB.search(text):
-            for m in sorted(glob.glob(text, recursive=True)):
-                yield from _resolve_path(Path(m), text, series=series, assets=assets, skip=skip, from_glob=True)
+            matches = [Path(m) for m in sorted(glob.glob(text, recursive=True))]
+            kept = _paired(m for m in matches if m.is_file() and _is_raster_name(m))
+            for m in matches:
+                if m.is_file() and _is_raster_name(m) and m not in kept:
+                    continue  # an ENVI data file whose header matched too, a header beside a matched GeoTIFF
+                yield from _resolve_path(m, text, series=series, assets=assets, skip=skip, from_glob=True)
             return
         raise InputError(f"input not found: {text}")
     yield from _resolve_path(p, text, series=series, assets=assets, skip=skip, from_glob=False)
@@ -91,10 +106,11 @@ def _resolve_one(text: str, *, series: bool, assets, skip: list[Path]) -> Iterab
 def _resolve_path(p: Path, source: str, *, series: bool, assets, skip: list[Path],
                   from_glob: bool) -> Iterable[InputItem]:
     if p.is_dir():
-        if series or _is_safe_dir(p):
+        if series or is_safe(p):
             yield InputItem(str(p), _stem(p.name), source)
         elif not _skipped(p, skip):
-            yield from _walk(p, source, skip)
+            for f in _search(p, skip):
+                yield InputItem(str(f), _stem(f.name), source)
         return
     if p.suffix.lower() in (".json", ".geojson") and not series:
         if _looks_like_stac(p):
@@ -108,8 +124,21 @@ def _resolve_path(p: Path, source: str, *, series: bool, assets, skip: list[Path
     yield InputItem(str(p), _stem(p.name), source)
 
 
-def _walk(root: Path, source: str, skip: list[Path]) -> Iterable[InputItem]:
-    """Rasters and SAFE folders under ``root``, sorted; ENVI data files are reached through their header."""
+def find_rasters(root: str | Path, *, exclude: Sequence[str | Path] = ()) -> list[Path]:
+    """The scenes in folder ``root``, searched recursively and sorted: rasters of :data:`RASTER_EXTENSIONS` and
+    SAFE folders (``root`` itself when it is one). An ENVI header stands for its data file, sidecars and hidden
+    entries are skipped, and so are the folders of ``exclude``. The search of ``hsikit batch`` and ``hsikit
+    pretrain`` (:func:`resolve_inputs` yields these paths for a folder)."""
+    p = Path(root)
+    if is_safe(p):
+        return [p]
+    skip = [Path(e).resolve() for e in exclude]
+    return [] if _skipped(p, skip) else list(_search(p, skip))
+
+
+def _search(root: Path, skip: list[Path]) -> Iterable[Path]:
+    """Rasters and SAFE folders under ``root``, depth first; in each folder its SAFE folders, then its rasters,
+    then its other sub-folders, each sorted by name."""
     for dirpath, dirnames, filenames in os.walk(root):
         d = Path(dirpath)
         keep = []
@@ -117,29 +146,46 @@ def _walk(root: Path, source: str, skip: list[Path]) -> Iterable[InputItem]:
             sub = d / name
             if name.startswith(".") or _skipped(sub, skip):
                 continue
-            if _is_safe_dir(sub):
-                yield InputItem(str(sub), _stem(name), source)
+            if is_safe(sub):
+                yield sub
             else:
                 keep.append(name)
         dirnames[:] = keep
-        files = [f for f in sorted(filenames) if not f.startswith(".")]
-        headers = {Path(f).stem for f in files if f.lower().endswith(".hdr")}
-        for f in files:
-            fp = d / f
-            if not _is_raster_name(fp):
-                continue
-            if fp.suffix.lower() == ".img" and fp.stem in headers:
-                continue  # an ENVI data file: its header is the input
-            yield InputItem(str(fp), _stem(f), source)
+        yield from (d / f for f in _rasters_in(d, sorted(f for f in filenames if not f.startswith("."))))
+
+
+def _rasters_in(folder: Path, files: Sequence[str]) -> list[str]:
+    """The inputs among the (visible, sorted) file names of one folder. An ENVI header with its data file beside
+    it (:func:`hsikit.io.envi.data_file_for`: ``x.img``, ``x.dat``, ``x.bsq``..., ``x``) is the input for both; a
+    header beside another raster of the same name (``x.hdr`` or ``x.tif.hdr``, as ENVI writes next to a GeoTIFF it
+    opened) is a sidecar of that raster; a header alone is kept, so that opening it says its data file is missing."""
+    from hsikit.io.envi import data_file_for
+
+    data_files: set[str] = set()
+    sidecar_headers: set[str] = set()
+    for f in files:
+        if not f.lower().endswith(".hdr"):
+            continue
+        data = data_file_for(folder / f)
+        if data is not None and data.suffix.lower() in _ENVI_DATA_SUFFIXES:
+            data_files.add(data.name)
+        elif data is not None or any(g != f and Path(g).stem == Path(f).stem and _is_raster_name(Path(g))
+                                     for g in files):
+            sidecar_headers.add(f)
+    return [f for f in files if _is_raster_name(Path(f)) and f not in data_files and f not in sidecar_headers]
+
+
+def _paired(files: Iterable[Path]) -> set[Path]:
+    """The rasters among ``files`` once ENVI headers and their data files are paired as in a folder search."""
+    by_folder: dict[Path, list[str]] = {}
+    for f in files:
+        by_folder.setdefault(f.parent, []).append(f.name)
+    return {d / n for d, names in by_folder.items() for n in _rasters_in(d, sorted(names))}
 
 
 def _is_raster_name(p: Path) -> bool:
     name = p.name.lower()
-    return p.suffix.lower() in RASTER_EXTENSIONS and not name.endswith((".aux.xml", ".ovr", ".msk"))
-
-
-def _is_safe_dir(p: Path) -> bool:
-    return p.is_dir() and (p.suffix.upper() == ".SAFE" or any(p.glob("MTD_MSIL*.xml")))
+    return p.suffix.lower() in RASTER_EXTENSIONS and not name.endswith(SIDECAR_ENDINGS)
 
 
 def _skipped(p: Path, skip: list[Path]) -> bool:

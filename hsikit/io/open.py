@@ -7,6 +7,7 @@ from pathlib import Path
 from rasterio.errors import RasterioIOError
 
 from hsikit.errors import InputError
+from hsikit.io.safe import is_safe
 from hsikit.io.scene import Scene
 
 _GDAL_PREFIXES = ("HDF5:", "HDF4_", "NETCDF:", "/vsi", "GTIFF_DIR:", "SENTINEL2_")
@@ -26,14 +27,14 @@ def open_scene(path: str | Path, *, variable: str | None = None) -> Scene:
     p = Path(path)
     if not p.exists():
         raise InputError(f"file not found: {p}")
-    if _is_safe(p):
+    if is_safe(p):
         from hsikit.io.sentinel2 import open_safe
 
         return open_safe(p)
     if p.is_dir():
         raise InputError(f"{p} is a directory, not a raster file")
     if p.suffix.lower() == ".mat":
-        from hsikit.io.benchmark import open_mat
+        from hsikit.io.matcubes import open_mat
 
         return open_mat(p, variable)
     if p.suffix.lower() == ".hdr":
@@ -46,14 +47,8 @@ def open_scene(path: str | Path, *, variable: str | None = None) -> Scene:
     return _open_gdal(str(p), p.name)
 
 
-def _is_safe(p: Path) -> bool:
-    if p.is_dir():
-        return p.suffix.upper() == ".SAFE" or any(p.glob("MTD_MSIL*.xml"))
-    return p.suffix.lower() == ".xml" and p.name.upper().startswith("MTD_MSIL")
-
-
 def _open_gdal(path: str, label: str) -> Scene:
-    from hsikit.io.benchmark import class_names_for
+    from hsikit.io.matcubes import class_names_for
     from hsikit.io.rasterio_scene import RasterioScene
 
     try:

@@ -7,6 +7,8 @@ S2-PDGS-TAS-DI-PSD) as found in real ``MTD_MSIL2A.xml`` / ``MTD_MSIL1C.xml`` / `
 
 from __future__ import annotations
 
+import fnmatch
+import os
 import re
 import warnings
 import xml.etree.ElementTree as ET
@@ -33,6 +35,8 @@ BASELINE_04_OFFSET = -1000.0
 DEFAULT_QUANTIFICATION = 10000.0
 
 _RASTER_SUFFIXES = (".jp2", ".tif", ".tiff")
+#: the product metadata file of a SAFE folder, in the order looked for (newer layout first, then L2A before L1C)
+_PRODUCT_METADATA = ("MTD_MSIL2A.xml", "MTD_MSIL1C.xml", "*MTD_SAFL2A*.xml", "*MTD_SAFL1C*.xml")
 _BAND_FILE = re.compile(r"_(B\d{2}|B8A)(?:_(\d{2})m)?\.(?:jp2|tiff?)$", re.IGNORECASE)
 _SCL_FILE = re.compile(r"(?:^|_)SCL(?:_(\d{2})m)?(?:_|\.)", re.IGNORECASE)
 _CLDPRB_FILE = re.compile(r"MSK_CLDPRB_(\d{2})m\.(?:jp2|tiff?)$", re.IGNORECASE)
@@ -137,10 +141,10 @@ def find_safe_metadata(path: str | Path) -> Path:
     if not p.exists():
         raise InputError(f"file not found: {p}")
     if p.is_file():
-        if p.suffix.lower() == ".xml" and re.search(r"MTD.*(L1C|L2A)", p.name, re.IGNORECASE):
+        if _is_metadata_file_name(p.name):
             return p
         raise InputError(f"{p.name} is not a Sentinel-2 product metadata file (MTD_MSIL1C.xml / MTD_MSIL2A.xml)")
-    for pattern in ("MTD_MSIL2A.xml", "MTD_MSIL1C.xml", "*MTD_SAFL2A*.xml", "*MTD_SAFL1C*.xml"):
+    for pattern in _PRODUCT_METADATA:
         found = sorted(p.glob(pattern))
         if found:
             return found[0]
@@ -148,12 +152,34 @@ def find_safe_metadata(path: str | Path) -> Path:
 
 
 def is_safe(path: str | Path) -> bool:
-    """Whether ``path`` is a SAFE folder or its product metadata file."""
+    """Whether ``path`` is a Sentinel-2 SAFE product: a folder named ``*.SAFE`` or holding the product metadata
+    (``MTD_MSIL1C.xml``, ``MTD_MSIL2A.xml``, older ``*MTD_SAFL1C*.xml`` / ``*MTD_SAFL2A*.xml``), or that metadata
+    file itself.
+
+    hsikit's one SAFE detector: :func:`hsikit.io.open_scene`, the folder search of :mod:`hsikit.io.inputs` (batch,
+    pretrain: a SAFE folder is one input, never searched), the ``s2`` commands and time series all use it. A folder
+    named ``*.SAFE`` counts even without its metadata, so that reading it reports what is missing.
+    """
+    p = Path(path)
     try:
-        find_safe_metadata(path)
-        return True
-    except InputError:
+        if p.is_dir():
+            if p.suffix.upper() == ".SAFE":
+                return True
+            with os.scandir(p) as entries:
+                return any(e.is_file() and _is_product_metadata_name(e.name) for e in entries)
+        return p.is_file() and _is_metadata_file_name(p.name)
+    except OSError:
         return False
+
+
+def _is_product_metadata_name(name: str) -> bool:
+    """A file name of :data:`_PRODUCT_METADATA` (case-sensitive, as ``find_safe_metadata``'s glob)."""
+    return any(fnmatch.fnmatchcase(name, pattern) for pattern in _PRODUCT_METADATA)
+
+
+def _is_metadata_file_name(name: str) -> bool:
+    """A product metadata file given by itself (``MTD_MSIL2A.xml``, ``S2A_USER_MTD_SAFL1C_....xml``)."""
+    return name.lower().endswith(".xml") and re.search(r"MTD.*(L1C|L2A)", name, re.IGNORECASE) is not None
 
 
 def read_safe_metadata(path: str | Path, *, granule: str | None = None) -> SafeInfo:

@@ -1,4 +1,6 @@
-"""QGIS-ready GeoTIFF/COG writer (see ``shared/specs/conventions.md`` §1-§7).
+"""QGIS-ready GeoTIFF/COG writer: class maps as uint8/uint16 with 0 as nodata, a colour table, GDAL category names
+and a paletted ``.qml`` style; continuous outputs with their nodata, band descriptions, scales/offsets and
+per-band wavelength items; dataset-level provenance tags (``HSIKIT_*``).
 
 Windows are streamed into an uncompressed tiled work file; on completion it is copied to the final layout
 (COG with overviews, or tiled GeoTIFF with internal overviews), sidecars (GDAL category names, QGIS ``.qml``)
@@ -81,6 +83,9 @@ def _gdal_at_least(major: int, minor: int) -> bool:
     v = tuple(int(x) for x in rasterio.__gdal_version__.split(".")[:2])
     return v >= (major, minor)
 
+
+#: the most bytes of one (pixel-interleaved, all bands) block of a COG; see RasterWriter._cog_block
+COG_BLOCK_BYTES = 16 << 20
 
 #: GDAL's block cache while the finished work file is copied to the output: its default (5 % of the RAM) would
 #: fill with the whole output and make the process's memory grow with the scene
@@ -317,10 +322,9 @@ class RasterWriter:
                 if self.tag_domains and not self._domains_in_pam:
                     extra["COPY_SRC_MDD"] = "YES"
                 rasterio.shutil.copy(
-                    self._work, final_tmp, driver="COG", BLOCKSIZE=self.block, COMPRESS="DEFLATE", LEVEL=6,
-                    PREDICTOR=predictor, OVERVIEWS="AUTO", RESAMPLING=resampling, BIGTIFF="IF_SAFER",
-                    OVERVIEW_COUNT=len(factors),
-                    NUM_THREADS=gdal_threads(), **extra,
+                    self._work, final_tmp, driver="COG", BLOCKSIZE=self._cog_block("INTERLEAVE" in extra),
+                    COMPRESS="DEFLATE", LEVEL=6, PREDICTOR=predictor, OVERVIEWS="AUTO", RESAMPLING=resampling,
+                    BIGTIFF="IF_SAFER", OVERVIEW_COUNT=len(factors), NUM_THREADS=gdal_threads(), **extra,
                 )
             else:
                 factors = overview_factors(self.width, self.height, self.block)
@@ -340,6 +344,18 @@ class RasterWriter:
             self._write_pam(final_tmp, self._temps[self.aux_path])
         if self.kind == "categorical" and self.legend is not None:
             write_qml_paletted(self._temps[self.qml_path], self.legend)
+
+    def _cog_block(self, band_interleaved: bool) -> int:
+        """The COG's block size. A pixel-interleaved block holds every band (512² px of 100 float32 bands is
+        100 MB) and GDAL compresses several at once, one per thread: the block is halved (down to 128 px) until
+        it holds at most :data:`COG_BLOCK_BYTES`, so the copy's memory does not grow with the band count."""
+        block = self.block
+        if band_interleaved:
+            return block
+        per_px = self.count * np.dtype(self.dtype).itemsize
+        while block > 128 and block * block * per_px > COG_BLOCK_BYTES:
+            block //= 2
+        return block
 
     def _write_pam(self, raster_tmp: Path, aux_tmp: Path) -> None:
         """The ``.aux.xml`` sidecar: whatever PAM content GDAL wrote itself, plus GDAL category names (class maps)

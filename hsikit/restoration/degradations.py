@@ -4,12 +4,14 @@ Cubes are float32 ``(C, H, W)`` arrays (band first, values nominally in [0, 1]).
 new float32 array and never modifies its input. Random functions take a ``numpy.random.Generator`` so a
 seed reproduces the result exactly.
 
-The recipes follow the papers hsikit re-implements (see ``shared/specs``):
+The recipes follow the training and test protocols of the restoration papers hsikit re-implements:
 
-- noise: HSDT §3 / QRNN3D protocol (i.i.d. and non-i.i.d. Gaussian, stripes, dead lines, impulse,
-  mixture) and MP-HSIR §4 (complex noise, Poisson);
-- blur, super-resolution inputs, inpainting, band completion, haze: MP-HSIR §4;
-- antialiased bicubic down-sampling: ESSAformer §3 (MATLAB ``imresize``-like).
+- noise: the QRNN3D protocol used by HSDT's reference training scripts (i.i.d. Gaussian with one sigma for
+  every band; non-i.i.d. Gaussian with a sigma per band drawn from {10, 30, 50, 70}/255; stripes, dead lines and
+  impulse noise, each on a random third of the bands; "mixture" = the three on disjoint thirds on top of
+  non-i.i.d. Gaussian) and MP-HSIR's task definitions (complex noise, Poisson);
+- blur, super-resolution inputs, inpainting, band completion, haze: how MP-HSIR synthesises each of its tasks;
+- antialiased bicubic down-sampling: the SSPSR data protocol ESSAformer trains with (like MATLAB ``imresize``).
 
 On top of the functions sits a small composable layer: :class:`Degradation` (a name plus parameters),
 the :data:`DEGRADATIONS` registry, :func:`parse_degradation` for CLI strings such as
@@ -144,7 +146,7 @@ def stripe_noise(
     bands: Sequence[int] | None = None,
 ) -> np.ndarray:
     """Stripes: on each hit band, an integer count in [floor(min_frac*W), floor(max_frac*W)) of random columns
-    each get a constant uniform(-amplitude, amplitude) value subtracted (HSDT §3).
+    each get a constant uniform(-amplitude, amplitude) value subtracted (HSDT's complex-noise recipe).
 
     ``bands`` overrides the random choice of floor(band_fraction * C) bands.
     """
@@ -170,7 +172,8 @@ def deadline_noise(
     bands: Sequence[int] | None = None,
 ) -> np.ndarray:
     """Dead lines: on each hit band, an integer count in [ceil(min_frac*W), ceil(max_frac*W)) of random
-    columns are set to 0 (HSDT §3). ``bands`` overrides the random choice of floor(band_fraction * C) bands."""
+    columns are set to 0 (HSDT's complex-noise recipe). ``bands`` overrides the random choice of
+    floor(band_fraction * C) bands."""
     x = _cube(x)
     out = x.copy()
     width = x.shape[2]
@@ -191,7 +194,8 @@ def impulse_noise(
     bands: Sequence[int] | None = None,
 ) -> np.ndarray:
     """Salt-and-pepper: each hit band draws an amount from ``amounts``; every pixel is flipped with that
-    probability and a flipped pixel becomes 1 (salt) or 0 (pepper) with equal odds (HSDT §3)."""
+    probability and a flipped pixel becomes 1 (salt) or 0 (pepper) with equal odds (HSDT's complex-noise
+    recipe)."""
     x = _cube(x)
     out = x.copy()
     hit = _pick_bands(rng, x.shape[0], band_fraction, bands)

@@ -1,4 +1,5 @@
-"""The restoration tasks of all-in-one models and how each is synthesised for training (MP-HSIR spec §4).
+"""The restoration tasks of all-in-one models and how each is synthesised for training, following MP-HSIR's
+protocol (Wu et al. 2025; all degradations on [0, 1] band-first cubes, remote-sensing training levels).
 
 Training draws the degradation level of every sample at random from the paper's set; evaluation uses named
 degradations (:func:`hsikit.restoration.degradations.parse_degradation`) at fixed levels instead.

@@ -1,5 +1,5 @@
-"""The FFDNN "plant photochemical information filter" (spec §2.1): from a Sentinel-2 reflectance series to a
-standardised ``(N, F, T)`` feature tensor on a regular time grid.
+"""The FFDNN "plant photochemical information filter" (pre-processing without learned weights): from a
+Sentinel-2 reflectance series to a standardised ``(N, F, T)`` feature tensor on a regular time grid.
 
 Steps, per pixel:
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from hsikit.errors import BandMismatchError, OptionError
 
-#: denominator floor (spec §5)
+#: denominator floor: ratios such as TCARI/OSAVI are undefined where red reflectance nears 0 (water, shadow)
 EPS = 1e-4
 
 #: Sentinel-2 band names per spectral role; the first present is used ("nir": B08, else B8A)
@@ -115,14 +115,15 @@ def clair_lai(nir: Any, red: Any, slope: float = 1.0, alpha: float = 0.4, wdvi_i
     """LAI from WDVI by the CLAIR model: LAI = −(1/α) ln(1 − WDVI / WDVI∞) (Clevers 1989).
 
     The ratio WDVI / WDVI∞ is clipped to [0, ``max_ratio``] (negative WDVI is soil: LAI 0; ratios near 1
-    saturate). α = 0.4 and WDVI∞ = 0.6 are generic defaults (the spec's; crop-specific calibrations differ).
+    saturate). α = 0.4 and WDVI∞ = 0.6 are generic defaults (the FFDNN paper's constants are
+    unknown; crop-specific calibrations differ).
     """
     ratio = np.minimum(np.maximum(wdvi(nir, red, slope) / wdvi_inf, 0.0), max_ratio)
     return -np.log1p(-ratio) / alpha
 
 
 def lcc_feature(re1: Any, red: Any, green: Any, nir: Any, floor: float = 1e-3) -> Any:
-    """−ln(TCARI/OSAVI): a leaf-chlorophyll feature, increasing with chlorophyll content (spec §2.1).
+    """−ln(TCARI/OSAVI): a leaf-chlorophyll feature, increasing with chlorophyll content (FFDNN's LCC input).
 
     TCARI/OSAVI falls with chlorophyll (Haboudane et al. 2002 calibrate Cab ≈ a·ln(TCARI/OSAVI) + b with a < 0);
     the negative logarithm keeps that monotone relation without inventing calibration constants (the affine

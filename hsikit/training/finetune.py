@@ -1,12 +1,13 @@
 """Fine-tuning of the SpectralGPT heads with Lightning: semantic segmentation on labelled scenes and scene
 classification on labelled chips. Data are streamed (windows/chips read on demand, never whole archives).
 
-Recipes (spec §6, scaled for CPU: smaller batches and step budgets; learning rates as published):
+Recipes (those of the official SpectralGPT code, scaled for CPU: smaller batches and step budgets; learning rates
+as published):
 
-- segmenter (§6.2): AdamW lr 1e-4, weight decay 1e-5, linear warm-up over 6 % of the budget (15 of 250 epochs)
-  then poly decay (power 0.9) per step, cross-entropy ignoring unlabelled pixels, rot90 + flips; batch 8.
-- scene classifier (§6.1): AdamW lr 2e-4 (the paper's actual lr at batch 256, kept at the CPU batch of 16),
-  weight decay 0.05 (none on biases, norms, position tables), layer-wise lr decay 0.75, warm-up 13 % then cosine,
+- segmenter (SegMunich recipe): AdamW lr 1e-4, weight decay 1e-5, linear warm-up over 6 % of the budget (15 of
+  250 epochs) then poly decay (power 0.9) per step, cross-entropy ignoring unlabelled pixels, rot90 + flips; batch 8.
+- scene classifier (EuroSAT recipe): AdamW lr 2e-4 (the paper's actual lr at batch 256, kept at the CPU batch of
+  16), weight decay 0.05 (none on biases, norms, position tables), layer-wise lr decay 0.75, warm-up 13 % then cosine,
   drop-path 0.2, random resized crop (20-100 %) + flip, mixup 0.8 / cutmix 1.0 (one of them per batch) with
   label smoothing 0.1 (soft-target cross-entropy).
 

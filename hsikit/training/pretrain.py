@@ -6,9 +6,10 @@ preferring windows without nodata. Augmentation follows the paper: a random resi
 ``img_size`` chip, aspect 3/4-4/3, bicubic back to ``img_size``) and a horizontal flip of the whole band stack.
 
 The batch of global step ``s`` is drawn from a generator seeded with ``(seed, rank, s)``, and its mask comes from a
-seed drawn there too, so a resumed run sees exactly the batches and masks of an uninterrupted one. Recipe (spec §5):
-AdamW (0.9, 0.95), weight decay 0.05 except biases and norm weights, linear warm-up over 10 % then half-cosine
-to 0; peak lr 1.5e-3 at the CPU batch of 16, or the paper's base lr x batch / 256 (see :class:`PretrainRecipe`).
+seed drawn there too, so a resumed run sees exactly the batches and masks of an uninterrupted one. Recipe (the
+official code's): AdamW (0.9, 0.95), weight decay 0.05 except biases and norm weights, linear warm-up over 10 %
+then half-cosine to 0; peak lr 1.5e-3 at the CPU batch of 16, or the paper's base lr x batch / 256
+(see :class:`PretrainRecipe`).
 
 Distributed data parallel (``devices`` x ``num_nodes`` > 1): every rank draws its own ``batch_size`` windows per
 step (the rank is in the seed), so one optimiser step averages the gradients of ``world x batch_size`` windows;

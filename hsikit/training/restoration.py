@@ -63,8 +63,8 @@ RESTORATION_RECIPES: dict[str, RestorationRecipe] = {
     # work for any band count: it trains on 31-band runs as in the paper and runs on all bands at inference.
     "hsdt": RestorationRecipe(optimizer="adam", lr=1e-3, loss="mse", batch_size=4, crop=64, spectral_window=31,
                               seed=2018),
-    # ESSAformer has no published training code; spec §3 (hsikit's choices): L1, Adam 1e-4, cosine to 1e-6,
-    # batch 16 (GPU) / 4 (CPU), flips and rotations.
+    # ESSAformer has no published training code, so these are hsikit's choices, not the paper's: L1, Adam
+    # (0.9, 0.999) lr 1e-4, cosine to 1e-6, batch 16 (GPU) / 4 (CPU), flips and rotations.
     "essaformer": RestorationRecipe(optimizer="adam", lr=1e-4, loss="l1", batch_size=4, crop=64, seed=0),
     # Wu et al. 2025: AdamW (wd 0.01), L1 on the clamped output, linear warm-up over 10 % then cosine to 1e-6,
     # peak 2e-4 (natural) / 1e-4 (remote), batch 32, patch 64, seed 2024.

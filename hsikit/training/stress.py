@@ -1,6 +1,6 @@
 """Training of the FFDNN crop-stress model on filtered pixel time series ``(N, F, T)`` with Lightning.
 
-Recipe (spec §3, hsikit's decisions; the paper's are not recoverable): margin loss (m⁺ 0.9, m⁻ 0.1, λ 0.5) on
+Recipe (hsikit's decisions; the paper's recipe is not recoverable): margin loss (m⁺ 0.9, m⁻ 0.1, λ 0.5) on
 the class-capsule lengths, Adam (lr 1e-3, weight decay 1e-4), batch 64, cosine decay to 1e-5 over the run,
 class-balanced sampling, early stopping on the validation loss (patience 20) and the best-validation weights
 kept. One addition, flagged in reports: random time shifts of up to ``time_shift`` grid steps per training

@@ -136,7 +136,8 @@ def infer(t: Tensors) -> tuple[dict[str, Any], list[str]]:
         "blocks": [counts[s] for s in levels], "refinement": counts["refinement"],
         "heads": [tb[1] for tb in tables], "window": window, "expansion": expansion, "prompt_len": prompt_len,
         "compress": [max(1, c // r) for c, r in zip((dim, 2 * dim, 4 * dim), ranks)], "text_dim": text_dim,
-        # the reference mixes the text maps of a batch's samples (spec quirk 1); per sample unless --set asks
+        # the official module broadcasts each sample's text vector against the whole batch's CLIP vectors, so
+        # one sample's text map holds the others'; hsikit builds it per sample unless --set asks
         "reference_batch_mixing": False, "reference_text_projection": True, "band_resampling": "linear",
     }
     notes.insert(0, f"MP-HSIR, {what}: {bands} bands, dim {dim}, blocks {cfg['blocks']} + refinement "

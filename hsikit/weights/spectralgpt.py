@@ -138,7 +138,7 @@ def convert(t: Tensors, cfg: dict[str, Any]) -> tuple[Tensors, list[str]]:
 
 IMPORTER = register_importer(Importer(
     arch="spectralgpt",
-    model="spectralgpt_base",
+    model="spectralgpt-base",
     band_grid=lambda cfg: "sentinel2-12" if "bands" not in cfg else None,  # the default: the official 12 bands
     official="https://github.com/danfenghong/IEEE_TPAMI_SpectralGPT",
     paper="Hong et al.: SpectralGPT: Spectral Remote Sensing Foundation Model, IEEE TPAMI 46(8), 2024",
