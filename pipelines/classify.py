@@ -82,12 +82,13 @@ class ClassifySetup:
 
 def classify_setup(sc: Scene, model_path: str | Path, *, tile: int | None = 512, overlap: int | None = None,
                    batch_size: int | None = 2, legend: str | Path | None = None, command: str | None = None,
-                   chain: dict | None = None, max_memory: int | str | None = None) -> ClassifySetup:
+                   chain: dict | None = None, max_memory: int | str | None = None, net=None) -> ClassifySetup:
     """Check ``sc`` against the checkpoint (georeferencing, task, bands, legend) and plan the tiling.
 
     ``tile`` None: the largest tiles that fit ``max_memory`` bytes (or a size such as "8G"; default a third of the
     RAM), from the model's measured activation memory (:mod:`hsikit.engine.budget`).
-    ``chain``: the preprocessing already fitted on ``sc`` (a batch fits a per-scene chain once, not per block)."""
+    ``chain``: the preprocessing already fitted on ``sc`` (a batch fits a per-scene chain once, not per block).
+    ``net``: the loaded network, probed for the tile plan instead of building another one."""
     from hsikit.checkpoint import checkpoint_sha256, read_checkpoint_meta
     from hsikit.engine.budget import default_budget, parse_size
     from hsikit.engine.engine import TileSpec, check_spec, planned_overlap
@@ -124,7 +125,7 @@ def classify_setup(sc: Scene, model_path: str | Path, *, tile: int | None = 512,
     batch_size = (batch_size or (1 if tile is None else 2)) if context > 0 else 1
     if tile is None:
         tile = _planned_tile(sc, meta, entry, chain, n_cls, context, overlap, batch_size,
-                             budget if budget is not None else default_budget())
+                             budget if budget is not None else default_budget(), net)
     spec = TileSpec(tile=tile, overlap=overlap, batch_size=batch_size)
     used_overlap, margin = planned_overlap(spec, context, context == 0, (sc.height, sc.width))
     tile_tag = {"tile": list(tile) if isinstance(tile, tuple) else tile, "overlap": used_overlap, "margin": margin,
@@ -148,8 +149,9 @@ PIXEL_LOCAL_TILE = 512
 
 
 def _planned_tile(sc: Scene, meta, entry, chain, n_cls: int, context: int, overlap: int | None, batch_size: int,
-                  budget: int) -> tuple[int, int]:
-    """The largest tile (rows, cols) of ``sc`` whose memory fits ``budget``, for this checkpoint's network."""
+                  budget: int, net=None) -> tuple[int, int]:
+    """The largest tile (rows, cols) of ``sc`` whose memory fits ``budget``, for this checkpoint's network
+    (``net``, or one built without weights: building some encoders takes a second, so pass it when loaded)."""
     import torch
 
     from hsikit.engine.budget import activation_probe, plan_tile
@@ -160,9 +162,10 @@ def _planned_tile(sc: Scene, meta, entry, chain, n_cls: int, context: int, overl
     features = int(getattr(cfg, "in_bands", 0) or len(getattr(cfg, "bands", ())) or sc.count)
     probe = None
     if context > 0:  # pixel-local models are fed in fixed chunks: their activations do not grow with the tile
-        with torch.device("meta"):  # shapes only: no weights initialised, none loaded
-            net = create_model(meta.arch, **meta.config)
-        probe = activation_probe(net.to_empty(device="cpu"), features, entry.size_multiple)
+        if net is None:
+            with torch.device("meta"):  # shapes only: no weights initialised, none loaded
+                net = create_model(meta.arch, **meta.config).to_empty(device="cpu")
+        probe = activation_probe(net, features, entry.size_multiple)
     def overlap_for(side: int) -> int:
         return planned_overlap(TileSpec(tile=side, overlap=overlap), context, context == 0)[0]
 
@@ -280,9 +283,9 @@ def classify(
     try:
         model_path = Path(model) if model is not None else default_model(sc)
         check_band_gaps(sc)
-        setup = classify_setup(sc, model_path, tile=tile, overlap=overlap, batch_size=batch_size, legend=legend,
-                               command=command, max_memory=max_memory)
         net, _ = load_checkpoint(model_path, device="cpu")
+        setup = classify_setup(sc, model_path, tile=tile, overlap=overlap, batch_size=batch_size, legend=legend,
+                               command=command, max_memory=max_memory, net=net)
         predictor = classify_predictor(net, setup, device)
         n_cls, lg = setup.n_classes, setup.legend
         counts = np.zeros(n_cls + 1, dtype=np.int64)

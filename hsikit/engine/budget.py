@@ -165,9 +165,10 @@ def plan_tile(height: int, width: int, *, budget: int, model: ModelBytes | None,
 
     def need(th: int, tw: int) -> float:
         px, s2 = th * tw, scale * scale
-        raw = px * in_bands * (raw_itemsize + 1) + (2 * batch_size + 2) * px  # the tile being read, + masks
-        # features: queued (batch_size), in the making, in hand (batch_size) and the stacked copy of a batch
-        feats = (2 * batch_size + 1 + (batch_size > 1) * batch_size) * px * features * 4
+        # raw tiles: queued (batch_size), being read, and the one being preprocessed; their masks
+        raw = (batch_size + 2) * px * (in_bands * raw_itemsize + 1)
+        # features: the batch in hand, the one in the making, and the stacked copy of a batch
+        feats = (batch_size + 1 + (batch_size > 1) * batch_size) * px * features * 4
         outs = 2 * batch_size * px * s2 * out_channels * 4  # model output and the blend weights
         acc = th * min(width, strip_width) * s2 * (out_channels * 4 + 5)
         act = 0.0 if model is None else batch_size * model(th, tw)

@@ -208,9 +208,9 @@ class Chain:
         def flush(x):
             nonlocal gain, bias
             if gain is not None:
-                g = gain.astype(np.float32)[:, None, None]
-                # a new float32 array from the raw values in one pass, or in place on a private float32 copy
-                x = np.multiply(x, g, dtype=np.float32) if (x.dtype != np.float32 or x is raw) else np.multiply(x, g, out=x)
+                # astype then in place: a multiply casting on the fly was up to 7x slower (buffered casts)
+                x = x.astype(np.float32) if (x.dtype != np.float32 or x is raw) else x
+                x *= gain.astype(np.float32)[:, None, None]
                 x += bias.astype(np.float32)[:, None, None]
                 gain = bias = None
             return x
