@@ -161,8 +161,10 @@ def memory_cli(run: str, size: int) -> dict:
 
     command, what = run.split(":")
     args, scale = [command], 1
-    if command == "denoise" and what in ("subspace", "pca", "wavelet", "tv"):
+    classical = command == "denoise" and what in ("subspace", "pca", "wavelet", "tv")
+    if classical:
         scene = _scene(size)
+        args += ["--method", what]
     else:
         ck = WORK / f"memory_{what}.safetensors"
         if not ck.exists():
@@ -176,8 +178,6 @@ def memory_cli(run: str, size: int) -> dict:
         args += ["-m", str(ck)] + (["--task", "gaussian"] if what == "mp-hsir" else [])
     out = WORK / f"memcli_{command}_{what}_{size}.tif"
     hsikit = Path(sys.executable).with_name("hsikit")
-    if command == "denoise" and what in ("subspace", "pca", "wavelet", "tv"):
-        args += ["--method", what]
     cmd = ["/usr/bin/time", "-v", str(hsikit), "-q", *args, str(scene), "-o", str(out), "--overwrite"]
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode:

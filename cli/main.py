@@ -6,6 +6,7 @@ Heavy libraries (torch, the models) are imported inside the commands so ``hsikit
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -61,8 +62,10 @@ _NOT_COMPUTE = {"info", "models", "degradations", "import-weights", "list", "dow
 THREADS_HELP = "Threads for torch, GDAL and NumPy (default: all cores); recorded in the outputs' tags."
 
 
+@functools.lru_cache(maxsize=1)
 def _threads_option() -> Any:
-    """The ``--threads`` parameter as typer builds it (same help layout and range check as every option)."""
+    """The ``--threads`` parameter as typer builds it (same help layout and range check as every option); built
+    once and shared by every compute command."""
     one = typer.Typer()
 
     @one.command()

@@ -520,25 +520,23 @@ def _execute(cl, tk: Task, ref, opts, todo: list[_Scene], man: Manifest, result:
             # finished, but its result went down with a worker before we got to it: the scheduler recomputes it
             ac.add(fut)
             return
-        if fut.status != "finished":
-            # a live scene's task cancelled by the cluster (not by us: ended scenes leave ``live``) was lost with a
-            # worker too, like a KilledWorker
-            killed = _killed_worker(fut) or fut.status == "cancelled"
+        def failed_task(killed: bool) -> None:
             why = _failure_reason(fut)  # before cancelling, which drops the error
             forget(sc, cancel=True)
             if killed and not retried:
                 alone.append(sc)
-                return
-            ended(sc, why)
+            else:
+                ended(sc, why)
+
+        if fut.status != "finished":
+            # a live scene's task cancelled by the cluster (not by us: ended scenes leave ``live``) was lost with a
+            # worker too, like a KilledWorker
+            failed_task(_killed_worker(fut) or fut.status == "cancelled")
             return
         try:
             res = fut.result()
         except Exception:  # noqa: BLE001 - lost with a worker since the check above, and failed on recompute
-            forget(sc, cancel=True)
-            if not retried:
-                alone.append(sc)
-                return
-            ended(sc, _failure_reason(fut))
+            failed_task(killed=True)
             return
         why = failure(res)
         if why is not None:  # the scene is at fault: its reason, as the single-scene command says it

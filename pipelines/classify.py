@@ -124,7 +124,7 @@ def classify_setup(sc: Scene, model_path: str | Path, *, tile: int | None = 512,
     # halos), else two
     batch_size = (batch_size or (1 if tile is None else 2)) if context > 0 else 1
     if tile is None:
-        tile = _planned_tile(sc, meta, entry, chain, n_cls, context, overlap, batch_size,
+        tile = _planned_tile(sc, meta, entry, n_cls, context, overlap, batch_size,
                              budget if budget is not None else default_budget(), net)
     spec = TileSpec(tile=tile, overlap=overlap, batch_size=batch_size)
     used_overlap, margin = planned_overlap(spec, context, context == 0, (sc.height, sc.width))
@@ -148,7 +148,7 @@ def classify_setup(sc: Scene, model_path: str | Path, *, tile: int | None = 512,
 PIXEL_LOCAL_TILE = 512
 
 
-def _planned_tile(sc: Scene, meta, entry, chain, n_cls: int, context: int, overlap: int | None, batch_size: int,
+def _planned_tile(sc: Scene, meta, entry, n_cls: int, context: int, overlap: int | None, batch_size: int,
                   budget: int, net=None) -> tuple[int, int]:
     """The largest tile (rows, cols) of ``sc`` whose memory fits ``budget``, for this checkpoint's network
     (``net``, or one built without weights: building some encoders takes a second, so pass it when loaded)."""

@@ -53,9 +53,9 @@ def total_ram() -> int:
     return ram
 
 
-def default_budget(share: float = 1.0) -> int:
-    """The budget when ``--max-memory`` is not given: a third of the RAM, times ``share`` (a batch worker's part)."""
-    return int(total_ram() * DEFAULT_SHARE_OF_RAM * share)
+def default_budget() -> int:
+    """The budget when ``--max-memory`` is not given: a third of the RAM."""
+    return int(total_ram() * DEFAULT_SHARE_OF_RAM)
 
 
 def format_size(n: float) -> str:
@@ -154,7 +154,7 @@ class _LiveBytes:
 
 def plan_tile(height: int, width: int, *, budget: int, model: ModelBytes | None, in_bands: int, raw_itemsize: int,
               features: int, out_channels: int, overlap: Callable[[int], int], batch_size: int = 1,
-              strip_width: int = 4096, size_multiple: int = 1, scale: int = 1, least: int = 64,
+              strip_width: int = 4096, size_multiple: int = 1, least: int = 64,
               largest: int | None = None) -> tuple[int, int]:
     """The largest tile (rows, cols) whose memory fits ``budget``: ``model`` activations for ``batch_size`` tiles
     (None: a pixel-local model fed in fixed chunks), the raw tiles in flight, the features and outputs of one
@@ -164,13 +164,13 @@ def plan_tile(height: int, width: int, *, budget: int, model: ModelBytes | None,
     tile."""
 
     def need(th: int, tw: int) -> float:
-        px, s2 = th * tw, scale * scale
+        px = th * tw
         # raw tiles: queued (batch_size), being read, and the one being preprocessed; their masks
         raw = (batch_size + 2) * px * (in_bands * raw_itemsize + 1)
         # features: the batch in hand, the one in the making, and the stacked copy of a batch
         feats = (batch_size + 1 + (batch_size > 1) * batch_size) * px * features * 4
-        outs = 2 * batch_size * px * s2 * out_channels * 4  # model output and the blend weights
-        acc = th * min(width, strip_width) * s2 * (out_channels * 4 + 5)
+        outs = 2 * batch_size * px * out_channels * 4  # model output and the blend weights
+        acc = th * min(width, strip_width) * (out_channels * 4 + 5)
         act = 0.0 if model is None else batch_size * model(th, tw)
         return raw + feats + outs + acc + act
 

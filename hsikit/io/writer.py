@@ -309,15 +309,15 @@ class RasterWriter:
         predictor = "2" if np.dtype(self.dtype).kind in "iu" else "3"
         with warnings.catch_warnings(), rasterio.Env(GDAL_CACHEMAX=COPY_CACHE_MB):
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            factors = overview_factors(self.width, self.height, self.block)
+            # overviews are built band by band in the band-interleaved work file, where a few blocks of cache
+            # suffice, and copied to the output (the COG driver's OVERVIEWS=AUTO uses a source's overviews instead
+            # of computing them over rows of all bands at once, which a small cache makes re-read)
+            if factors and (self.fmt != "cog" or self.count > 1):
+                with rasterio.open(self._work, "r+") as dst:
+                    dst.build_overviews(factors, getattr(Resampling, resampling.lower()))
             if self.fmt == "cog":
                 extra = {"INTERLEAVE": "BAND"} if self.count > 1 and _gdal_at_least(3, 11) else {}
-                factors = overview_factors(self.width, self.height, self.block)
-                if factors and self.count > 1:
-                    # built band by band in the band-interleaved work file, where a few blocks of cache suffice;
-                    # the COG driver then copies them (OVERVIEWS=AUTO uses a source's overviews) instead of
-                    # computing them over rows of all bands at once, which a small cache makes re-read
-                    with rasterio.open(self._work, "r+") as dst:
-                        dst.build_overviews(factors, getattr(Resampling, resampling.lower()))
                 # CreateCopy keeps only the default metadata domain unless told otherwise
                 if self.tag_domains and not self._domains_in_pam:
                     extra["COPY_SRC_MDD"] = "YES"
@@ -327,10 +327,6 @@ class RasterWriter:
                     BIGTIFF="IF_SAFER", OVERVIEW_COUNT=len(factors), NUM_THREADS=gdal_threads(), **extra,
                 )
             else:
-                factors = overview_factors(self.width, self.height, self.block)
-                if factors:
-                    with rasterio.open(self._work, "r+") as dst:
-                        dst.build_overviews(factors, getattr(Resampling, resampling.lower()))
                 rasterio.shutil.copy(
                     self._work, final_tmp, driver="GTiff", TILED="YES", BLOCKXSIZE=self.block,
                     BLOCKYSIZE=self.block, COMPRESS="DEFLATE", ZLEVEL=6, PREDICTOR=predictor, BIGTIFF="IF_SAFER",
