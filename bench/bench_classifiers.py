@@ -83,23 +83,21 @@ def child_speed(model: str) -> dict:
     from hsikit.io.open import open_scene
     from hsikit.models.registry import get_entry
     from hsikit.pipelines.classify import classify
-    from hsikit.pipelines.train_classifier import train_classifier
+    from hsikit.pipelines.train_classifier import classifier_data, train_classifier
+    from hsikit.training.run import RunOptions
 
     scene, labels = _scene_and_labels()
     ckpt = WORK / f"{model}.safetensors"
     kw: dict = {"protocol": "paper", "train_pixels": 50, "val": 0}
     kw.update({"iterations": 5} if model == "freenet" else {"epochs": 2})
     t0 = time.perf_counter()
-    res = train_classifier(scene, labels, out=ckpt, model=model, overwrite=True, progress=False, **kw)
+    train_classifier(scene, labels, out=ckpt, model=model, run=RunOptions(overwrite=True, progress=False), **kw)
     train_s = time.perf_counter() - t0
-    hist = res.history
-    steps = hist[-1].get("step", 0) if hist else 0
     # time per step from the training loop alone: re-run one epoch's worth with a timer around the fit
     from hsikit.training.data import DATA_KINDS
     entry = get_entry(model)
     per_step = None
     if entry.inputs in DATA_KINDS and model not in ("svm", "random-forest"):
-        import hsikit.pipelines.train_classifier as tc
         from hsikit.models.registry import create_model, make_config
         from hsikit.preprocess.chain import Chain
         from hsikit.sampling import stratified_split
@@ -109,12 +107,12 @@ def child_speed(model: str) -> dict:
             lab = read_labels(labels, sc).values
             r = recipe_for(model)
             ch = Chain.from_options(**r.chain).fit(sc)
-            x = tc._preprocessed(sc, ch)
+            x = ch.apply_scene(sc)
         sp = stratified_split(lab, train=r.train if model != "freenet" else 200, seed=0)
         cfg = {"in_bands": x.shape[0], "num_classes": int(lab.max())}
         net = create_model(model, **cfg)
-        data = tc._data_for(entry, x, lab, sp, r, tile=64, context=int(entry.receptive_field(make_config(model, **cfg))),
-                            model_config=cfg)
+        data = classifier_data(entry, x, lab, sp.train, r, tile=64,
+                               context=int(entry.receptive_field(make_config(model, **cfg))), model_config=cfg)
         opt = torch.optim.SGD(net.parameters(), lr=1e-3)
         it = iter(data.train_loader())
         times = []
@@ -154,11 +152,9 @@ def child_classify(scene: str, model: str, tile: int, out: str) -> dict:
 def freenet_tiling(data_dir: str) -> list[dict]:
     """Whole-image (one tile) versus tiled FreeNet inference: the real Potsdam mosaic with the accuracy run's
     seed-0 model (agreement), and the 512×512×200 generated scene with the speed run's model (time, memory)."""
-    import numpy as np
     import rasterio
 
     from hsikit.pipelines.protocols import enmap_potsdam
-    from hsikit.pipelines.train_classifier import train_classifier
 
     rows = []
     f = enmap_potsdam(data_dir, WORK / "potsdam")
@@ -200,6 +196,7 @@ def simulated_indian_pines(data_root: str, models: list[str], seeds: int, sigmas
     from hsikit.pipelines.protocols import simulated_indian_pines as load
     from hsikit.pipelines.train_classifier import train_classifier
     from hsikit.sampling import Amount, stratified_split
+    from hsikit.training.run import RunOptions
 
     root = Path(data_root)
     rows = []
@@ -216,9 +213,9 @@ def simulated_indian_pines(data_root: str, models: list[str], seeds: int, sigmas
                 own = LabelMap(np.where(sp.train, lm.values, 0), lm.class_names, lm.class_colors)
                 test = LabelMap(np.where(sp.test, lm.values, 0), lm.class_names, lm.class_colors)
                 t0 = time.perf_counter()
+                run = RunOptions(seed=seed, overwrite=True, progress=False, report_dir=out / f"seed{seed}_report")
                 r = train_classifier(scene, own, test_labels=test, out=out / f"seed{seed}.safetensors", model=arch,
-                                     seed=seed, overwrite=True, progress=False, report_dir=out / f"seed{seed}_report",
-                                     **over)
+                                     run=run, **over)
                 runs.append({"seed": seed, "oa": r.metrics["oa"], "aa": r.metrics["aa"], "kappa": r.metrics["kappa"],
                              "seconds": round(time.perf_counter() - t0, 1)})
             oa = np.array([r["oa"] for r in runs])

@@ -50,6 +50,7 @@ def accuracy(args) -> None:
     from hsikit.pipelines.train_stress import extract_training_pixels, train_stress
     from hsikit.timeseries.filter import PhotochemicalFilter, season_grid
     from hsikit.timeseries.simulator import simulate_series, single_date_ndvi_oa
+    from hsikit.training.run import RunOptions
 
     rows = []
     for s in range(args.seeds):
@@ -62,8 +63,8 @@ def accuracy(args) -> None:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     res = train_stress(ds, "labels", fields="fields", out=Path(tmp) / f"{name}.safetensors",
-                                       epochs=args.epochs, patience=args.patience, seed=s, time_shift=shift,
-                                       progress=False)
+                                       epochs=args.epochs, patience=args.patience, time_shift=shift,
+                                       run=RunOptions(seed=s, progress=False))
                 runs[name] = {"oa": res.metrics["oa"], "kappa": res.metrics["kappa"],
                               "f1": res.metrics["per_class_f1"], "field_oa": res.metrics["fields"]["oa"],
                               "epochs": len(res.history), "seconds": time.perf_counter() - t0}

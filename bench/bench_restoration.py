@@ -83,11 +83,13 @@ def _scene(size: int, bands: int = 100) -> Path:
 def _untrained(model: str, scene: Path) -> Path:
     """A checkpoint of ``model`` after one optimiser step on ``scene`` (speed does not depend on the weights)."""
     from hsikit.pipelines.train_restorer import train_restorer
+    from hsikit.training.run import RunOptions
 
     ck = WORK / f"speed_{model}.safetensors"
     if not ck.exists():
         train_restorer([scene], out=ck, kind=KIND[model], model=model, model_config=CONFIG[model], iterations=1,
-                       steps_per_epoch=1, crop=64, val_crops=1, drop_bad_bands=False, progress=False, overwrite=True)
+                       steps_per_epoch=1, crop=64, val_crops=1, drop_bad_bands=False,
+                       run=RunOptions(progress=False, overwrite=True))
     return ck
 
 
@@ -169,10 +171,11 @@ def memory_cli(run: str, size: int) -> dict:
         ck = WORK / f"memory_{what}.safetensors"
         if not ck.exists():
             from hsikit.pipelines.train_restorer import train_restorer
+            from hsikit.training.run import RunOptions
 
             train_restorer([_scene(256)], out=ck, kind=KIND[what], model=what, model_config=MEMORY_CONFIG[what],
                            iterations=1, steps_per_epoch=1, crop=64, val_crops=1, drop_bad_bands=False,
-                           progress=False, overwrite=True)
+                           run=RunOptions(progress=False, overwrite=True))
         scale = MEMORY_CONFIG[what].get("scale", 1) if command == "super-resolve" else 1
         scene = _scene(size // scale)
         args += ["-m", str(ck)] + (["--task", "gaussian"] if what == "mp-hsir" else [])
@@ -201,6 +204,7 @@ def _split(data_dir: Path) -> dict[str, list[Path]]:
 def child_quality(name: str, data_dir: str, iterations: int, lr: float | None, reuse: bool) -> dict:
     from hsikit.pipelines.evaluate_restoration import evaluate_restoration
     from hsikit.pipelines.train_restorer import train_restorer
+    from hsikit.training.run import RunOptions
 
     model, tasks, loss, config = VARIANTS.get(name, (name, None, None, None))
     config = config or CONFIG[model]
@@ -212,7 +216,7 @@ def child_quality(name: str, data_dir: str, iterations: int, lr: float | None, r
     if not (reuse and ck.exists() and report_path.exists()):
         train_restorer(split["train"], val_scenes=split["val"], out=ck, kind=KIND[model], model=model,
                        model_config=config, tasks=tasks, loss=loss, iterations=iterations, lr=lr, crop=32, val_crops=4,
-                       progress=False, overwrite=True)
+                       run=RunOptions(progress=False, overwrite=True))
     report = json.loads(report_path.read_text())
     rows = []
     for degradation, task in EVALS[name]:

@@ -108,14 +108,16 @@ def _tiles(data: Path, csv_name: str) -> list[tuple[str, str]]:
 
 def curve(data: Path, steps: int, results) -> Path:
     from hsikit.pipelines.pretrain import pretrain_spectralgpt
+    from hsikit.training.run import RunOptions
 
     WORK.mkdir(parents=True, exist_ok=True)
     out = WORK / f"mae_{VARIANT}.safetensors"
     train = [p for p, _ in _tiles(data, "train_files.csv")]
     val = [p for p, _ in _tiles(data, "validation_files.csv")]
     res = pretrain_spectralgpt(train, out=out, variant=VARIANT, model_config=MODEL, val=val, steps=steps,
-                               steps_per_epoch=max(1, steps // 12), batch_size=16, lr=1.5e-3, seed=0,
-                               preview_every=max(1, steps // 3), progress=False, overwrite=True)
+                               steps_per_epoch=max(1, steps // 12), batch_size=16, lr=1.5e-3,
+                               preview_every=max(1, steps // 3),
+                               run=RunOptions(seed=0, progress=False, overwrite=True))
     m = res.metrics
     _emit({"bench": "curve", "variant": VARIANT, **MODEL, "steps": m["steps"], "batch": 16, "peak_lr": 1.5e-3,
            "val_loss": [round(h["val_loss"], 4) for h in res.history],
@@ -166,6 +168,7 @@ def finetune(data: Path, pretrained: Path, seeds: int, steps: int, results, lr: 
 
     from hsikit.pipelines.finetune import train_segmenter
     from hsikit.training.finetune import segmentation_scores
+    from hsikit.training.run import RunOptions
 
     dense = _tiles(data, "train_files.csv")[:4]
     val = _tiles(data, "validation_files.csv")
@@ -185,9 +188,9 @@ def finetune(data: Path, pretrained: Path, seeds: int, steps: int, results, lr: 
             res = train_segmenter([p for p, _ in train], [lab for _, lab in train], out=out,
                                   val=[p for p, _ in val], val_labels=[lab for _, lab in val],
                                   class_names=CLASS_NAMES, steps=steps, steps_per_epoch=max(1, steps // 6),
-                                  batch_size=8, lr=probe_lr if frozen else lr, seed=seed, progress=False,
-                                  overwrite=True, freeze_encoder=frozen, layer_decay=None if frozen else layer_decay,
-                                  **kw)
+                                  batch_size=8, lr=probe_lr if frozen else lr, freeze_encoder=frozen,
+                                  layer_decay=None if frozen else layer_decay,
+                                  run=RunOptions(seed=seed, progress=False, overwrite=True), **kw)
             cm = _test_confusion(out, test)
             sc = segmentation_scores(cm)
             rec = {"bench": "finetune", "arm": arm, "seed": seed, "steps": steps, "labels_per_class": per_class,

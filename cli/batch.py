@@ -1,8 +1,9 @@
 """``hsikit batch TASK INPUTS... -o OUTDIR`` and ``hsikit batch status OUTDIR``.
 
 ``batch`` is a command group whose sub-commands are the tasks (each with its own options and ``--help``) plus
-``status``; the options every task shares are added to each task command from one list. Imported by
-:mod:`hsikit.cli.main` once its app exists; Dask and torch load inside the commands.
+``status``. A task's own options are built from its command's option spec (:mod:`hsikit.pipelines.options`, the
+declaration the single-scene command is built from too); the options every task shares are added to each task
+command from one list. Dask and torch load inside the commands.
 """
 
 from __future__ import annotations
@@ -10,11 +11,15 @@ from __future__ import annotations
 import inspect
 import json
 from pathlib import Path
-from typing import Any, Optional, Tuple
+from typing import Any, Callable, Optional
 
 import typer
 
-from hsikit.cli.main import Fmt, ProbFmt, _command_line, _exists, _positive, _state, app
+from hsikit.cli.app import app
+from hsikit.cli.options import command_line
+from hsikit.cli.specs import batch_parameters, plain_options
+from hsikit.cli.state import state
+from hsikit.pipelines.options import CommandSpec
 
 #: what every task command's exit code means (also in each one's --help)
 EXIT_CODES = ("Exit code 0: every scene done; 1: some scenes failed or did not finish (each failure is listed "
@@ -31,27 +36,24 @@ batch_app = typer.Typer(
 )
 app.add_typer(batch_app, name="batch")
 
-_TILE = "Tile size in pixels (as the single-scene command)."
-_OVERLAP = "Tile overlap in pixels (default: the single-scene command's)."
-_DEVICE = "auto, cpu, cuda or cuda:N (on each worker)."
-
 
 def _p(name: str, annotation: Any, default: Any) -> inspect.Parameter:
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
 
 
-_INPUTS = inspect.Parameter("inputs", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=list[str], default=typer.Argument(
-    ..., help="Scene files, folders (searched recursively for rasters and SAFE products), globs (quote them) or "
-    "STAC catalog / collection / item-collection JSON files or URLs (assets are read in place).",
-    show_default=False))
+_INPUTS = inspect.Parameter("inputs", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=list[str],
+                            default=typer.Argument(..., show_default=False, help="Scene files, folders (searched "
+                                                   "recursively for rasters and SAFE products), globs (quote them) "
+                                                   "or STAC catalog / collection / item-collection JSON files or "
+                                                   "URLs (assets are read in place)."))
 
 #: options every task takes, in --help order after the task's own
 _COMMON = [
     _p("out", Path, typer.Option(..., "-o", "--out", help="Output folder: one output per scene (named after it; "
        "inputs that share a file name get a short hash of their path added), the manifest hsikit-batch.sqlite and "
        "a hidden work folder .hsikit-batch/.")),
-    _p("workers", Optional[int], typer.Option(None, "--workers", "-w", min=1, help="Worker processes of the local cluster "
-       "(default: half the CPU cores).")),
+    _p("workers", Optional[int], typer.Option(None, "--workers", "-w", min=1, help="Worker processes of the local "
+       "cluster (default: half the CPU cores).")),
     _p("scheduler", Optional[str], typer.Option(None, "--scheduler", help="Use the Dask scheduler at this address "
        "(tcp://HOST:PORT) instead of a local cluster; OUTDIR, inputs and model must be visible to its workers.")),
     _p("dashboard", Optional[bool], typer.Option(None, "--dashboard/--no-dashboard", help="Serve and print the Dask "
@@ -66,91 +68,32 @@ _COMMON = [
        "split into row blocks spread over workers (0: one block per scene).")),
     _p("allow_no_crs", bool, typer.Option(False, "--allow-no-crs", help="Process scenes without a CRS on their "
        "pixel grid (by default they fail).")),
-    _p("asset", Optional[list[str]], typer.Option(None, "--asset", metavar="KEY", help="STAC asset key(s) to process (repeatable; "
-       "default: every raster data asset).")),
+    _p("asset", Optional[list[str]], typer.Option(None, "--asset", metavar="KEY", help="STAC asset key(s) to "
+       "process (repeatable; default: every raster data asset).")),
     _p("threads", Optional[int], typer.Option(None, "--threads", min=1, help="Torch/BLAS threads per worker "
        "(default: CPU cores / workers).")),
 ]
 _COMMON_NAMES = [p.name for p in _COMMON]
 
-_MODEL_REQUIRED = _p("model", Path, typer.Option(..., "--model", "-m", help="Checkpoint (.safetensors).",
-                                                  callback=_exists))
-_FORMAT = _p("fmt", Fmt, typer.Option(Fmt.cog, "--format", help="Output layout."))
-_TILE_OPT = _p("tile", Optional[int], typer.Option(None, "--tile", min=1, help=_TILE))
-_OVERLAP_OPT = _p("overlap", Optional[int], typer.Option(None, "--overlap", min=0, help=_OVERLAP))
-_DEVICE_OPT = _p("device", str, typer.Option("auto", "--device", help=_DEVICE))
 
-_TASK_PARAMS: dict[str, list[inspect.Parameter]] = {
-    "classify": [
-        _p("model", Optional[Path], typer.Option(None, "--model", "-m", callback=_exists, help="Classifier checkpoint "
-           "(default: the bundled sample model).")),
-        _p("tile", int, typer.Option(512, "--tile", min=1, help=_TILE)),
-        _OVERLAP_OPT,
-        _p("batch_size", int, typer.Option(2, "--batch-size", min=1, help="Tiles per model call (image models).")),
-        _DEVICE_OPT,
-        _p("probabilities", Optional[ProbFmt], typer.Option(None, "--probabilities", help="Also write per-class "
-           "probabilities: float32 (default when no value is given) or uint8.")),
-        _p("confidence", bool, typer.Option(False, "--confidence", help="Also write the winning class's probability.")),
-        _p("quicklook", bool, typer.Option(False, "--quicklook", help="Also write a PNG quicklook per scene.")),
-        _p("legend", Optional[Path], typer.Option(None, "--legend", callback=_exists, help="Own class names/colours (.json, .csv, .clr).")),
-        _FORMAT,
-    ],
-    "denoise": [_MODEL_REQUIRED, _p("task", Optional[str], typer.Option(None, "--task", help="All-in-one models: "
-                "gaussian (default) or complex.")), _TILE_OPT, _OVERLAP_OPT, _DEVICE_OPT, _FORMAT],
-    "super-resolve": [_MODEL_REQUIRED, _p("scale", Optional[int], typer.Option(None, "--scale", "-s", min=2, help="Up-sampling "
-                      "factor (default: the model's).")), _TILE_OPT, _OVERLAP_OPT, _DEVICE_OPT, _FORMAT],
-    "restore": [_MODEL_REQUIRED, _p("task", Optional[str], typer.Option(None, "--task", "-t", help="Task of an "
-                "all-in-one model.")), _p("scale", Optional[int], typer.Option(None, "--scale", "-s", min=2, help="Factor for "
-                "--task sr.")), _TILE_OPT, _OVERLAP_OPT, _DEVICE_OPT, _FORMAT],
-    "preprocess": [
-        _p("drop_bad_bands", bool, typer.Option(False, "--drop-bad-bands", help="Drop bad and water-vapour bands.")),
-        _p("wavelength_range", Optional[Tuple[float, float]], typer.Option(None, "--wavelength-range", metavar="MIN MAX",
-           help="Keep bands between MIN and MAX nm.")),
-        _p("resample_to", Optional[str], typer.Option(None, "--resample-to", help="Resample spectrally to a sensor.")),
-        _p("scale", Optional[float], typer.Option(None, "--scale", callback=_positive,
-                                                  help="Multiply values by this factor.")),
-        _p("normalize", bool, typer.Option(False, "--normalize", help="Standardise each band (per-scene statistics).")),
-        _p("pca", Optional[int], typer.Option(None, "--pca", min=1, help="Keep N principal components (fitted per scene).")),
-        _p("chain", Optional[Path], typer.Option(None, "--chain", callback=_exists, help="A preprocessing chain as JSON instead.")),
-        _FORMAT,
-    ],
-    "stress": [
-        _MODEL_REQUIRED,
-        _p("png", bool, typer.Option(True, "--png/--no-png", help="Also write PNG maps.")),
-        _p("explain", bool, typer.Option(True, "--explain/--no-explain", help="Also write the explanation outputs.")),
-        _DEVICE_OPT,
-        _FORMAT,
-    ],
-}
-
-
-def _options(task: str, kw: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+def _options(kw: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
     """(model, task options) from a task command's own parameters."""
     model = kw.pop("model", None)
-    opts = {}
-    for k, v in kw.items():
-        if hasattr(v, "value"):  # enums
-            v = v.value
-        if isinstance(v, Path):
-            v = str(v)
-        opts[k] = v
-    if task == "preprocess" and opts.get("wavelength_range"):
-        opts["wavelength_range"] = list(opts["wavelength_range"])
-    return model, opts
+    return model, plain_options(kw)
 
 
 def _run(task: str, inputs: list[str], common: dict[str, Any], own: dict[str, Any]) -> None:
     from hsikit.pipelines.batch import run_batch
 
-    model, opts = _options(task, own)
-    _state["interrupted"] = (f"the scenes finished so far are kept in {common['out']} and its manifest; run the "
+    model, opts = _options(own)
+    state["interrupted"] = (f"the scenes finished so far are kept in {common['out']} and its manifest; run the "
                              "same command again to resume")
     res = run_batch(
         task, inputs, outdir=common["out"], model=model, options=opts, workers=common["workers"],
         scheduler=common["scheduler"], dashboard=common["dashboard"],
         retry_failed=common["retry_failed"], overwrite=common["overwrite"], checksum=common["checksum"],
         block_mpx=common["block_mpx"], allow_no_crs=common["allow_no_crs"], assets=common["asset"],
-        threads=common["threads"], progress=_state["progress"], echo=typer.echo, command=_command_line(),
+        threads=common["threads"], progress=state["progress"], echo=typer.echo, command=command_line(),
     )
     _summary(res)
     if res.exit_code:
@@ -181,15 +124,13 @@ def _failures(failures: list[tuple[str, str]]) -> None:
     Console(width=160, soft_wrap=True).print(t)
 
 
-def _make_command(task: str):
-    params = _TASK_PARAMS[task]
-
+def _make_command(task: str, spec: CommandSpec) -> Callable[..., None]:
     def command(**kw: Any) -> None:
         inputs = kw.pop("inputs")
         common = {k: kw.pop(k) for k in _COMMON_NAMES}
         _run(task, inputs, common, kw)
 
-    command.__signature__ = inspect.Signature([_INPUTS, *params, *_COMMON])
+    command.__signature__ = inspect.Signature([_INPUTS, *batch_parameters(spec), *_COMMON])
     command.__name__ = f"batch_{task.replace('-', '_')}"
     return command
 
@@ -200,7 +141,7 @@ def _register() -> None:
     for name, tk in TASKS.items():
         doc = (f"{tk.help} Same options and outputs as `hsikit {tk.command}`, one output per input in OUTDIR. "
                + EXIT_CODES)
-        batch_app.command(name, help=doc)(_make_command(name))
+        batch_app.command(name, help=doc)(_make_command(name, tk.spec))
 
 
 _register()

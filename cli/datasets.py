@@ -6,11 +6,12 @@ hsikit.datasets is imported inside the commands so that building the CLI stays l
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import List, Optional
 
 import typer
+
+from hsikit.cli.state import state
 
 app = typer.Typer(help="Benchmark hyperspectral datasets (Indian Pines, Pavia, Salinas, KSC, Botswana, Houston "
                        "2013): list them, download them with checksum verification, show their details.",
@@ -19,15 +20,9 @@ app = typer.Typer(help="Benchmark hyperspectral datasets (Indian Pines, Pavia, S
 _DATA_DIR_HELP = "Dataset directory (default: $HSIKIT_DATA, else ~/.cache/hsikit/datasets)."
 
 
-def _main_state() -> dict:
-    """cli.main's run state (``--quiet``, what an interruption keeps), or an empty dict when run standalone."""
-    state = getattr(sys.modules.get("hsikit.cli.main"), "_state", None)
-    return state if isinstance(state, dict) else {}
-
-
 def _progress() -> bool:
     # hsikit.progress: a live bar on a terminal, a line every 10 % / 30 s in a log; nothing with `hsikit --quiet`
-    return bool(_main_state().get("progress", True))
+    return bool(state.get("progress", True))
 
 
 @app.command("list")
@@ -78,7 +73,7 @@ def download_datasets(
     from hsikit.datasets import DATASETS, download, get
 
     wanted = list(DATASETS) if [k.lower() for k in keys] == ["all"] else [get(k).key for k in keys]
-    _main_state()["interrupted"] = "the file being downloaded was discarded; finished files are kept"
+    state["interrupted"] = "the file being downloaded was discarded; finished files are kept"
     incomplete = False
     for key in dict.fromkeys(wanted):
         typer.echo(f"{key}:")

@@ -12,7 +12,9 @@ from typing import Optional
 
 import typer
 
-from hsikit.cli.main import RASTER_OUT, Fmt, _command_line, _exists, _positive, _state, app
+from hsikit.cli.app import app
+from hsikit.cli.options import RASTER_OUT, Fmt, command_line, exists, positive
+from hsikit.cli.state import state
 
 s2_app = typer.Typer(help="Sentinel-2 L1C/L2A: SAFE folders and GeoTIFF stacks to reflectance, multi-date series.",
                      no_args_is_help=True)
@@ -28,13 +30,13 @@ def _split(text: Optional[str]) -> Optional[list[str]]:
 
 @s2_app.command("stack")
 def stack(
-    product: Path = typer.Argument(..., callback=_exists, help="SAFE folder (or its MTD_MSIL1C.xml / MTD_MSIL2A.xml), or a GeoTIFF stack of Sentinel-2 bands."),
+    product: Path = typer.Argument(..., callback=exists, help="SAFE folder (or its MTD_MSIL1C.xml / MTD_MSIL2A.xml), or a GeoTIFF stack of Sentinel-2 bands."),
     out: Path = typer.Option(..., "-o", "--out", callback=RASTER_OUT, help="Reflectance to write: float32 COG, NaN nodata, band names and wavelengths."),
     resolution: int = typer.Option(10, "--resolution", "-r", min=1, help="SAFE products: pixel size 10, 20 or 60 m; every band is resampled onto that grid (bilinear up, average down)."),
     bands: Optional[str] = typer.Option(None, "--bands", "-b", help="Bands to keep, e.g. B02,B03,B04,B08 (any spelling: B2, b8a); default: all the product has."),
     cloud_mask: Optional[Path] = typer.Option(None, "--cloud-mask", callback=RASTER_OUT, help="Also write a cloud mask: 1 clear, 2 cloud / cloud shadow / cirrus (SCL 3, 8, 9, 10), 0 no data."),
     offset: Optional[float] = typer.Option(None, "--offset", help="GeoTIFF stacks: add offset in DN, as ESA's BOA_ADD_OFFSET (-1000 for baseline 04.00+ data that was not harmonised). Default: the file's tags, else 0."),
-    quantification: Optional[float] = typer.Option(None, "--quantification", callback=_positive, help="GeoTIFF stacks: DN of reflectance 1 (default: the file's tags, else 10000 for integer stacks, 1 for float)."),
+    quantification: Optional[float] = typer.Option(None, "--quantification", callback=positive, help="GeoTIFF stacks: DN of reflectance 1 (default: the file's tags, else 10000 for integer stacks, 1 for float)."),
     band_names: Optional[str] = typer.Option(None, "--band-names", help="GeoTIFF stacks without band descriptions: the name of every band in file order (e.g. B2,B3,B4,B8,SCL)."),
     granule: Optional[str] = typer.Option(None, "--granule", help="Old multi-granule SAFE products: the tile (T33UUU) to read."),
     fmt: Fmt = typer.Option(Fmt.cog, "--format", help="Output layout."),
@@ -45,7 +47,7 @@ def stack(
 
     r = stack_product(product, out, resolution=resolution, bands=_split(bands), cloud_mask=cloud_mask, offset=offset,
                       quantification=quantification, band_names=_split(band_names), granule=granule,
-                      fmt=fmt.value, overwrite=overwrite, command=_command_line(), progress=_state["progress"])
+                      fmt=fmt.value, overwrite=overwrite, command=command_line(), progress=state["progress"])
     res = r.written
     when = f", {r.acquired:%Y-%m-%d}" if r.acquired else ""
     typer.echo(f"wrote {res.out} ({len(res.bands)} bands {','.join(res.bands)}, {res.width}x{res.height} px, "
@@ -57,8 +59,8 @@ def stack(
 
 @s2_app.command("series")
 def series(
-    inputs: list[Path] = typer.Argument(..., callback=_exists, help="SAFE folders, GeoTIFF stacks, folders of them, or one eo-learn EOPatch folder."),
-    resolution: Optional[float] = typer.Option(None, "--resolution", "-r", callback=_positive, help="Grid pixel size in CRS units (default: the earliest acquisition's; SAFE products 10 m)."),
+    inputs: list[Path] = typer.Argument(..., callback=exists, help="SAFE folders, GeoTIFF stacks, folders of them, or one eo-learn EOPatch folder."),
+    resolution: Optional[float] = typer.Option(None, "--resolution", "-r", callback=positive, help="Grid pixel size in CRS units (default: the earliest acquisition's; SAFE products 10 m)."),
     bands: Optional[str] = typer.Option(None, "--bands", "-b", help="Bands that every date must have (default: the bands all dates share)."),
     crs: Optional[str] = typer.Option(None, "--crs", help="Grid CRS, e.g. EPSG:32633 (default: the earliest acquisition's)."),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
@@ -66,7 +68,7 @@ def series(
     """Align acquisitions of one area on one grid and print each date's tile, valid % and cloud %."""
     from hsikit.pipelines.sentinel2 import series_table
 
-    table = series_table(inputs, resolution=resolution, bands=_split(bands), crs=crs, progress=_state["progress"])
+    table = series_table(inputs, resolution=resolution, bands=_split(bands), crs=crs, progress=state["progress"])
     if as_json:
         typer.echo(json.dumps(table, indent=2))
         return

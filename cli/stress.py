@@ -10,29 +10,34 @@ from typing import Optional
 
 import typer
 
-from hsikit.cli.main import (ALLOW_RESAMPLE_HELP, CHECKPOINT_OUT, DEVICES_HELP, DEVICE_HELP, Fmt, NUM_NODES_HELP,
-                             PRECISION_HELP, RASTER_OUT, RESUME_HELP, SET_METAVAR, STRATEGY_HELP, _command_line, _exists,
-                             _model_config, _positive, _start_training, _state, app, train_app)
+from hsikit.cli.app import app, train_app
+from hsikit.cli.options import (
+    ALLOW_RESAMPLE_HELP,
+    CHECKPOINT_OUT,
+    RASTER_OUT,
+    SET_METAVAR,
+    command_line,
+    exists,
+    model_config,
+    positive,
+    run_options,
+)
+from hsikit.cli.specs import spec_options
+from hsikit.cli.state import state
+from hsikit.pipelines.options import STRESS, STRESS_SEASON_HELP
+from hsikit.training.run import RunOptions
 
 _SERIES_HELP = ("The Sentinel-2 series: per-date GeoTIFFs (band descriptions B03, B04, ...; date in the "
                 "ACQUISITION_DATE tag or YYYYMMDD in the file name; SCL band or <stem>_SCL.tif sibling), SAFE "
                 "folders, a folder of them, or an eo-learn EOPatch folder.")
-_SEASON_HELP = "Start of the season window: MM-DD (year chosen per series) or YYYY-MM-DD."
 
 
 @app.command("stress")
+@spec_options(STRESS)
 def stress(
-    series: list[Path] = typer.Argument(..., callback=_exists, help=_SERIES_HELP),
+    series: list[Path] = typer.Argument(..., callback=exists, help=_SERIES_HELP),
     out: Path = typer.Option(..., "-o", "--out", callback=RASTER_OUT, help="Class map to write (.tif; uint8, 0 = nodata / cloudy all season / not vegetation)."),
-    model: Path = typer.Option(..., "--model", "-m", callback=_exists, help="FFDNN checkpoint (hsikit train stress)."),
-    fields: Optional[Path] = typer.Option(None, "--fields", callback=_exists, help="Field-id raster on the series grid: also write <out>_fields.tif with one class per field."),
-    season_start: Optional[str] = typer.Option(None, "--season-start", help=_SEASON_HELP + " Default: the model's."),
-    explain: bool = typer.Option(True, "--explain/--no-explain", help="Write the explanation: which dates, indices and frequencies drove each class (JSON + PNG) and the most influential date per pixel."),
-    png: bool = typer.Option(True, "--png/--no-png", help="Write a PNG of the class map with a legend."),
-    block: Optional[int] = typer.Option(None, "--block", min=1, help="Block size in pixels (default: the series' chunk, or 256)."),
-    batch_size: int = typer.Option(8192, "--batch-size", min=1, help="Pixels per model call."),
-    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
-    fmt: Fmt = typer.Option(Fmt.cog, "--format", help="Output layout."),
+    options: dict = None,
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
 ) -> None:
     """Map healthy / yellow rust / nitrogen deficiency (the model's classes) per pixel from a time series."""
@@ -41,9 +46,10 @@ def stress(
     check_output(out, overwrite)  # the pipeline checks every output too, but only once the model has loaded
     from hsikit.pipelines.stress import stress as run
 
-    res = run([str(s) for s in series], out=out, model=model, fields=str(fields) if fields else None,
-              season_start=season_start, explain=explain, png=png, block=block, batch_size=batch_size,
-              device=device, fmt=fmt.value, overwrite=overwrite, progress=_state["progress"], command=_command_line())
+    if options.get("fields") is not None:
+        options["fields"] = str(options["fields"])
+    res = run([str(s) for s in series], out=out, **options, overwrite=overwrite, progress=state["progress"],
+              command=command_line())
     typer.echo(f"wrote {res.class_map} (+ {res.qml.name}, {res.lengths.name}): {res.pixels} px in "
                f"{res.seconds:.1f} s ({res.pixels / 1e6 / max(res.seconds, 1e-9):.3f} Mpx/s), "
                f"{len(res.grid)} grid dates from {res.grid[0]}")
@@ -55,49 +61,42 @@ def stress(
 
 
 @train_app.command("stress")
+@run_options
 def train_stress(
-    series: list[Path] = typer.Argument(..., callback=_exists, help=_SERIES_HELP),
-    labels: Path = typer.Option(..., "--labels", "-l", callback=_exists, help="Class raster on the series grid (0 = unlabelled), or polygons with a class attribute."),
+    series: list[Path] = typer.Argument(..., callback=exists, help=_SERIES_HELP),
+    labels: Path = typer.Option(..., "--labels", "-l", callback=exists, help="Class raster on the series grid (0 = unlabelled), or polygons with a class attribute."),
     out: Path = typer.Option(..., "-o", "--out", callback=CHECKPOINT_OUT, help="Checkpoint to write (.safetensors, filter settings and statistics inside)."),
-    fields: Optional[Path] = typer.Option(None, "--fields", callback=_exists, help="Field-id raster; the split is by field (default: each connected region of one class is a field)."),
+    fields: Optional[Path] = typer.Option(None, "--fields", callback=exists, help="Field-id raster; the split is by field (default: each connected region of one class is a field)."),
     attribute: Optional[str] = typer.Option(None, "--attribute", help="Class column of vector labels."),
     allow_resample: bool = typer.Option(False, "--allow-resample", help=ALLOW_RESAMPLE_HELP),
     features: str = typer.Option("lai,lcc", "--features", help="Filter features per date, comma-separated: lai (WDVI/CLAIR), lcc (-ln TCARI/OSAVI), any index (hsikit indices) or a series variable such as NDVI."),
-    season_start: Optional[str] = typer.Option(None, "--season-start", help=_SEASON_HELP + " Default: the first acquisition."),
+    season_start: Optional[str] = typer.Option(None, "--season-start", help=STRESS_SEASON_HELP + " Default: the first acquisition."),
     step_days: int = typer.Option(5, "--step-days", min=1, help="Days between grid dates."),
     length: int = typer.Option(32, "--length", min=2, help="Grid dates T."),
     soil_slope: str = typer.Option("1.0", "--soil-slope", help="WDVI soil-line slope NIR/red, or 'auto' to estimate it from bare-soil observations (of --soil-mask, else of the whole scene)."),
-    soil_mask: Optional[Path] = typer.Option(None, "--soil-mask", callback=_exists, help="Raster of bare-soil pixels (non-zero) for --soil-slope auto."),
+    soil_mask: Optional[Path] = typer.Option(None, "--soil-mask", callback=exists, help="Raster of bare-soil pixels (non-zero) for --soil-slope auto."),
     ndvi_min: float = typer.Option(0.2, "--ndvi-min", min=-1, max=1, help="Drop pixels whose seasonal NDVI peak stays below this (-1 keeps every pixel)."),
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Most epochs (default 150; early stopping usually ends sooner)."),
     patience: Optional[int] = typer.Option(None, "--patience", min=1, help="Early stopping: epochs without a lower validation loss (default 20)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Minibatch size (default 64)."),
-    lr: Optional[float] = typer.Option(None, "--lr", callback=_positive, help="Adam learning rate (default 1e-3, cosine to 1e-5)."),
+    lr: Optional[float] = typer.Option(None, "--lr", callback=positive, help="Adam learning rate (default 1e-3, cosine to 1e-5)."),
     time_shift: Optional[int] = typer.Option(None, "--time-shift", min=0, help="Random shift of training series by up to N grid steps (default 2; 0 = off)."),
-    seed: Optional[int] = typer.Option(None, "--seed", min=0, help="Random seed (split, initialisation, batches)."),
     max_pixels_per_field: Optional[int] = typer.Option(None, "--max-pixels-per-field", min=1, help="Subsample large fields to at most N pixels."),
     set_: Optional[list[str]] = typer.Option(None, "--set", metavar=SET_METAVAR, help="Model option KEY=VALUE (e.g. --set width=32, --set frequency_gate=true)."),
-    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
-    precision: str = typer.Option("32-true", "--precision", help=PRECISION_HELP[:-1] + " (the FFT always runs in float32)."),
-    resume: bool = typer.Option(False, "--resume", help=RESUME_HELP),
-    devices: int = typer.Option(1, "--devices", min=1, help=DEVICES_HELP),
-    strategy: str = typer.Option("auto", "--strategy", help=STRATEGY_HELP),
-    num_nodes: int = typer.Option(1, "--num-nodes", min=1, help=NUM_NODES_HELP),
-    report_dir: Optional[Path] = typer.Option(None, "--report-dir", help="Where to write the report (default: <out>_report/)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing checkpoint/report."),
+    run: RunOptions = None,
 ) -> None:
-    """Train the FFDNN stress model; writes the checkpoint and a report (OA, per-class F1, kappa, loss curve)."""
-    _start_training(out, report_dir, overwrite=overwrite, resume=resume, devices=devices, num_nodes=num_nodes)
-    from hsikit.pipelines.train_stress import train_stress as run
+    """Train the FFDNN stress model; writes the checkpoint and a report (OA, per-class F1, kappa, loss curve).
+
+    The model's FFT always runs in float32, whatever --precision says."""
+    from hsikit.pipelines.train_stress import train_stress as train
 
     feats = tuple(f.strip() for f in features.split(",") if f.strip())
-    res = run([str(s) for s in series], str(labels), out=out, fields=str(fields) if fields else None,
-              attribute=attribute, allow_resample=allow_resample, features=feats, season_start=season_start, step_days=step_days, length=length,
-              soil_slope=soil_slope, soil_mask=str(soil_mask) if soil_mask else None, ndvi_min=None if ndvi_min <= -1 else ndvi_min, model_config=_model_config(set_),
-              epochs=epochs, patience=patience, batch_size=batch_size, lr=lr, time_shift=time_shift, seed=seed,
-              max_pixels_per_field=max_pixels_per_field, device=device, precision=precision, resume=resume,
-              report_dir=report_dir, overwrite=overwrite, progress=_state["progress"], command=_command_line(),
-              devices=devices, strategy=strategy, num_nodes=num_nodes)
+    res = train([str(s) for s in series], str(labels), out=out, fields=str(fields) if fields else None,
+                attribute=attribute, allow_resample=allow_resample, features=feats, season_start=season_start,
+                step_days=step_days, length=length, soil_slope=soil_slope,
+                soil_mask=str(soil_mask) if soil_mask else None, ndvi_min=None if ndvi_min <= -1 else ndvi_min,
+                model_config=model_config(set_), epochs=epochs, patience=patience, batch_size=batch_size, lr=lr,
+                time_shift=time_shift, max_pixels_per_field=max_pixels_per_field, run=run)
     m = res.metrics
     if not m:  # a non-zero DDP rank: rank 0 reports
         return

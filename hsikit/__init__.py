@@ -40,6 +40,7 @@ _LAZY = {
     "evaluate": "hsikit.pipelines.evaluate:evaluate",
     "benchmark_classify": "hsikit.pipelines.benchmark:benchmark_classify",
     "train_restorer": "hsikit.pipelines.train_restorer:train_restorer",
+    "RunOptions": "hsikit.training.run:RunOptions",
     "denoise": "hsikit.pipelines.restore:denoise",
     "super_resolve": "hsikit.pipelines.restore:super_resolve",
     "restore": "hsikit.pipelines.restore:restore",

@@ -36,7 +36,8 @@ def _size(n: float) -> str:
 class Progress:
     """Progress over ``total`` steps of ``unit`` (tiles, windows, scenes…) labelled ``label``.
 
-    ``advance(n, pixels=…, skipped=…)`` after each step; pixels give a Mpx/s rate, skipped steps are counted.
+    ``advance(n, pixels=…, skipped=…, note=…)`` after each step; pixels give a Mpx/s rate, skipped steps are
+    counted, and ``note`` (e.g. the latest training loss) is shown beside the count.
     ``unit="bytes"`` (:data:`BYTES`) shows sizes and a transfer speed (downloads); ``total=None`` is an unknown
     total (no percentage: plain lines every ``seconds`` only). ``live`` forces the bar (True) or plain lines
     (False); default: a bar when ``stream`` is a terminal. ``transient`` clears the bar when done (the caller prints
@@ -53,6 +54,7 @@ class Progress:
         self.live = live if live is not None else _is_terminal(self.stream)
         self.every, self.seconds = every, seconds
         self.done = self.px = self.skipped = 0
+        self.note = ""
         self.t0 = self._last_t = time.perf_counter()
         self._last_frac = 0.0
         self._bar = None
@@ -87,8 +89,10 @@ class Progress:
             self._line(f"{self.label}: done, {self._count(self.done)} in {elapsed:.1f} s{self._rate(elapsed)}")
 
     # -- reporting ---------------------------------------------------------------------------------------------
-    def advance(self, n: int = 1, *, pixels: int = 0, skipped: bool = False) -> None:
+    def advance(self, n: int = 1, *, pixels: int = 0, skipped: bool = False, note: str | None = None) -> None:
         self.done += int(n)
+        if note is not None:
+            self.note = note
         self.px += int(pixels)
         self.skipped += int(skipped)
         if not self.enabled:
@@ -99,9 +103,12 @@ class Progress:
             extra = self._rate(elapsed).lstrip(", ")
             if self.skipped:
                 extra += f"  {self.skipped} skipped"
+            if self.note:
+                extra += f"  {self.note}"
             self._bar.update(self._task, advance=n, extra=extra)
             return
         skipped = f", {self.skipped} skipped" if self.skipped else ""
+        skipped += f", {self.note}" if self.note else ""
         if self.total is None:  # unknown total: a line every `seconds`
             if now - self._last_t >= self.seconds:
                 self._last_t = now

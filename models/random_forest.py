@@ -229,13 +229,13 @@ def rf_from_sklearn(rf: Any, num_classes: int) -> RandomForest:
     whose labels are ids in 0..num_classes-1 (some may be absent from training) into a :class:`RandomForest`."""
     from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
 
-    from hsikit.models.svm import _class_ids
+    from hsikit.models.svm import class_ids
 
     if not isinstance(rf, (RandomForestClassifier, ExtraTreesClassifier)) or not hasattr(rf, "estimators_"):
         raise ValueError("rf_from_sklearn needs a fitted sklearn RandomForestClassifier")
     if getattr(rf, "n_outputs_", 1) != 1:
         raise ValueError("multi-output forests are not supported")
-    columns = _class_ids(rf.classes_, num_classes)
+    columns = class_ids(rf.classes_, num_classes)
     trees = [_tree_arrays(e.tree_, columns, num_classes) for e in rf.estimators_]
     m = max(len(a["left"]) for a in trees)
     n_leaves = max(len(a["value"]) for a in trees)
@@ -278,7 +278,7 @@ def fit_random_forest(
     from sklearn.ensemble import RandomForestClassifier
 
     from hsikit.errors import OptionError
-    from hsikit.models.svm import _class_ids, stratified_subset
+    from hsikit.models.svm import class_ids, stratified_subset
 
     X = np.asarray(X, dtype=np.float32)  # sklearn's trees work in float32 anyway
     y = np.asarray(y)
@@ -288,7 +288,7 @@ def fit_random_forest(
         raise OptionError(f"n_trees must be >= 1, got {n_trees}")
     if num_classes is None:
         num_classes = int(y.max()) + 1
-    _class_ids(np.unique(y), num_classes)
+    class_ids(np.unique(y), num_classes)
     sel = stratified_subset(y, max_train, np.random.default_rng(seed))
     rf = RandomForestClassifier(n_estimators=n_trees, max_features=max_features, max_depth=max_depth,
                                 min_samples_leaf=min_samples_leaf, class_weight=class_weight, random_state=seed,

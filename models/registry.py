@@ -1,6 +1,8 @@
 """Model registry: every architecture registers a builder under a name; ``create_model(name, **cfg)`` builds it.
 
-Architectures live one per file in this package and register themselves with :func:`register_model` at import.
+Architectures live one per file in this package and register themselves with :func:`register_model` at import;
+the package's ``__init__`` imports every one of them, and Python runs it before this module, so the registry is
+complete whenever it can be imported.
 Each has a config dataclass; ``create_model`` validates keyword arguments against it.
 
 Registry names are kebab-case (``mp-hsir``, ``spectralgpt-segmenter``). A name an architecture had before (e.g.
@@ -80,7 +82,6 @@ def register_model(
 
 def resolve_name(name: str) -> str:
     """The registry name of ``name`` (itself, or the architecture it is an alias of); unknown names unchanged."""
-    _load_all()
     return _ALIASES.get(name, name)
 
 
@@ -115,10 +116,4 @@ def create_model(name: str, **config: Any) -> nn.Module:
 def list_models(task: str | None = None) -> list[ModelEntry]:
     """Registered architectures (each once, under its registry name, aliases left out), sorted by name, optionally
     only those of ``task``."""
-    _load_all()
     return [e for _, e in sorted(_REGISTRY.items()) if task is None or e.task == task]
-
-
-def _load_all() -> None:
-    # Importing the package imports every architecture module, which registers it.
-    import hsikit.models  # noqa: F401

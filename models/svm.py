@@ -147,7 +147,7 @@ def build_svm(cfg: SVMConfig) -> nn.Module:
     return RBFSVM(cfg)
 
 
-def _class_ids(classes: np.ndarray, num_classes: int) -> np.ndarray:
+def class_ids(classes: np.ndarray, num_classes: int) -> np.ndarray:
     """sklearn ``classes_`` as int64 ids, checked to lie in 0..num_classes-1."""
     c = np.asarray(classes)
     if c.dtype.kind not in "iuf" or (c.dtype.kind == "f" and not np.all(c == np.round(c))):
@@ -167,7 +167,7 @@ def svm_from_sklearn(svc: Any, num_classes: int) -> RBFSVM:
         raise ValueError("svm_from_sklearn needs a fitted sklearn.svm.SVC")
     if svc.kernel != "rbf":
         raise ValueError(f"only the RBF kernel is supported, not {svc.kernel!r}")
-    classes = _class_ids(svc.classes_, num_classes)
+    classes = class_ids(svc.classes_, num_classes)
     if svc.break_ties and svc.decision_function_shape == "ovr" and len(classes) > 2:
         raise ValueError("break_ties=True predicts from the ovr decision function; export an SVC with break_ties=False")
     sv = svc.support_vectors_
@@ -244,7 +244,7 @@ def fit_svm(
         raise OptionError("C, C_grid and gamma_factors must be positive")
     if num_classes is None:
         num_classes = int(y.max()) + 1
-    _class_ids(np.unique(y), num_classes)
+    class_ids(np.unique(y), num_classes)
     if len(np.unique(y)) < 2:
         raise OptionError("an SVM needs training pixels of at least two classes")
     rng = np.random.default_rng(seed)

@@ -31,14 +31,16 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from hsikit.errors import HsikitError, OptionError, OutputError
-from hsikit.pipelines.batch_tasks import TASKS, ModelRef, Task, finished_outputs, reason
-from hsikit.pipelines.manifest import Manifest, SceneRow, scene_key
+from hsikit.pipelines.batch_tasks import (TASKS, ModelRef, Task, check_scene, failure, finished_outputs, reason,
+                                          run_assemble, run_block, run_prepare)
+from hsikit.pipelines.manifest import WORK_NAME, Manifest, SceneRow, scene_key
 from hsikit.threads import available_cores
 
 #: a worker dying this many times on one task makes its scene fail (Dask's allowed-failures)
 ALLOWED_FAILURES = 1
-# hsikit's temporary names (hsikit.io.atomic.temp_path) and the sidecars GDAL may put beside them
-_TEMP_RE = re.compile(r"^\..+\.[0-9a-f]{8}\.tmp(\.[A-Za-z0-9]+)?(\.aux\.xml|\.ovr|\.msk)?$")
+# hsikit's temporary names (hsikit.io.atomic.temp_path: ".{output}.[{pid}-{host}.]{random}.tmp...", also those of
+# GDAL's sidecars beside them): group 1 is the output's file name
+_TEMP_RE = re.compile(r"^\.(.+?)\.(?:\d+-[0-9a-f]{6}\.)?[0-9a-f]{8}\.tmp")
 
 
 class BatchIncomplete(HsikitError):
@@ -94,6 +96,38 @@ class _Scene:
     final: Any = None
 
 
+def _silent(line: str) -> None:
+    pass
+
+
+@dataclass
+class _Batch:
+    """What the steps of one :func:`run_batch` share (the open manifest is passed on beside it)."""
+
+    task: str
+    tk: Task
+    ref: ModelRef | None
+    opts: dict[str, Any]
+    outdir: Path
+    items: list[Any]
+    echo: Callable[[str], None] = _silent
+    info: Callable[[str], None] = _silent  # the lines shown only with progress
+    allow_no_crs: bool = False
+    progress: bool = True
+    command: str | None = None
+    threads: int | None = None  # torch threads per worker, as the cluster sets them
+    t_start: float = field(default_factory=time.perf_counter)
+    result: BatchResult = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.result = BatchResult(outdir=self.outdir, task=self.task, scenes=len(self.items))
+
+    @property
+    def tmp_root(self) -> Path:
+        """The work folder of the scenes' temporaries."""
+        return self.outdir / WORK_NAME / "tmp"
+
+
 def default_workers() -> int:
     """Half the CPU cores (at least one): each worker also gets two threads for torch and GDAL."""
     return max(1, available_cores() // 2)
@@ -135,97 +169,126 @@ def run_batch(
     :class:`hsikit.progress.Progress` on stdout (a bar on a terminal, plain lines in a log). A scene's warnings
     (e.g. a band filled by interpolation) are given with :func:`warnings.warn` and noted in the manifest.
     """
-    from hsikit.io.inputs import check_series_inputs, fingerprint, resolve_inputs
-
-    echo = echo or (lambda s: None)
-    info = echo if progress else (lambda s: None)
-    if task not in TASKS:
-        raise OptionError(f"unknown batch task {task!r}; one of {', '.join(TASKS)}")
-    tk = TASKS[task]
-    opts = tk.normalise(options)
-    outdir = Path(outdir)
-    if not outdir.parent.is_dir():
-        raise OutputError(f"output directory's parent does not exist: {outdir.parent}")
-    outdir.mkdir(exist_ok=True)
-    ref = _model_ref(tk, model)
-    tk.validate(ref, opts)
-    items = resolve_inputs(inputs, series=tk.series, assets=assets, exclude=[outdir])
-    if tk.series:
-        check_series_inputs(items)
-    check_output_names(tk, outdir, items, opts)
-    note = renamed_note(items, outdir)
-    if note:
-        echo(note)
-
-    t_start = time.perf_counter()
-    result = BatchResult(outdir=outdir, task=task, scenes=len(items))
-    with Manifest(outdir) as man:
-        tmp_root = man.work / "tmp"
-        _clean_work(outdir, tmp_root)
-        key_opts = {**{k: v for k, v in opts.items() if k not in EXECUTION_OPTIONS},
-                    "model_sha256": ref.sha256 if ref else None}
-        if key_opts.get("legend"):
-            key_opts["legend"] = str(Path(key_opts["legend"]).resolve())
-        if key_opts.get("chain"):
-            key_opts["chain"] = str(Path(key_opts["chain"]).resolve())
+    echo = echo or _silent
+    tk, ref, opts, out, items = _setup(task, inputs, outdir, model, options, assets, echo)
+    b = _Batch(task, tk, ref, opts, out, items, echo, info=echo if progress else _silent, allow_no_crs=allow_no_crs,
+               progress=progress, command=command)
+    with Manifest(out) as man:
+        _clean_work(out, b.tmp_root)
         man.start_run(command=command, task=task, cluster=scheduler or f"local:{workers or default_workers()}")
-        todo: list[_Scene] = []
-        for it in items:
-            key = scene_key(task, it.href, key_opts)
-            outs = tk.outputs(outdir, it.name, opts)
-            row = man.upsert(key=key, name=it.name, href=it.href, task=task, options=key_opts, fingerprint=None,
-                             outputs=[str(p) for p in outs.values()])
-            try:
-                fp = fingerprint(it.href, checksum)
-            except HsikitError as e:
-                man.failed(key, str(e))
-                _count_failed(result, it.name, str(e), echo)
-                continue
-            sc = _Scene(row, it.href, it.name, outs, fp)
-            action = _decide(tk, man, sc, retry_failed)
-            if action == "skip":
-                result.skipped += 1
-                result.done += 1
-            elif action == "recovered":
-                result.recovered += 1
-                result.done += 1
-                echo(f"recovered {it.name} (finished by an interrupted run)")
-            elif action == "failed":
-                _count_failed(result, it.name, f"{row.error} (earlier run; --retry-failed retries it)", None)
-            else:
-                # a scene submitted before passed the "output exists" check then: what is there now is its own
-                sc.overwrite = overwrite or row.attempts > 0
-                todo.append(sc)
+        todo = _triage(b, man, checksum, retry_failed, overwrite)
         status = "done"
         try:
             if todo:
-                info(f"batch {task}: checking {len(todo)} of {len(items)} scene{_s(len(items))}")
-                _plan(tk, ref, opts, todo, man, result, block_mpx, allow_no_crs, echo)
-                todo = [s for s in todo if s.blocks or tk.block is None]
+                todo = _plan(b, man, todo, block_mpx)
             if todo:
-                with _client(workers, scheduler, client, dashboard, threads, info) as (cl, label, link, threads):
-                    result.cluster, result.dashboard = label, link
-                    if link:
-                        echo(f"Dask dashboard: {link}")
-                    elif dashboard:
-                        echo("Dask dashboard: not available (install bokeh>=3.1 to get one)")
-                    n = _n_workers(cl)
-                    info(f"batch {task}: {len(items)} scene{_s(len(items))}, {len(todo)} to do, "
-                         f"{n} worker{_s(n)}")
-                    _execute(cl, tk, ref, opts, todo, man, result, tmp_root, allow_no_crs, threads, command,
-                             progress, echo, t_start)
-                    result.model_loads = _model_loads(cl)
+                with _client(workers, scheduler, client, dashboard, threads, b.info) as (cl, label, link, b.threads):
+                    _run_on_cluster(b, man, cl, label, link, dashboard, todo)
         except BaseException:
             status = "interrupted"
             raise
         finally:
-            result.pending = sum(1 for s in todo if (man.get(s.row.key) or s.row).status in ("pending", "running"))
-            result.seconds = time.perf_counter() - t_start
-            man.finish_run(scenes=len(items), done=result.done, failed=result.failed, skipped=result.skipped,
-                           status=status if status != "done" or result.exit_code == 0 else "failed")
-            if tmp_root.exists() and not any(tmp_root.iterdir()):
-                tmp_root.rmdir()
-    return result
+            _finish_run(b, man, todo, status)
+    return b.result
+
+
+def _setup(task: str, inputs: Sequence[str | Path], outdir: str | Path, model: str | Path | None,
+           options: dict[str, Any] | None, assets: Sequence[str] | None,
+           echo: Callable[[str], None]) -> tuple[Task, ModelRef | None, dict[str, Any], Path, list[Any]]:
+    """Check the task, its options and model and OUTDIR, and resolve the inputs: the errors that stop a run before
+    any scene is looked at. Returns (task, model, options, OUTDIR, inputs)."""
+    from hsikit.io.inputs import check_series_inputs, resolve_inputs
+
+    if task not in TASKS:
+        raise OptionError(f"unknown batch task {task!r}; one of {', '.join(TASKS)}")
+    tk = TASKS[task]
+    opts = tk.normalise(options)
+    out = Path(outdir)
+    if not out.parent.is_dir():
+        raise OutputError(f"output directory's parent does not exist: {out.parent}")
+    out.mkdir(exist_ok=True)
+    ref = _model_ref(tk, model)
+    tk.validate(ref, opts)
+    items = resolve_inputs(inputs, series=tk.series, assets=assets, exclude=[out])
+    if tk.series:
+        check_series_inputs(items)
+    check_output_names(tk, out, items, opts)
+    note = renamed_note(items, out)
+    if note:
+        echo(note)
+    return tk, ref, opts, out, list(items)
+
+
+def _key_options(opts: dict[str, Any], ref: ModelRef | None) -> dict[str, Any]:
+    """The options in a scene's manifest key: what is computed, with the model's hash and absolute paths."""
+    key_opts = {**{k: v for k, v in opts.items() if k not in EXECUTION_OPTIONS},
+                "model_sha256": ref.sha256 if ref else None}
+    if key_opts.get("legend"):
+        key_opts["legend"] = str(Path(key_opts["legend"]).resolve())
+    if key_opts.get("chain"):
+        key_opts["chain"] = str(Path(key_opts["chain"]).resolve())
+    return key_opts
+
+
+def _triage(b: _Batch, man: Manifest, checksum: bool, retry_failed: bool, overwrite: bool) -> list[_Scene]:
+    """Record every input in the manifest and decide its fate (skipped, recovered, failed before, or to do);
+    return the scenes to do."""
+    from hsikit.io.inputs import fingerprint
+
+    result, key_opts = b.result, _key_options(b.opts, b.ref)
+    todo: list[_Scene] = []
+    for it in b.items:
+        key = scene_key(b.task, it.href, key_opts)
+        outs = b.tk.outputs(b.outdir, it.name, b.opts)
+        row = man.upsert(key=key, name=it.name, href=it.href, task=b.task, options=key_opts, fingerprint=None,
+                         outputs=[str(p) for p in outs.values()])
+        try:
+            fp = fingerprint(it.href, checksum)
+        except HsikitError as e:
+            man.failed(key, str(e))
+            _count_failed(result, it.name, str(e), b.echo)
+            continue
+        sc = _Scene(row, it.href, it.name, outs, fp)
+        action = _decide(b.tk, man, sc, retry_failed)
+        if action == "skip":
+            result.skipped += 1
+            result.done += 1
+        elif action == "recovered":
+            result.recovered += 1
+            result.done += 1
+            b.echo(f"recovered {it.name} (finished by an interrupted run)")
+        elif action == "failed":
+            _count_failed(result, it.name, f"{row.error} (earlier run; --retry-failed retries it)", None)
+        else:
+            # a scene submitted before passed the "output exists" check then: what is there now is its own
+            sc.overwrite = overwrite or row.attempts > 0
+            todo.append(sc)
+    return todo
+
+
+def _run_on_cluster(b: _Batch, man: Manifest, cl, label: str, link: str | None, dashboard: bool | None,
+                    todo: list[_Scene]) -> None:
+    """Say where the work runs, run it, and note how often each worker loaded a model."""
+    b.result.cluster, b.result.dashboard = label, link
+    if link:
+        b.echo(f"Dask dashboard: {link}")
+    elif dashboard:
+        b.echo("Dask dashboard: not available (install bokeh>=3.1 to get one)")
+    n, scenes = _n_workers(cl), len(b.items)
+    b.info(f"batch {b.task}: {scenes} scene{_s(scenes)}, {len(todo)} to do, {n} worker{_s(n)}")
+    _Execution(cl, b, man, len(todo)).run(todo)
+    b.result.model_loads = _model_loads(cl)
+
+
+def _finish_run(b: _Batch, man: Manifest, todo: list[_Scene], status: str) -> None:
+    """Sum the run up in the result and the manifest (also when it was interrupted); drop an empty work folder."""
+    result = b.result
+    result.pending = sum(1 for s in todo if (man.get(s.row.key) or s.row).status in ("pending", "running"))
+    result.seconds = time.perf_counter() - b.t_start
+    man.finish_run(scenes=len(b.items), done=result.done, failed=result.failed, skipped=result.skipped,
+                   status=status if status != "done" or result.exit_code == 0 else "failed")
+    if b.tmp_root.exists() and not any(b.tmp_root.iterdir()):
+        b.tmp_root.rmdir()
 
 
 def _model_ref(tk: Task, model: str | Path | None) -> ModelRef | None:
@@ -331,50 +394,52 @@ def _receipt(man: Manifest, key: str) -> Path:
 
 
 def _clean_work(outdir: Path, tmp_root: Path) -> None:
-    """Remove every temporary a killed run may have left: the work folder and hsikit temp names in OUTDIR."""
+    """Start with an empty work folder (the manifest's lock keeps other batches out of it), and remove the hsikit
+    temporaries in OUTDIR whose owner has ended: those of a live process, e.g. a single-scene command writing
+    into OUTDIR now, are kept (:func:`hsikit.io.atomic.remove_stale_temps`)."""
+    from hsikit.io.atomic import remove_stale_temps
+
     if tmp_root.exists():
         shutil.rmtree(tmp_root)
     tmp_root.mkdir(parents=True)
-    for p in outdir.iterdir():
-        if p.is_file() and _TEMP_RE.match(p.name):
-            p.unlink(missing_ok=True)
+    finals = {m.group(1) for p in outdir.iterdir() if (m := _TEMP_RE.match(p.name)) and p.is_file()}
+    for name in sorted(finals):
+        remove_stale_temps(outdir / name)
 
 
-def _plan(tk: Task, ref, opts, todo: list[_Scene], man: Manifest, result: BatchResult, block_mpx: float,
-          allow_no_crs: bool, echo) -> None:
-    """Cheap checks and block plans on the client: a scene that cannot work fails here with its reason."""
-    import warnings
-
+def _plan(b: _Batch, man: Manifest, todo: list[_Scene], block_mpx: float) -> list[_Scene]:
+    """Cheap checks and block plans on the client: a scene that cannot work fails here with its reason. Returns
+    the scenes to submit."""
     from hsikit.io.open import open_scene
-    from hsikit.pipelines.batch_tasks import check_scene
 
+    b.info(f"batch {b.task}: checking {len(todo)} of {len(b.items)} scene{_s(len(b.items))}")
     for sc in todo:
         try:
             existing = [p for p in sc.outputs.values() if p.exists()]
             if existing and not sc.overwrite:
                 raise OutputError(f"output exists: {existing[0].name} (use --overwrite to replace it)")
-            if tk.block is None:
+            if b.tk.block is None:
                 continue
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 with open_scene(sc.href) as scene:
-                    check_scene(scene, allow_no_crs)
-                    sc.blocks = tk.plan(scene, ref, opts, block_mpx)
+                    check_scene(scene, b.allow_no_crs)
+                    sc.blocks = b.tk.plan(scene, b.ref, b.opts, block_mpx)
         except Exception as e:  # noqa: BLE001 - recorded per scene
             why = reason(e)
-            man.failed(sc.row.key, why)  # not an attempt: nothing was submitted (attempts own outputs, see run_batch)
+            man.failed(sc.row.key, why)  # not an attempt: nothing was submitted (attempts own outputs, see _triage)
             sc.blocks = []
             sc.final = "failed"
-            _count_failed(result, sc.name, why, echo)
-    todo[:] = [s for s in todo if s.final != "failed"]
+            _count_failed(b.result, sc.name, why, b.echo)
+    return [s for s in todo if s.final != "failed" and (s.blocks or b.tk.block is None)]
 
 
 @contextmanager
-def _client(workers, scheduler, client, dashboard: bool, threads,
-            info: Callable[[str], None]) -> Iterator[tuple[Any, str, str | None]]:
-    """(client, label, dashboard link, threads per worker): the caller's client, one connected to ``scheduler``, or a LocalCluster
-    of worker processes (one thread each: GDAL and torch run in parallel across processes). ``info`` gets one
-    line before a cluster is started or connected to (which can take a while)."""
+def _client(workers, scheduler, client, dashboard: bool | None, threads,
+            info: Callable[[str], None]) -> Iterator[tuple[Any, str, str | None, int | None]]:
+    """(client, label, dashboard link, threads per worker): the caller's client, one connected to ``scheduler``,
+    or a LocalCluster of worker processes (one thread each: GDAL and torch run in parallel across processes).
+    ``info`` gets one line before a cluster is started or connected to (which can take a while)."""
     import dask
     from distributed import Client, LocalCluster
 
@@ -457,126 +522,136 @@ def _model_loads(cl) -> dict[str, dict[str, int]]:
         return {}
 
 
-def _execute(cl, tk: Task, ref, opts, todo: list[_Scene], man: Manifest, result: BatchResult, tmp_root: Path,
-             allow_no_crs: bool, threads, command, progress: bool, echo, t_start: float) -> None:
+class _Execution:
     """Submit every scene's graph (earlier scenes first), then record each as it finishes. Every task of a scene
     is watched: the first failure record (or error) ends the scene at once and cancels the rest of its graph."""
-    from distributed import as_completed
 
-    from hsikit.pipelines.batch_tasks import failure, run_assemble, run_block, run_prepare
-    from hsikit.progress import Progress
+    def __init__(self, cl, b: _Batch, man: Manifest, total: int) -> None:
+        from hsikit.progress import Progress
 
-    live: dict[str, _Scene] = {}  # key of each future still watched -> its scene
-    total = len(todo)
+        self.cl, self.b, self.man, self.total = cl, b, man, total
+        self.live: dict[str, _Scene] = {}  # key of each future still watched -> its scene
+        # A worker's death counts against every task queued on it, so a scene that kills workers can take others
+        # down with it: a scene lost that way gets one more try, alone, once the rest are finished.
+        self.alone: list[_Scene] = []
+        self.bar = Progress(b.progress, total, "batch", unit="scenes", stream=sys.stdout)
 
-    def submit(sc: _Scene, prio: int, suffix: str = "") -> list:
-        workdir = tmp_root / sc.row.key
+    def run(self, todo: list[_Scene]) -> None:
+        from distributed import as_completed
+
+        # Dask runs higher priorities first: finish scenes in order, few half-done at a time
+        watch = [f for i, sc in enumerate(todo) for f in self.submit(sc, self.total - i)]
+        with self.bar:
+            ac = as_completed(watch)
+            for fut in ac:
+                self.handle(fut, False, ac)
+            for sc in self.alone:
+                ac = as_completed(self.submit(sc, 0, suffix="-alone"))
+                for fut in ac:
+                    self.handle(fut, True, ac)
+
+    def submit(self, sc: _Scene, prio: int, suffix: str = "") -> list:
+        """Submit the scene's graph prepare -> blocks -> assemble; return its futures."""
+        b, cl = self.b, self.cl
+        workdir = b.tmp_root / sc.row.key
         workdir.mkdir(parents=True, exist_ok=True)
-        ctx = {"key": sc.row.key, "fingerprint": sc.fingerprint, "allow_no_crs": allow_no_crs, "threads": threads,
-               "overwrite": sc.overwrite, "command": command, "receipt": str(_receipt(man, sc.row.key))}
+        ctx = {"key": sc.row.key, "fingerprint": sc.fingerprint, "allow_no_crs": b.allow_no_crs,
+               "threads": b.threads, "overwrite": sc.overwrite, "command": b.command,
+               "receipt": str(_receipt(self.man, sc.row.key))}
         tag = f"{sc.row.key[:10]}-{sc.row.attempts + 1}{suffix}"
-        man.submitted(sc.row.key)
+        self.man.submitted(sc.row.key)
         prep = None
-        if tk.block is not None:
-            prep = cl.submit(run_prepare, tk.name, sc.href, ref, opts, ctx, key=f"prepare-{tag}", priority=prio,
-                             pure=False)
-            blocks = [cl.submit(run_block, tk.name, sc.href, ref, opts, prep, b, str(workdir), ctx,
-                                key=f"block-{tag}-{b.index}", priority=prio, pure=False) for b in sc.blocks]
+        if b.tk.block is not None:
+            prep = cl.submit(run_prepare, b.tk.name, sc.href, b.ref, b.opts, ctx, key=f"prepare-{tag}",
+                             priority=prio, pure=False)
+            blocks = [cl.submit(run_block, b.tk.name, sc.href, b.ref, b.opts, prep, blk, str(workdir), ctx,
+                                key=f"block-{tag}-{blk.index}", priority=prio, pure=False) for blk in sc.blocks]
         else:
             blocks = []
-        final = cl.submit(run_assemble, tk.name, sc.href, ref, opts, prep, blocks,
+        final = cl.submit(run_assemble, b.tk.name, sc.href, b.ref, b.opts, prep, blocks,
                           {k: str(v) for k, v in sc.outputs.items()}, str(workdir), ctx, key=f"assemble-{tag}",
                           priority=prio, pure=False)
         sc.prep, sc.final, sc.futures = prep, final, [f for f in (prep, *blocks, final) if f is not None]
         for f in sc.futures:
-            live[f.key] = sc
+            self.live[f.key] = sc
         return sc.futures
 
-    # Dask runs higher priorities first: finish scenes in order, few half-done at a time
-    watch = [f for i, sc in enumerate(todo) for f in submit(sc, total - i)]
-    # A worker's death counts against every task queued on it, so a scene that kills workers can take others
-    # down with it: a scene lost that way gets one more try, alone, once the rest are finished.
-    alone: list[_Scene] = []
-    bar = Progress(progress, total, "batch", unit="scenes", stream=sys.stdout)
-
-    def forget(sc: _Scene, cancel: bool) -> None:
+    def forget(self, sc: _Scene, cancel: bool) -> None:
         if cancel:
-            cl.cancel(sc.futures)  # its other tasks would be wasted work
+            self.cl.cancel(sc.futures)  # its other tasks would be wasted work
         for f in sc.futures:
-            live.pop(f.key, None)
+            self.live.pop(f.key, None)
         sc.futures, sc.prep, sc.final = [], None, None  # release the results on the cluster
 
-    def ended(sc: _Scene, why: str | None, px: int = 0) -> None:
+    def ended(self, sc: _Scene, why: str | None, px: int = 0) -> None:
         if why is not None:
-            _scene_failed(man, result, sc, why, echo)
-        shutil.rmtree(tmp_root / sc.row.key, ignore_errors=True)
-        bar.advance(1, pixels=px)
+            _scene_failed(self.man, self.b.result, sc, why, self.b.echo)
+        shutil.rmtree(self.b.tmp_root / sc.row.key, ignore_errors=True)
+        self.bar.advance(1, pixels=px)
 
-    def handle(fut, retried: bool, ac: as_completed) -> None:
-        sc = live.get(fut.key)
+    def handle(self, fut, retried: bool, ac) -> None:
+        """Act on one finished (or failed, lost, cancelled) task of a watched scene."""
+        sc = self.live.get(fut.key)
         if sc is None:
             return  # its scene has ended (a cancelled task, or one finishing after its scene failed)
         if fut.status in ("lost", "pending"):
             # finished, but its result went down with a worker before we got to it: the scheduler recomputes it
             ac.add(fut)
             return
-        def failed_task(killed: bool) -> None:
-            why = _failure_reason(fut)  # before cancelling, which drops the error
-            forget(sc, cancel=True)
-            if killed and not retried:
-                alone.append(sc)
-            else:
-                ended(sc, why)
-
         if fut.status != "finished":
             # a live scene's task cancelled by the cluster (not by us: ended scenes leave ``live``) was lost with a
             # worker too, like a KilledWorker
-            failed_task(_killed_worker(fut) or fut.status == "cancelled")
+            self.task_failed(sc, fut, _killed_worker(fut) or fut.status == "cancelled", retried)
             return
         try:
             res = fut.result()
         except Exception:  # noqa: BLE001 - lost with a worker since the check above, and failed on recompute
-            failed_task(killed=True)
+            self.task_failed(sc, fut, True, retried)
             return
         why = failure(res)
         if why is not None:  # the scene is at fault: its reason, as the single-scene command says it
-            forget(sc, cancel=True)
-            ended(sc, why)
-            return
-        if fut is sc.prep:
-            live.pop(fut.key, None)
-            man.running(sc.row.key, res["t0"])
-            for text in res.get("notes") or ():
-                man.note(sc.row.key, "warning", text)
-                warnings.warn(text, stacklevel=1)
-            return
-        if fut is not sc.final:
-            live.pop(fut.key, None)  # a block: its files are the assemble's business
-            return
+            self.forget(sc, cancel=True)
+            self.ended(sc, why)
+        elif fut is sc.prep:
+            self.prepared(sc, fut, res)
+        elif fut is not sc.final:
+            self.live.pop(fut.key, None)  # a block: its files are the assemble's business
+        else:
+            self.finished(sc, res)
+
+    def task_failed(self, sc: _Scene, fut, killed: bool, retried: bool) -> None:
+        """End the scene of a failed task, or keep it for a try alone when a worker died under it the first time."""
+        why = _failure_reason(fut)  # before cancelling, which drops the error
+        self.forget(sc, cancel=True)
+        if killed and not retried:
+            self.alone.append(sc)
+        else:
+            self.ended(sc, why)
+
+    def prepared(self, sc: _Scene, fut, res: dict) -> None:
+        self.live.pop(fut.key, None)
+        self.man.running(sc.row.key, res["t0"])
+        for text in res.get("notes") or ():
+            self.man.note(sc.row.key, "warning", text)
+            warnings.warn(text, stacklevel=1)
+
+    def finished(self, sc: _Scene, res: dict) -> None:
+        """Record a scene whose assemble task wrote its outputs."""
         missing = [p for p in res["outputs"] if not Path(p).exists()]
-        forget(sc, cancel=False)
+        self.forget(sc, cancel=False)
         if missing:
-            ended(sc, f"output {Path(missing[0]).name} was not written")
+            self.ended(sc, f"output {Path(missing[0]).name} was not written")
             return
         px = int(res["pixels"] or 0)
-        man.done(sc.row.key, outputs=res["outputs"], pixels=px, seconds=res["timings"]["wall"],
-                 timings=res["timings"], worker=res["worker"])
-        result.done += 1
-        result.pixels += px
+        self.man.done(sc.row.key, outputs=res["outputs"], pixels=px, seconds=res["timings"]["wall"],
+                      timings=res["timings"], worker=res["worker"])
+        self.b.result.done += 1
+        self.b.result.pixels += px
         nb = res["timings"]["n_blocks"]
         parts = f"{nb} block{_s(nb)}" if nb else "whole input"
-        if progress:
-            echo(f"done {sc.name} ({res['timings']['wall']:.1f} s, {parts})")
-        ended(sc, None, px)
-
-    with bar:
-        ac = as_completed(watch)
-        for fut in ac:
-            handle(fut, False, ac)
-        for sc in alone:
-            ac = as_completed(submit(sc, 0, suffix="-alone"))
-            for fut in ac:
-                handle(fut, True, ac)
+        if self.b.progress:
+            self.b.echo(f"done {sc.name} ({res['timings']['wall']:.1f} s, {parts})")
+        self.ended(sc, None, px)
 
 
 def _scene_failed(man: Manifest, result: BatchResult, sc: _Scene, why: str, echo) -> None:

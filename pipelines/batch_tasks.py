@@ -32,6 +32,7 @@ from typing import Any, Callable
 import numpy as np
 
 from hsikit.errors import HsikitError, InputError, OptionError
+from hsikit.pipelines.options import CLASSIFY, DENOISE, PREPROCESS, RESTORE, STRESS, SUPER_RESOLVE, CommandSpec
 
 #: tags a batch adds to its raster outputs: the manifest key and input fingerprint (exactly-once recovery)
 TAG_KEY = "HSIKIT_BATCH_KEY"
@@ -66,12 +67,12 @@ class Block:
 
 @dataclass
 class Task:
-    """One batch TASK. ``options`` are its defaults (the keys it accepts); ``command`` the single-scene command."""
+    """One batch TASK: ``spec`` declares the options it takes (those of its single-scene command, as the batch
+    takes them), with their defaults and checks."""
 
     name: str
-    command: str
     help: str
-    options: dict[str, Any]
+    spec: CommandSpec
     needs_model: bool = True
     series: bool = False
     tagged: bool = True  # outputs carry the batch tags (else a receipt file records completion)
@@ -83,15 +84,26 @@ class Task:
     block: Callable[..., dict] = field(default=None, repr=False)
     assemble: Callable[..., dict] = field(default=None, repr=False)
 
+    @property
+    def command(self) -> str:
+        """The single-scene command the task runs per scene."""
+        return self.spec.command
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The options the task takes, with their defaults."""
+        return self.spec.batch_defaults()
+
     def normalise(self, given: dict[str, Any] | None) -> dict[str, Any]:
-        """The task's options with ``given`` applied; unknown keys are an :class:`OptionError`."""
+        """The task's options with ``given`` applied; unknown keys and values an option does not accept (a
+        format other than cog or gtiff, ...) are an :class:`OptionError`."""
         given = dict(given or {})
-        unknown = sorted(set(given) - set(self.options))
+        defaults = self.options
+        unknown = sorted(set(given) - set(defaults))
         if unknown:
             raise OptionError(f"batch {self.name} does not take option(s) {', '.join(unknown)}")
-        opts = {**self.options, **{k: v for k, v in given.items() if v is not None}}
-        if "fmt" in opts and opts["fmt"] not in ("cog", "gtiff"):
-            raise OptionError(f"--format must be cog or gtiff, not {opts['fmt']!r}")
+        opts = {**defaults, **{k: v for k, v in given.items() if v is not None}}
+        self.spec.check(opts)
         return opts
 
 
@@ -110,7 +122,8 @@ def cached_model(ref: ModelRef):
     with _LOCK:
         if key not in _MODELS:
             if checkpoint_sha256(ref.path) != ref.sha256:
-                raise InputError(f"{Path(ref.path).name} on worker {socket.gethostname()} differs from the client's copy")
+                raise InputError(f"{Path(ref.path).name} on worker {socket.gethostname()} differs from the "
+                                 "client's copy")
             _MODELS[key] = load_checkpoint(ref.path, device="cpu")
             _LOADS[key] = _LOADS.get(key, 0) + 1
         return _MODELS[key]
@@ -376,8 +389,6 @@ def _classify_validate(model: ModelRef | None, opts: dict) -> None:
     meta = read_checkpoint_meta(model.path)
     if meta.task != "classification":
         raise OptionError(f"{Path(model.path).name} is a {meta.task} model, not a classifier")
-    if opts["probabilities"] not in (None, "float32", "uint8"):
-        raise OptionError(f"--probabilities must be float32 or uint8, not {opts['probabilities']!r}")
 
 
 def _classify_plan(sc, model: ModelRef, opts: dict, block_mpx: float) -> list[Block]:
@@ -610,33 +621,25 @@ def _stress_assemble(href: str, model: ModelRef, opts: dict, stats, blocks, path
 
 
 # -- the table -------------------------------------------------------------------------------------------------------
-_RESTORE_OPTS = {"tile": None, "overlap": None, "device": "auto", "fmt": "cog"}
-
 TASKS: dict[str, Task] = {
     "classify": Task(
-        "classify", "classify", "Classify scenes into QGIS-ready class maps.",
-        {"tile": 512, "overlap": None, "batch_size": 2, "device": "auto", "probabilities": None, "confidence": False,
-         "quicklook": False, "legend": None, "fmt": "cog"},
-        gaps=True, outputs=_classify_outputs, validate=_classify_validate, plan=_classify_plan,
-        prepare=_classify_prepare, block=_classify_block, assemble=_classify_assemble),
-    "denoise": Task("denoise", "denoise", "Denoise scenes.", {**_RESTORE_OPTS, "task": None}, gaps=True,
-                    outputs=_restore_outputs, **_restoration("denoise")),
-    "super-resolve": Task("super-resolve", "super-resolve", "Super-resolve scenes.", {**_RESTORE_OPTS, "scale": None},
-                          gaps=True, outputs=_restore_outputs, **_restoration("super-resolve")),
-    "restore": Task("restore", "restore", "Restore scenes with any restoration model.",
-                    {**_RESTORE_OPTS, "task": None, "scale": None}, gaps=True, outputs=_restore_outputs,
-                    **_restoration("restore")),
+        "classify", "Classify scenes into QGIS-ready class maps.", CLASSIFY, gaps=True, outputs=_classify_outputs,
+        validate=_classify_validate, plan=_classify_plan, prepare=_classify_prepare, block=_classify_block,
+        assemble=_classify_assemble),
+    "denoise": Task("denoise", "Denoise scenes.", DENOISE, gaps=True, outputs=_restore_outputs,
+                    **_restoration("denoise")),
+    "super-resolve": Task("super-resolve", "Super-resolve scenes.", SUPER_RESOLVE, gaps=True,
+                          outputs=_restore_outputs, **_restoration("super-resolve")),
+    "restore": Task("restore", "Restore scenes with any restoration model.", RESTORE, gaps=True,
+                    outputs=_restore_outputs, **_restoration("restore")),
     "preprocess": Task(
-        "preprocess", "preprocess", "Apply a band-preprocessing chain to scenes.",
-        {"chain": None, "drop_bad_bands": False, "wavelength_range": None, "resample_to": None, "scale": None,
-         "normalize": False, "pca": None, "block": 512, "fmt": "cog"},
-        needs_model=False, outputs=lambda d, n, o: {"output": d / f"{n}.tif"}, validate=_pre_validate,
-        plan=_pre_plan, prepare=_pre_prepare, block=_pre_block, assemble=_pre_assemble),
+        "preprocess", "Apply a band-preprocessing chain to scenes.", PREPROCESS, needs_model=False,
+        outputs=lambda d, n, o: {"output": d / f"{n}.tif"}, validate=_pre_validate, plan=_pre_plan,
+        prepare=_pre_prepare, block=_pre_block, assemble=_pre_assemble),
     "stress": Task(
-        "stress", "stress", "Crop-stress maps of time series (one INPUT = one folder of dates or SAFE products).",
-        {"png": True, "explain": True, "device": "auto", "fmt": "cog"}, series=True, tagged=False,
-        outputs=_stress_outputs,
-        validate=_stress_validate, plan=None, prepare=None, block=None, assemble=_stress_assemble),
+        "stress", "Crop-stress maps of time series (one INPUT = one folder of dates or SAFE products).", STRESS,
+        series=True, tagged=False, outputs=_stress_outputs, validate=_stress_validate, plan=None, prepare=None,
+        block=None, assemble=_stress_assemble),
 }
 
 

@@ -10,6 +10,7 @@ from typing import Any, Callable
 import numpy as np
 
 from hsikit.errors import OptionError
+from hsikit.training.run import RunOptions
 
 POTSDAM = "enmap_potsdam"
 
@@ -74,10 +75,11 @@ def benchmark_classify(
     for seed in seed_list:
         t0 = time.perf_counter()
         kw = dict(overrides or {})
+        run = RunOptions(device=device, overwrite=overwrite, progress=progress, seed=seed,
+                         report_dir=out / f"{model}_seed{seed}_report",
+                         command=f"benchmark classify {dataset} {model} seed {seed}")
         r = train_classifier(scene, labels, out=out / f"{model}_seed{seed}.safetensors", model=model,
-                             model_config=model_config, split=split, protocol="paper", seed=seed, device=device,
-                             report_dir=out / f"{model}_seed{seed}_report", overwrite=overwrite, progress=progress,
-                             command=f"benchmark classify {dataset} {model} seed {seed}", echo=say, **kw)
+                             model_config=model_config, split=split, protocol="paper", run=run, echo=say, **kw)
         m = r.metrics
         row = {"seed": seed, "oa": m["oa"], "aa": m["aa"], "kappa": m["kappa"],
                "per_class_accuracy": m["per_class_accuracy"], "train_seconds": time.perf_counter() - t0,

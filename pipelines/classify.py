@@ -11,8 +11,9 @@ from typing import Literal
 import numpy as np
 
 from hsikit.engine.engine import EngineStats
-from hsikit.errors import BandMismatchError, InputError, OptionError
+from hsikit.errors import BandMismatchError, InputError
 from hsikit.io.scene import Scene
+from hsikit.pipelines.options import CLASSIFY
 
 ProbMode = Literal["float32", "uint8"]
 
@@ -34,7 +35,8 @@ class ClassifyResult:
     engine: EngineStats | None = None
 
 
-def output_paths(out: Path, probabilities: ProbMode | None, quicklook: bool, confidence: bool = False) -> dict[str, Path]:
+def output_paths(out: Path, probabilities: ProbMode | None, quicklook: bool,
+                 confidence: bool = False) -> dict[str, Path]:
     """Every file a classification writes, keyed by role."""
     paths = {"class_map": out, "qml": out.with_suffix(".qml")}
     if probabilities:
@@ -260,23 +262,19 @@ def classify(
     ``<out>_confidence.tif``, the winning class's probability (float32). ``quicklook`` writes a PNG.
     The model's preprocessing chain is replayed exactly; tiles overlap by at least the model's receptive field.
     ``tile`` None plans the largest tiles that fit ``max_memory`` (default: a third of the RAM).
+    The options' defaults and accepted values are those of :data:`hsikit.pipelines.options.CLASSIFY`.
     """
     from hsikit.checkpoint import load_checkpoint
-    from hsikit.engine.engine import run_tiled
-    from hsikit.io.atomic import output_group
     from hsikit.io.gaps import check_band_gaps
     from hsikit.io.open import open_scene
     from hsikit.io.outputs import check_outputs, check_suffix
     from hsikit.pipelines.common import default_model
 
-    out = Path(out)
-    if fmt not in ("cog", "gtiff"):
-        raise OptionError(f"--format must be cog or gtiff, not {fmt!r}")
-    if probabilities not in (None, "float32", "uint8"):
-        raise OptionError(f"--probabilities must be float32 or uint8, not {probabilities!r}")
-    check_suffix(out)
-    paths = output_paths(out, probabilities, quicklook, confidence)
-    check_outputs(named_roles(paths), overwrite)
+    CLASSIFY.check({"fmt": fmt, "probabilities": probabilities})
+    wanted = _Outputs(output_paths(Path(out), probabilities, quicklook, confidence), probabilities, confidence,
+                      quicklook, fmt, overwrite)
+    check_suffix(Path(out))
+    check_outputs(named_roles(wanted.paths), overwrite)
     t0 = time.perf_counter()
     own = not isinstance(scene, Scene)
     sc = open_scene(scene) if own else scene
@@ -286,56 +284,79 @@ def classify(
         net, _ = load_checkpoint(model_path, device="cpu")
         setup = classify_setup(sc, model_path, tile=tile, overlap=overlap, batch_size=batch_size, legend=legend,
                                command=command, max_memory=max_memory, net=net)
-        predictor = classify_predictor(net, setup, device)
-        n_cls, lg = setup.n_classes, setup.legend
-        counts = np.zeros(n_cls + 1, dtype=np.int64)
-        writers = class_writers(paths, setup, sc, probabilities=probabilities, fmt=fmt, overwrite=overwrite)
-
-        def sink(window, values: np.ndarray, valid: np.ndarray) -> None:
-            arrays = class_outputs(values, valid, setup, probabilities, confidence)
-            counts[:] += np.bincount(arrays["class_map"].ravel(), minlength=n_cls + 1)[: n_cls + 1]
-            for role, a in arrays.items():
-                writers[role].write(a, window)
-
-        with output_group() as group:  # every output appears together, or none
-            with ExitStack() as stack:
-                for w in writers.values():
-                    stack.enter_context(w)
-                stats = run_tiled(sc, predictor, out_channels=n_cls, sink=sink, spec=setup.spec,
-                                  context=setup.context, size_multiple=setup.size_multiple,
-                                  transform_input=setup.chain.apply, progress=progress,
-                                  pixel_local=setup.pixel_local)
-            ql = None
-            if quicklook:
-                from hsikit.io.quicklook import save_class_quicklook
-
-                save_class_quicklook(_read_decimated(group.staged(paths["class_map"])), lg, paths["quicklook"])
-                ql = paths["quicklook"]
+        done = _write_class_maps(sc, setup, classify_predictor(net, setup, device), wanted, progress)
     finally:
         if own:
             sc.close()
+    return _result(wanted, setup, done, time.perf_counter() - t0)
 
+
+@dataclass(frozen=True)
+class _Outputs:
+    """What one classification writes: the files by role and how."""
+
+    paths: dict[str, Path]
+    probabilities: ProbMode | None
+    confidence: bool
+    quicklook: bool
+    fmt: str
+    overwrite: bool
+
+
+@dataclass
+class _Written:
+    """What the tiled run left: its statistics, the pixels per class (nodata first) and the quicklook written."""
+
+    stats: EngineStats
+    counts: np.ndarray
+    quicklook: Path | None
+
+
+def _write_class_maps(sc: Scene, setup: ClassifySetup, predictor, wanted: _Outputs, progress: bool) -> _Written:
+    """Run the model over ``sc`` in tiles into the rasters of ``wanted``; every output appears together, or none."""
+    from hsikit.engine.engine import run_tiled
+    from hsikit.io.atomic import output_group
+
+    n_cls = setup.n_classes
+    counts = np.zeros(n_cls + 1, dtype=np.int64)
+    writers = class_writers(wanted.paths, setup, sc, probabilities=wanted.probabilities, fmt=wanted.fmt,
+                            overwrite=wanted.overwrite)
+
+    def sink(window, values: np.ndarray, valid: np.ndarray) -> None:
+        arrays = class_outputs(values, valid, setup, wanted.probabilities, wanted.confidence)
+        counts[:] += np.bincount(arrays["class_map"].ravel(), minlength=n_cls + 1)[: n_cls + 1]
+        for role, a in arrays.items():
+            writers[role].write(a, window)
+
+    with output_group() as group:
+        with ExitStack() as stack:
+            for w in writers.values():
+                stack.enter_context(w)
+            stats = run_tiled(sc, predictor, out_channels=n_cls, sink=sink, spec=setup.spec, context=setup.context,
+                              size_multiple=setup.size_multiple, transform_input=setup.chain.apply, progress=progress,
+                              pixel_local=setup.pixel_local)
+        ql = None
+        if wanted.quicklook:
+            from hsikit.io.quicklook import read_decimated, save_class_quicklook
+
+            ql = wanted.paths["quicklook"]
+            save_class_quicklook(read_decimated(group.staged(wanted.paths["class_map"])), setup.legend, ql)
+    return _Written(stats, counts, ql)
+
+
+def _result(wanted: _Outputs, setup: ClassifySetup, done: _Written, seconds: float) -> ClassifyResult:
+    names = setup.legend.names
     return ClassifyResult(
-        class_map=paths["class_map"],
-        probabilities=paths.get("probabilities"),
-        confidence=paths.get("confidence"),
-        quicklook=ql,
-        qml=paths["qml"],
-        seconds=time.perf_counter() - t0,
-        pixels=int(stats.pixels),
-        tiles=int(stats.tiles),
-        skipped_tiles=int(stats.skipped_tiles),
-        class_counts={"nodata": int(counts[0]), **{lg.names[i]: int(counts[i + 1]) for i in range(n_cls)}},
-        engine=stats,
+        class_map=wanted.paths["class_map"],
+        probabilities=wanted.paths.get("probabilities"),
+        confidence=wanted.paths.get("confidence"),
+        quicklook=done.quicklook,
+        qml=wanted.paths["qml"],
+        seconds=seconds,
+        pixels=int(done.stats.pixels),
+        tiles=int(done.stats.tiles),
+        skipped_tiles=int(done.stats.skipped_tiles),
+        class_counts={"nodata": int(done.counts[0]), **{names[i]: int(done.counts[i + 1])
+                                                         for i in range(setup.n_classes)}},
+        engine=done.stats,
     )
-
-
-def _read_decimated(path: Path, max_size: int = 1024) -> np.ndarray:
-    """Band 1 at most ``max_size`` px on a side, from the overviews (nearest), for quicklooks."""
-    import rasterio
-    from rasterio.enums import Resampling
-
-    with rasterio.open(path) as src:
-        f = max(1, int(np.ceil(max(src.width, src.height) / max_size)))
-        shape = (max(1, src.height // f), max(1, src.width // f))
-        return src.read(1, out_shape=shape, resampling=Resampling.nearest)

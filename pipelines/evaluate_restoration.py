@@ -49,17 +49,13 @@ def restore_array(net, meta, x: np.ndarray, *, task: str, scale: int, nearest: b
     """Run a restoration network over an in-memory cube (C, h, w) in [0, 1] through the tiled engine."""
     from hsikit.engine.engine import TileSpec, run_tiled
     from hsikit.engine.torch_predict import TorchPredictor
-    from hsikit.models.registry import get_entry
-    from hsikit.pipelines.restore import _restorer, default_tile
+    from hsikit.pipelines.restore import default_tile, model_context, restorer_module
 
-    entry = get_entry(meta.arch)
-    context = int(entry.receptive_field(entry.config_cls(**meta.config)))
-    if nearest:
-        context = max(1, -(-context // scale))
+    context = model_context(meta, scale, nearest)
     tile = tile or default_tile(context, scale)
     c, h, w = x.shape
     data = x if valid is None else np.where(valid[None], x, np.float32(np.nan))
-    predictor = TorchPredictor(_restorer(net, meta, task, scale, nearest), device=device, softmax=False,
+    predictor = TorchPredictor(restorer_module(net, meta, task, scale, nearest), device=device, softmax=False,
                                out_scale=scale)
     out = np.zeros((c, h * scale, w * scale), np.float32)
 
@@ -71,6 +67,111 @@ def restore_array(net, meta, x: np.ndarray, *, task: str, scale: int, nearest: b
               predictor, out_channels=c, sink=sink, spec=TileSpec(tile=tile, batch_size=1), context=context,
               progress=False, scale=scale)
     return out
+
+
+@dataclass
+class _Evaluated:
+    """The checkpoint under evaluation and what it is scored on: its task, scale and the degradation."""
+
+    net: Any
+    meta: Any
+    task: str
+    scale: int
+    nearest: bool
+    degradation: str
+    specs: list
+    chain: Any
+    clip: bool
+
+
+def _load_evaluated(model: str | Path, degradation: str | None, task: str | None, scale: int | None,
+                    clip: bool | None) -> _Evaluated:
+    """Load ``model`` and resolve its task, scale, degradation and clipping as the evaluation runs them."""
+    from hsikit.checkpoint import load_checkpoint
+    from hsikit.pipelines.restore import resolve_task
+    from hsikit.preprocess.chain import Chain
+    from hsikit.restoration.degradations import parse_degradations
+
+    net, meta = load_checkpoint(model, device="cpu")
+    if clip is None:
+        clip = bool((meta.restoration or {}).get("clamp_output", False))
+    command = {"denoising": "denoise", "super-resolution": "super-resolve"}.get(meta.task, "restore")
+    task_name, s, nearest = resolve_task(meta, command, task, scale)
+    deg_text = degradation or default_degradation(meta, task_name, s)
+    return _Evaluated(net, meta, task_name, s, nearest, deg_text, parse_degradations(deg_text),
+                      Chain.from_dict(meta.preprocessing), clip)
+
+
+def _baseline_estimates(ev: _Evaluated, deg) -> dict[str, np.ndarray]:
+    """The classical baselines for this degradation: bicubic up-sampling for super-resolution, the training-free
+    denoisers for noise, none for the other tasks."""
+    from hsikit.restoration import classical
+    from hsikit.restoration.subspace import subspace_denoise
+
+    k = deg.scale
+    if k > 1:
+        return {"bicubic": classical.bicubic_upsample(deg.x, k)}
+    if ev.task == "sr" and deg.ergas_scale > 1:  # all-in-one SR: LR nearest-replicated to full size
+        k = deg.ergas_scale
+        return {"bicubic": classical.bicubic_upsample(np.ascontiguousarray(deg.x[:, ::k, ::k]), k)}
+    if ev.meta.task == "denoising" or ev.task in ("gaussian", "complex"):
+        denoisers = {"wavelet": classical.wavelet_denoise, "tv": classical.tv_denoise,
+                     "pca": classical.pca_denoise, "subspace": subspace_denoise}
+        return {name: denoisers[name](deg.x) for name in DENOISING_BASELINES}
+    return {}
+
+
+def _score_scene(ev: _Evaluated, sc: Scene, rng: np.random.Generator, *, baselines: bool, tile: int | None,
+                 device: str) -> dict[str, Any]:
+    """Degrade one clean scene, restore it, and score the model, the degraded input and the baselines."""
+    from hsikit.pipelines.train_restorer import load_clean
+    from hsikit.restoration.degradations import degrade
+    from hsikit.restoration.quality import quality_report
+
+    s = ev.scale
+    ev.chain.check_input(sc.bands, source=sc.name)
+    cubes, valids, _ = load_clean([sc], ev.chain)
+    clean, valid = cubes[0], valids[0]
+    if s > 1 and not ev.nearest:
+        hh, ww = clean.shape[1] // s * s, clean.shape[2] // s * s
+        clean, valid = clean[:, :hh, :ww], valid[:hh, :ww]
+    deg = degrade(clean, ev.specs, rng)
+    if ev.meta.task == "super-resolution" and deg.scale != s:
+        raise OptionError(f"the degradation must down-sample by the model's scale x{s} "
+                          f"(e.g. downsample:scale={s}), not x{deg.scale}")
+    k = deg.scale  # > 1: the input is the low-resolution cube, the model up-samples by k
+    lr_valid = valid[::k, ::k]
+    results: dict[str, np.ndarray] = {}
+    if k == 1:
+        results["degraded input"] = deg.x
+    results[ev.meta.arch] = restore_array(ev.net, ev.meta, deg.x, task=ev.task, scale=k, nearest=ev.nearest and k > 1,
+                                          tile=tile, device=device, valid=None if lr_valid.all() else lr_valid)
+    if baselines:
+        results.update(_baseline_estimates(ev, deg))
+    r = max(deg.scale, deg.ergas_scale)
+    scores = {name: quality_report(clean, est, scale=r, mask=deg.mask, clip=ev.clip) for name, est in results.items()}
+    return {"scene": sc.name, "shape": list(clean.shape), "scores": scores}
+
+
+def _mean_scores(per_scene: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Each method's scores averaged over the scenes."""
+    methods: dict[str, dict[str, float]] = {}
+    for name in per_scene[0]["scores"]:
+        keys = per_scene[0]["scores"][name].keys()
+        methods[name] = {k: float(np.mean([p["scores"][name][k] for p in per_scene])) for k in keys}
+    return methods
+
+
+def _record_scores(model: str | Path, ev: _Evaluated, res: RestorationEvaluation, seed: int) -> None:
+    """Store the mean PSNR/SSIM/SAM of the model and the baselines in the model file."""
+    from hsikit.pipelines.common import store_scores
+
+    names = [p["scene"] for p in res.scenes]
+    keep = ("psnr", "ssim", "sam")
+    store_scores(model, {
+        "key": f"restoration|{'+'.join(names)}|{ev.degradation}|{seed}|{ev.scale}", "scenes": names,
+        "degradation": ev.degradation, "seed": seed, "task": ev.task,
+        "scores": {m: {k: round(v, 4) for k, v in sc.items() if k in keep} for m, sc in res.methods.items()}})
 
 
 def evaluate_restoration(
@@ -95,16 +196,8 @@ def evaluate_restoration(
     convention; default: for models trained on their clamped output). ``record`` stores the mean PSNR/SSIM/SAM
     of the model and the baselines in the model file (shown by ``hsikit info``)."""
     from hsikit._version import __version__
-    from hsikit.checkpoint import load_checkpoint
     from hsikit.io.open import open_scene
-    from hsikit.pipelines.restore import resolve_task
-    from hsikit.pipelines.train_restorer import load_clean
-    from hsikit.preprocess.chain import Chain
     from hsikit.report import write_json
-    from hsikit.restoration import classical
-    from hsikit.restoration.degradations import degrade, parse_degradations
-    from hsikit.restoration.quality import quality_report
-    from hsikit.restoration.subspace import subspace_denoise
 
     t0 = time.perf_counter()
     if not scenes:
@@ -112,69 +205,24 @@ def evaluate_restoration(
     rdir = Path(out) if out else None
     if rdir is not None and (rdir / "report.json").exists() and not overwrite:
         raise InputError(f"{rdir / 'report.json'} exists (use --overwrite)")
-    net, meta = load_checkpoint(model, device="cpu")
-    if clip is None:
-        clip = bool((meta.restoration or {}).get("clamp_output", False))
-    command = {"denoising": "denoise", "super-resolution": "super-resolve"}.get(meta.task, "restore")
-    task_name, s, nearest = resolve_task(meta, command, task, scale)
-    deg_text = degradation or default_degradation(meta, task_name, s)
-    specs = parse_degradations(deg_text)
-    chain = Chain.from_dict(meta.preprocessing)
+    ev = _load_evaluated(model, degradation, task, scale, clip)
     per_scene: list[dict[str, Any]] = []
     for i, src in enumerate(scenes):
         sc = src if isinstance(src, Scene) else open_scene(src)
         try:
-            chain.check_input(sc.bands, source=sc.name)
-            cubes, valids, _ = load_clean([sc], chain)
-            clean, valid = cubes[0], valids[0]
-            if s > 1 and not nearest:
-                hh, ww = clean.shape[1] // s * s, clean.shape[2] // s * s
-                clean, valid = clean[:, :hh, :ww], valid[:hh, :ww]
-            deg = degrade(clean, specs, np.random.default_rng([seed, i]))
-            if meta.task == "super-resolution" and deg.scale != s:
-                raise OptionError(f"the degradation must down-sample by the model's scale x{s} "
-                                  f"(e.g. downsample:scale={s}), not x{deg.scale}")
-            k = deg.scale  # > 1: the input is the low-resolution cube, the model up-samples by k
-            lr_valid = valid[::k, ::k]
-            results: dict[str, np.ndarray] = {}
-            if k == 1:
-                results["degraded input"] = deg.x
-            results[meta.arch] = restore_array(net, meta, deg.x, task=task_name, scale=k, nearest=nearest and k > 1,
-                                               tile=tile, device=device, valid=None if lr_valid.all() else lr_valid)
-            if baselines:
-                if k > 1:
-                    results["bicubic"] = classical.bicubic_upsample(deg.x, k)
-                elif task_name == "sr" and deg.ergas_scale > 1:  # all-in-one SR: LR nearest-replicated to full size
-                    k = deg.ergas_scale
-                    results["bicubic"] = classical.bicubic_upsample(np.ascontiguousarray(deg.x[:, ::k, ::k]), k)
-                elif meta.task == "denoising" or task_name in ("gaussian", "complex"):
-                    denoisers = {"wavelet": classical.wavelet_denoise, "tv": classical.tv_denoise,
-                                 "pca": classical.pca_denoise, "subspace": subspace_denoise}
-                    results.update({name: denoisers[name](deg.x) for name in DENOISING_BASELINES})
-            r = max(deg.scale, deg.ergas_scale)
-            scores = {name: quality_report(clean, est, scale=r, mask=deg.mask, clip=clip)
-                      for name, est in results.items()}
-            per_scene.append({"scene": sc.name, "shape": list(clean.shape), "scores": scores})
+            per_scene.append(_score_scene(ev, sc, np.random.default_rng([seed, i]), baselines=baselines, tile=tile,
+                                          device=device))
         finally:
             if not isinstance(src, Scene):
                 sc.close()
-    methods: dict[str, dict[str, float]] = {}
-    for name in per_scene[0]["scores"]:
-        keys = per_scene[0]["scores"][name].keys()
-        methods[name] = {k: float(np.mean([p["scores"][name][k] for p in per_scene])) for k in keys}
-    res = RestorationEvaluation(methods, per_scene, deg_text, task_name, None, time.perf_counter() - t0)
+    methods = _mean_scores(per_scene)
+    res = RestorationEvaluation(methods, per_scene, ev.degradation, ev.task, None, time.perf_counter() - t0)
     if record:
-        from hsikit.pipelines.common import store_scores
-
-        names = [p["scene"] for p in per_scene]
-        keep = ("psnr", "ssim", "sam")
-        store_scores(model, {
-            "key": f"restoration|{'+'.join(names)}|{deg_text}|{seed}|{s}", "scenes": names,
-            "degradation": deg_text, "seed": seed, "task": task_name,
-            "scores": {m: {k: round(v, 4) for k, v in sc.items() if k in keep} for m, sc in methods.items()}})
+        _record_scores(model, ev, res, seed)
     if rdir is not None:
         rdir.mkdir(parents=True, exist_ok=True)
-        res.report = write_json({"model": Path(model).name, "arch": meta.arch, "task": task_name, "degradation": deg_text,
-                                 "seed": seed, "scale": s, "clip": clip, "methods": methods, "scenes": per_scene,
-                                 "hsikit_version": __version__, "seconds": res.seconds}, rdir / "report.json")
+        res.report = write_json({"model": Path(model).name, "arch": ev.meta.arch, "task": ev.task,
+                                 "degradation": ev.degradation, "seed": seed, "scale": ev.scale, "clip": ev.clip,
+                                 "methods": methods, "scenes": per_scene, "hsikit_version": __version__,
+                                 "seconds": res.seconds}, rdir / "report.json")
     return res

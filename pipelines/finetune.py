@@ -15,9 +15,7 @@ relative to the CSV).
 from __future__ import annotations
 
 import csv
-import dataclasses
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -26,10 +24,19 @@ import numpy as np
 from hsikit.errors import InputError, OptionError
 from hsikit.io.inputs import find_rasters
 from hsikit.io.scene import Scene
-from hsikit.pipelines.pretrain import (MODEL_CARD, NORMALIZATIONS, band_chain, jsonable_config,
-                                       normalization_step, prepare_run_dir, sample_statistics,
-                                       with_normalization)
+from hsikit.pipelines.pretrain import (
+    MODEL_CARD,
+    NORMALIZATIONS,
+    band_chain,
+    normalization_step,
+    sample_statistics,
+    step_budget,
+    with_normalization,
+    write_run_report,
+)
+from hsikit.preprocess.chain import Chain
 from hsikit.report import write_loss_curve_png
+from hsikit.training.run import Run, RunOptions, RunResult, jsonable, prepare_run
 
 #: encoder fields a head takes over from its ``init`` checkpoint
 ENCODER_FIELDS = ("variant", "bands", "group_size", "patch_size", "img_size", "embed_dim", "depth", "num_heads",
@@ -37,12 +44,8 @@ ENCODER_FIELDS = ("variant", "bands", "group_size", "patch_size", "img_size", "e
 
 
 @dataclass
-class FinetuneResult:
-    checkpoint: Path
-    metrics: dict[str, Any]
-    history: list[dict[str, Any]] = field(default_factory=list)
-    report_dir: Path | None = None
-    seconds: float = 0.0
+class FinetuneResult(RunResult):
+    """A fine-tuned SpectralGPT head: see :class:`RunResult`."""
 
 
 @dataclass
@@ -117,6 +120,99 @@ def _normalization(mode: str | None, init: Init | None, scenes, chains, size: in
     return mode, normalization_step(mode, stats), stats
 
 
+# -- what both heads share -------------------------------------------------------------------------------------------
+@dataclass
+class Head:
+    """A head's run before its data are read: the model ``arch``, the ``run`` (outputs checked, not started), the
+    recipe with its budget, the ``init`` checkpoint and the head options (``cfg``)."""
+
+    arch: str
+    run: Run
+    recipe: Any  # FinetuneRecipe
+    init: Init | None
+    cfg: dict[str, Any]
+
+    def model_config(self, mode: str, num_classes: int) -> Any:
+        """The model config for ``num_classes`` classes (the official per-image min-max scaling for "per-image")."""
+        from hsikit.models.registry import make_config
+
+        if mode == "per-image":
+            self.cfg["input_scaling"] = "minmax"
+        return make_config(self.arch, **{"drop_path": self.recipe.drop_path, **self.cfg, "num_classes": num_classes})
+
+
+@dataclass
+class HeadData:
+    """A head's training data and what its checkpoint and report record about them."""
+
+    cfg: Any  # the model config
+    data: Any  # SegmentationData or ChipData
+    chain: Chain  # the full preprocessing, replayed at inference
+    bands: dict[str, Any]  # the input bands (before preprocessing)
+    names: list[str]
+    colors: list[str]
+    mode: str  # the normalisation: a mode of NORMALIZATIONS or "from-init"
+    stats: dict[str, Any] | None
+
+
+@dataclass
+class TrainedHead:
+    fit: Any  # FinetuneFit
+    init_report: dict[str, Any] | None
+    metrics: dict[str, Any]
+
+
+def start_head(arch: str, recipe: Any, out: str | Path, options: RunOptions | None, *, steps: int | None,
+               epochs: int | None, steps_per_epoch: int | None, init: str | Path | None, variant: str | None,
+               model_config: dict[str, Any] | None) -> Head:
+    """The budget from ``steps`` or ``epochs``, the output checks (on the lead rank), ``init`` and the options."""
+    options = options or RunOptions()
+    recipe = step_budget(recipe.replace(seed=options.seed), steps, epochs, steps_per_epoch)
+    run = prepare_run(out, options)
+    ini = read_init(init) if init else None
+    return Head(arch, run, recipe, ini, head_config(ini, variant, model_config))
+
+
+def train_head(head: Head, d: HeadData) -> TrainedHead:
+    """Start the run, build the head (its encoder from ``init``, if any) and fit it; the loss metrics."""
+    from hsikit.models.registry import create_model
+    from hsikit.training.finetune import fit_head
+
+    head.run.start(head.recipe.seed)
+    net = create_model(head.arch, **jsonable(d.cfg))
+    init_report = load_init_weights(net, head.init) if head.init is not None else None
+    fit = fit_head(net.to(head.run.device), d.data, head.recipe, run=head.run)
+    curve = fit.loss_curve
+    metrics = {"first_loss": curve[0] if curve else None, "last_loss": curve[-1] if curve else None,
+               "steps": len(curve), "steps_this_run": fit.steps_run, "fit_seconds": fit.seconds}
+    return TrainedHead(fit, init_report, metrics)
+
+
+def save_head(head: Head, d: HeadData, trained: TrainedHead, task: str, provenance: dict[str, Any],
+              report: dict[str, Any], *, val_key: str, val_label: str) -> None:
+    """Write the checkpoint (``provenance``: its facts after the step count), loss_curve.png (validation curve
+    ``val_key``) and report.json (``report``: its facts after the normalisation statistics)."""
+    from hsikit.checkpoint import CheckpointMeta
+
+    run, fit = head.run, trained.fit
+    meta = CheckpointMeta(
+        arch=head.arch, config=jsonable(fit.net.cfg), task=task, bands=d.bands, preprocessing=d.chain.to_dict(),
+        class_names=d.names, class_colors=d.colors,
+        provenance=run.provenance(steps=len(fit.loss_curve), **provenance, model_card=MODEL_CARD),
+    )
+    run.save(fit.net, meta)
+    write_loss_curve_png(fit.loss_curve, fit.history, run.dir / "loss_curve.png", title=f"{head.arch} fine-tuning",
+                         val_key=val_key, val_label=val_label)
+    write_run_report(run, head.arch, head.recipe, fit, trained.metrics,
+                     {"init": trained.init_report, "normalization": d.mode, "statistics": d.stats, **report})
+
+
+def head_result(head: Head, trained: TrainedHead) -> FinetuneResult:
+    """The result of a head's run (no metrics on the ranks that do not write)."""
+    run = head.run
+    return FinetuneResult(run.out, trained.metrics if run.lead else {}, trained.fit.history, run.dir, run.seconds)
+
+
 # -- segmenter -------------------------------------------------------------------------------------------------------
 def read_pairs(sources: Sequence[str | Path], labels: Sequence[str | Path] | None) -> list[tuple[str, str]]:
     """(scene, labels) pairs: ``sources`` with one ``labels`` each, or CSV files with columns image and
@@ -160,7 +256,10 @@ def _csv_pairs(p: Path) -> list[tuple[str, str]]:
     return [(resolve(r[img]), resolve(r[lab])) for r in rows]
 
 
-def _open_labelled(pairs, bands, spectral, attribute, allow_resample=False):
+def open_labelled(pairs: Sequence[tuple[str, str]], bands: Sequence[str], spectral: str, attribute: str | None,
+                  allow_resample: bool = False) -> list[tuple[Scene, Chain, Any]]:
+    """(scene, band chain, labels) of every (scene, labels) pair, the labels on the scene grid (see
+    :func:`hsikit.io.labels.read_labels`); closes what it opened if one fails."""
     from hsikit.io.labels import read_labels
     from hsikit.io.open import open_scene
 
@@ -199,124 +298,94 @@ def train_segmenter(
     steps_per_epoch: int | None = None,
     batch_size: int | None = None,
     lr: float | None = None,
-    seed: int | None = None,
     select_best: bool | None = None,
     layer_decay: float | None = None,
     freeze_encoder: bool | None = None,
     normalization: str | None = None,
     spectral: str = "auto",
-    device: str = "auto",
-    precision: str = "32-true",
-    resume: bool = False,
-    overwrite: bool = False,
-    report_dir: str | Path | None = None,
-    progress: bool = True,
-    command: str | None = None,
-    devices: int = 1,
-    strategy: str = "auto",
-    num_nodes: int = 1,
+    run: RunOptions | None = None,
 ) -> FinetuneResult:
     """Fine-tune ``spectralgpt-segmenter`` on labelled ``scenes`` (see :func:`read_pairs`); validation OA/mIoU
     after every epoch on ``val`` scenes, classified whole through the tiled engine like ``hsikit classify``.
     ``epochs`` (of ``steps_per_epoch`` steps) is an alternative to ``steps``; ``layer_decay`` < 1 lowers the lr
-    of the earlier encoder blocks, ``freeze_encoder`` trains the head alone. ``devices`` x ``num_nodes`` > 1
-    trains with DDP (each step averages ``world x batch_size`` windows); only the global rank 0 checks and
-    writes outputs, the other ranks return a result without metrics. Label rasters must lie on their scene's
-    grid unless ``allow_resample`` (nearest neighbour, with a warning; see :func:`hsikit.io.labels.read_labels`)."""
-    import torch
+    of the earlier encoder blocks, ``freeze_encoder`` trains the head alone. ``run``: the compute, output and seed
+    options; more than one process trains with DDP (each step averages ``world x batch_size`` windows), and only
+    the global rank 0 checks and writes outputs, the other ranks return a result without metrics. Label rasters
+    must lie on their scene's grid unless ``allow_resample`` (nearest neighbour, with a warning; see
+    :func:`hsikit.io.labels.read_labels`)."""
+    from hsikit.models.registry import make_config
+    from hsikit.training.finetune import segmenter_recipe
 
-    from hsikit._version import __version__
-    from hsikit.checkpoint import CheckpointMeta, save_checkpoint
-    from hsikit.engine.torch_predict import resolve_device
-    from hsikit.io.legend import default_colors
-    from hsikit.models.registry import create_model, get_entry, make_config
-    from hsikit.pipelines.train_classifier import _created
-    from hsikit.report import write_confusion_csv, write_confusion_png, write_json
-    from hsikit.training.finetune import LabelledScene, SegmentationData, fit_head, segmenter_recipe
-    from hsikit.training.module import is_global_zero
-
-    t0 = time.perf_counter()
-    arch = "spectralgpt-segmenter"
-    recipe = segmenter_recipe().replace(steps_per_epoch=steps_per_epoch, batch_size=batch_size, lr=lr, seed=seed,
-                                        select_best=select_best, layer_decay=layer_decay,
-                                        freeze_encoder=freeze_encoder)
-    recipe = recipe.replace(steps=steps if steps else (epochs * recipe.steps_per_epoch if epochs else None))
-    out = Path(out)
-    lead = is_global_zero()  # DDP re-runs this function on every rank: the other ranks neither check nor write
-    rdir = (prepare_run_dir(out, report_dir, overwrite=overwrite, resume=resume) if lead else
-            Path(report_dir) if report_dir else out.with_name(out.stem + "_report"))
-    ini = read_init(init) if init else None
-    cfg_in = head_config(ini, variant, model_config)
+    recipe = segmenter_recipe().replace(batch_size=batch_size, lr=lr, select_best=select_best,
+                                        layer_decay=layer_decay, freeze_encoder=freeze_encoder)
+    head = start_head("spectralgpt-segmenter", recipe, out, run, steps=steps, epochs=epochs,
+                      steps_per_epoch=steps_per_epoch, init=init, variant=variant, model_config=model_config)
     train_pairs = read_pairs(scenes, labels)
     val_pairs = read_pairs(val, val_labels) if val else []
-    probe = make_config(arch, **{**cfg_in, "num_classes": 2})
-    opened = _open_labelled(train_pairs, probe.bands, spectral, attribute, allow_resample)
-    vopened = _open_labelled(val_pairs, probe.bands, spectral, attribute, allow_resample) if val_pairs else []
+    probe = make_config(head.arch, **{**head.cfg, "num_classes": 2})
+    opened = open_labelled(train_pairs, probe.bands, spectral, attribute, allow_resample)
+    vopened: list[tuple[Scene, Chain, Any]] = []
     try:
-        k = max(int(lm.values.max()) for _, _, lm in opened)
-        if k < 2:
-            raise InputError("training needs labels of at least two classes")
-        names = _class_names(class_names, [lm for _, _, lm in opened], k)
-        colors = next((list(lm.class_colors)[:k] for _, _, lm in opened
-                       if lm.class_colors and len(lm.class_colors) >= k), None) or default_colors(k)
-        mode, norm, stats = _normalization(normalization, ini, [s for s, _, _ in opened], [c for _, c, _ in opened],
-                                           probe.img_size, recipe.seed)
-        if mode == "per-image":
-            cfg_in["input_scaling"] = "minmax"
-        cfg = make_config(arch, **{"drop_path": recipe.drop_path, **cfg_in, "num_classes": k})
-        entry = get_entry(arch)
-        context = int(entry.receptive_field(cfg))
-        chains = [with_normalization(c, norm) for _, c, _ in opened]
-        vchains = [with_normalization(c, norm) for _, c, _ in vopened]
-        train_set = [LabelledScene(s, c.apply, lm.values) for (s, _, lm), c in zip(opened, chains)]
-        val_set = [LabelledScene(s, c.apply, lm.values) for (s, _, lm), c in zip(vopened, vchains)]
-        data = SegmentationData(train_set, val_set, cfg.img_size, k, recipe, context=context)
-
-        torch.manual_seed(recipe.seed)
-        np.random.seed(recipe.seed)
-        dev = resolve_device(device)
-        net = create_model(arch, **jsonable_config(cfg))
-        init_report = load_init_weights(net, ini) if ini is not None else None
-        fit = fit_head(net.to(dev), data, recipe, device=dev, run_dir=rdir, progress=progress, precision=precision,
-                       resume=resume, devices=devices, strategy=strategy, num_nodes=num_nodes)
-        net, history, curve = fit.net, fit.history, fit.loss_curve
-        if not lead:
-            return FinetuneResult(out, {}, history, rdir, time.perf_counter() - t0)
-        metrics: dict[str, Any] = {"first_loss": curve[0] if curve else None, "last_loss": curve[-1] if curve else None,
-                                   "steps": len(curve), "steps_this_run": fit.steps_run, "fit_seconds": fit.seconds}
-        if val_set:
-            cm = data.confusion(net, torch.device("cpu"))
-            from hsikit.metrics import scores
-            from hsikit.training.finetune import segmentation_scores
-
-            metrics.update(segmentation_scores(cm))
-            metrics.update({k2: v for k2, v in scores(cm).items() if k2 in ("aa", "kappa", "per_class_f1")})
-            write_confusion_csv(cm, names, rdir / "confusion_matrix.csv")
-            write_confusion_png(cm, names, rdir / "confusion_matrix.png",
-                                title=f"{arch} on validation: OA {metrics['val_oa']:.3f}, "
-                                      f"mIoU {metrics['val_miou']:.3f}")
-        meta = CheckpointMeta(
-            arch=arch, config=jsonable_config(net.cfg), task="classification", bands=opened[0][0].bands.to_dict(),
-            preprocessing=chains[0].to_dict(), class_names=names, class_colors=colors,
-            provenance={"command": command, "created": _created(), "seed": recipe.seed, "steps": len(curve),
-                        "scenes": [s.name for s, _, _ in opened], "val_scenes": [s.name for s, _, _ in vopened],
-                        "init": init_report, "normalization": mode, "spectral": spectral,
-                        "val_oa": metrics.get("val_oa"), "val_miou": metrics.get("val_miou"), "model_card": MODEL_CARD},
-        )
-        save_checkpoint(out, net, meta, overwrite=True if resume else overwrite)
-        write_loss_curve_png(curve, history, rdir / "loss_curve.png", title=f"{arch} fine-tuning",
-                        val_key="val_miou", val_label="validation mIoU")
-        write_json({"model": arch, "config": jsonable_config(net.cfg), "recipe": dataclasses.asdict(recipe),
-                    "init": init_report, "normalization": mode, "statistics": stats, "spectral": spectral,
-                    "class_names": names, "scenes": [s.name for s, _, _ in opened],
-                    "val_scenes": [s.name for s, _, _ in vopened], "device": str(dev), "precision": precision,
-                    "hsikit_version": __version__, "history": history, "loss_curve": [round(v, 6) for v in curve],
-                    "metrics": metrics, "seconds": time.perf_counter() - t0, "checkpoint": out.name,
-                    "command": command}, rdir / "report.json")
+        if val_pairs:
+            vopened = open_labelled(val_pairs, probe.bands, spectral, attribute, allow_resample)
+        d = _segmentation_data(head, opened, vopened, probe.img_size, class_names, normalization)
+        trained = train_head(head, d)
+        if head.run.lead:
+            m = trained.metrics
+            if vopened:
+                m.update(_segmentation_validation(head, d, trained.fit.net))
+            inputs = {"scenes": [s.name for s, _, _ in opened], "val_scenes": [s.name for s, _, _ in vopened]}
+            save_head(head, d, trained, "classification",
+                      {**inputs, "init": trained.init_report, "normalization": d.mode, "spectral": spectral,
+                       "val_oa": m.get("val_oa"), "val_miou": m.get("val_miou")},
+                      {"spectral": spectral, "class_names": d.names, **inputs},
+                      val_key="val_miou", val_label="validation mIoU")
     finally:
         for s, _, _ in opened + vopened:
             s.close()
-    return FinetuneResult(out, metrics, history, rdir, time.perf_counter() - t0)
+    return head_result(head, trained)
+
+
+def _segmentation_data(head: Head, opened, vopened, size: int, class_names: Sequence[str] | None,
+                       normalization: str | None) -> HeadData:
+    """Classes, normalisation, model config and the windows of the labelled scenes."""
+    from hsikit.io.legend import default_colors
+    from hsikit.models.registry import get_entry
+    from hsikit.training.finetune import LabelledScene, SegmentationData
+
+    k = max(int(lm.values.max()) for _, _, lm in opened)
+    if k < 2:
+        raise InputError("training needs labels of at least two classes")
+    names = _class_names(class_names, [lm for _, _, lm in opened], k)
+    colors = next((list(lm.class_colors)[:k] for _, _, lm in opened
+                   if lm.class_colors and len(lm.class_colors) >= k), None) or default_colors(k)
+    mode, norm, stats = _normalization(normalization, head.init, [s for s, _, _ in opened],
+                                       [c for _, c, _ in opened], size, head.recipe.seed)
+    cfg = head.model_config(mode, k)
+    context = int(get_entry(head.arch).receptive_field(cfg))
+    chains = [with_normalization(c, norm) for _, c, _ in opened]
+    vchains = [with_normalization(c, norm) for _, c, _ in vopened]
+    train_set = [LabelledScene(s, c.apply, lm.values) for (s, _, lm), c in zip(opened, chains)]
+    val_set = [LabelledScene(s, c.apply, lm.values) for (s, _, lm), c in zip(vopened, vchains)]
+    data = SegmentationData(train_set, val_set, cfg.img_size, k, head.recipe, context=context)
+    return HeadData(cfg, data, chains[0], opened[0][0].bands.to_dict(), names, colors, mode, stats)
+
+
+def _segmentation_validation(head: Head, d: HeadData, net: Any) -> dict[str, Any]:
+    """OA, mIoU, AA, kappa and per-class F1 on the validation scenes; writes the confusion matrix."""
+    import torch
+
+    from hsikit.metrics import scores
+    from hsikit.report import write_confusion_csv, write_confusion_png
+    from hsikit.training.finetune import segmentation_scores
+
+    cm = d.data.confusion(net, torch.device("cpu"))
+    metrics = segmentation_scores(cm)
+    metrics.update({k: v for k, v in scores(cm).items() if k in ("aa", "kappa", "per_class_f1")})
+    write_confusion_csv(cm, d.names, head.run.dir / "confusion_matrix.csv")
+    write_confusion_png(cm, d.names, head.run.dir / "confusion_matrix.png",
+                        title=f"{head.arch} on validation: OA {metrics['val_oa']:.3f}, mIoU {metrics['val_miou']:.3f}")
+    return metrics
 
 
 def _class_names(given: Sequence[str] | None, maps, k: int) -> list[str]:
@@ -380,7 +449,6 @@ def train_scene_classifier(
     steps_per_epoch: int | None = None,
     batch_size: int | None = None,
     lr: float | None = None,
-    seed: int | None = None,
     select_best: bool | None = None,
     mixup: float | None = None,
     cutmix: float | None = None,
@@ -388,70 +456,64 @@ def train_scene_classifier(
     layer_decay: float | None = None,
     normalization: str | None = None,
     spectral: str = "auto",
-    device: str = "auto",
-    precision: str = "32-true",
-    resume: bool = False,
-    overwrite: bool = False,
-    report_dir: str | Path | None = None,
-    progress: bool = True,
-    command: str | None = None,
-    devices: int = 1,
-    strategy: str = "auto",
-    num_nodes: int = 1,
+    run: RunOptions | None = None,
 ) -> FinetuneResult:
     """Fine-tune ``spectralgpt-scene-classifier`` on labelled chips (see :func:`read_chips`); validation
-    accuracy after every epoch on ``val`` chips. All chips must share the first chip's band layout.
-    ``devices`` x ``num_nodes`` > 1 trains with DDP; only the global rank 0 checks and writes outputs."""
-    import torch
+    accuracy after every epoch on ``val`` chips. All chips must share the first chip's band layout. ``epochs``
+    (of ``steps_per_epoch`` steps) is an alternative to ``steps``. ``run``: the compute, output and seed options;
+    more than one process trains with DDP, and only the global rank 0 checks and writes outputs."""
+    from hsikit.training.finetune import scene_classifier_recipe
 
-    from hsikit._version import __version__
-    from hsikit.checkpoint import CheckpointMeta, save_checkpoint
-    from hsikit.engine.torch_predict import resolve_device
-    from hsikit.io.legend import default_colors
-    from hsikit.io.open import open_scene
-    from hsikit.metrics import confusion_matrix, scores
-    from hsikit.models.registry import create_model, make_config
-    from hsikit.pipelines.train_classifier import _created
-    from hsikit.report import write_confusion_csv, write_confusion_png, write_json
-    from hsikit.training.finetune import Chip, ChipData, fit_head, scene_classifier_recipe
-    from hsikit.training.module import is_global_zero
-
-    t0 = time.perf_counter()
-    arch = "spectralgpt-scene-classifier"
-    recipe = scene_classifier_recipe().replace(steps_per_epoch=steps_per_epoch, batch_size=batch_size, lr=lr,
-                                               seed=seed, select_best=select_best, mixup=mixup, cutmix=cutmix,
-                                               smoothing=smoothing, layer_decay=layer_decay)
-    recipe = recipe.replace(steps=steps if steps else (epochs * recipe.steps_per_epoch if epochs else None))
-    out = Path(out)
-    lead = is_global_zero()  # DDP re-runs this function on every rank: the other ranks neither check nor write
-    rdir = (prepare_run_dir(out, report_dir, overwrite=overwrite, resume=resume) if lead else
-            Path(report_dir) if report_dir else out.with_name(out.stem + "_report"))
-    ini = read_init(init) if init else None
-    cfg_in = head_config(ini, variant, model_config)
+    recipe = scene_classifier_recipe().replace(batch_size=batch_size, lr=lr, select_best=select_best, mixup=mixup,
+                                               cutmix=cutmix, smoothing=smoothing, layer_decay=layer_decay)
+    head = start_head("spectralgpt-scene-classifier", recipe, out, run, steps=steps, epochs=epochs,
+                      steps_per_epoch=steps_per_epoch, init=init, variant=variant, model_config=model_config)
     items, names = read_chips(chips)
     vitems, _ = read_chips(val, names) if val else ([], names)
     if len(names) < 2:
         raise InputError("scene classification needs chips of at least two classes")
-    probe = make_config(arch, **{**cfg_in, "num_classes": len(names)})
+    d = _chip_data(head, items, vitems, names, normalization, spectral)
+    trained = train_head(head, d)
+    if head.run.lead:
+        m = trained.metrics
+        if vitems:
+            m.update(_chip_validation(head, d, trained.fit.net))
+        save_head(head, d, trained, "scene-classification",
+                  {"chips": len(items), "val_chips": len(vitems), "init": trained.init_report,
+                   "normalization": d.mode, "val_accuracy": m.get("val_accuracy")},
+                  {"class_names": names, "chips": len(items), "val_chips": len(vitems)},
+                  val_key="val_accuracy", val_label="validation accuracy")
+    return head_result(head, trained)
+
+
+def _chip_data(head: Head, items: list[tuple[str, str]], vitems: list[tuple[str, str]], names: list[str],
+               normalization: str | None, spectral: str) -> HeadData:
+    """The band chain of the first chip, the normalisation (from up to 64 sampled chips), the model config and
+    the chips, read on demand."""
+    from hsikit.io.legend import default_colors
+    from hsikit.io.open import open_scene
+    from hsikit.models.registry import make_config
+    from hsikit.training.finetune import Chip, ChipData
+
+    probe = make_config(head.arch, **{**head.cfg, "num_classes": len(names)})
     first = open_scene(items[0][0])
     try:
         chip_bands = first.bands.to_dict()
         chain = band_chain(first, probe.bands, spectral)
-        rng = np.random.default_rng(recipe.seed)
+        rng = np.random.default_rng(head.recipe.seed)
         sample = [items[i][0] for i in rng.choice(len(items), min(len(items), 64), replace=False)]
         sample_scenes = [open_scene(p) for p in sample]
         try:
             for s in sample_scenes:
                 chain.check_input(s.bands)
-            mode, norm, stats = _normalization(normalization, ini, sample_scenes, [chain] * len(sample_scenes),
-                                               probe.img_size, recipe.seed)
+            mode, norm, stats = _normalization(normalization, head.init, sample_scenes,
+                                               [chain] * len(sample_scenes), probe.img_size, head.recipe.seed)
         finally:
             for s in sample_scenes:
                 s.close()
     finally:
         first.close()
-    if mode == "per-image":
-        cfg_in["input_scaling"] = "minmax"
+    cfg = head.model_config(mode, len(names))
     full = with_normalization(chain, norm)
 
     def opener(path: str) -> Scene:
@@ -461,45 +523,24 @@ def train_scene_classifier(
 
     index = {n: i for i, n in enumerate(names)}
     data = ChipData([Chip(p, index[c]) for p, c in items], [Chip(p, index[c]) for p, c in vitems], full.apply,
-                    probe.img_size, len(names), recipe, opener)
-    cfg = make_config(arch, **{"drop_path": recipe.drop_path, **cfg_in, "num_classes": len(names)})
-    torch.manual_seed(recipe.seed)
-    np.random.seed(recipe.seed)
-    dev = resolve_device(device)
-    net = create_model(arch, **jsonable_config(cfg))
-    init_report = load_init_weights(net, ini) if ini is not None else None
-    fit = fit_head(net.to(dev), data, recipe, device=dev, run_dir=rdir, progress=progress, precision=precision,
-                   resume=resume, devices=devices, strategy=strategy, num_nodes=num_nodes)
-    net, history, curve = fit.net, fit.history, fit.loss_curve
-    if not lead:
-        return FinetuneResult(out, {}, history, rdir, time.perf_counter() - t0)
-    metrics: dict[str, Any] = {"first_loss": curve[0] if curve else None, "last_loss": curve[-1] if curve else None,
-                               "steps": len(curve), "steps_this_run": fit.steps_run, "fit_seconds": fit.seconds}
-    if vitems:
-        pred = data.predict(net, data.val, torch.device("cpu"))
-        cm = confusion_matrix(np.array([c.label for c in data.val]), pred, len(names))
-        sc = scores(cm)
-        metrics.update({"val_accuracy": sc["oa"], "val_kappa": sc["kappa"], "val_aa": sc["aa"]})
-        write_confusion_csv(cm, names, rdir / "confusion_matrix.csv")
-        write_confusion_png(cm, names, rdir / "confusion_matrix.png",
-                            title=f"{arch} on validation chips: accuracy {sc['oa']:.3f}")
-    meta = CheckpointMeta(
-        arch=arch, config=jsonable_config(net.cfg), task="scene-classification", bands=chip_bands,
-        preprocessing=full.to_dict(), class_names=names, class_colors=default_colors(len(names)),
-        provenance={"command": command, "created": _created(), "seed": recipe.seed, "steps": len(curve),
-                    "chips": len(items), "val_chips": len(vitems), "init": init_report, "normalization": mode,
-                    "val_accuracy": metrics.get("val_accuracy"), "model_card": MODEL_CARD},
-    )
-    save_checkpoint(out, net, meta, overwrite=True if resume else overwrite)
-    write_loss_curve_png(curve, history, rdir / "loss_curve.png", title=f"{arch} fine-tuning",
-                    val_key="val_accuracy", val_label="validation accuracy")
-    write_json({"model": arch, "config": jsonable_config(net.cfg), "recipe": dataclasses.asdict(recipe),
-                "init": init_report, "normalization": mode, "statistics": stats, "class_names": names,
-                "chips": len(items), "val_chips": len(vitems), "device": str(dev), "precision": precision,
-                "hsikit_version": __version__, "history": history, "loss_curve": [round(v, 6) for v in curve],
-                "metrics": metrics, "seconds": time.perf_counter() - t0, "checkpoint": out.name,
-                "command": command}, rdir / "report.json")
-    return FinetuneResult(out, metrics, history, rdir, time.perf_counter() - t0)
+                    probe.img_size, len(names), head.recipe, opener)
+    return HeadData(cfg, data, full, chip_bands, names, default_colors(len(names)), mode, stats)
+
+
+def _chip_validation(head: Head, d: HeadData, net: Any) -> dict[str, Any]:
+    """Accuracy, kappa and AA on the validation chips; writes the confusion matrix."""
+    import torch
+
+    from hsikit.metrics import confusion_matrix, scores
+    from hsikit.report import write_confusion_csv, write_confusion_png
+
+    pred = d.data.predict(net, d.data.val, torch.device("cpu"))
+    cm = confusion_matrix(np.array([c.label for c in d.data.val]), pred, len(d.names))
+    sc = scores(cm)
+    write_confusion_csv(cm, d.names, head.run.dir / "confusion_matrix.csv")
+    write_confusion_png(cm, d.names, head.run.dir / "confusion_matrix.png",
+                        title=f"{head.arch} on validation chips: accuracy {sc['oa']:.3f}")
+    return {"val_accuracy": sc["oa"], "val_kappa": sc["kappa"], "val_aa": sc["aa"]}
 
 
 def classify_chips(model: str | Path, chips: Sequence[str | Path], device: str = "auto") -> list[tuple[str, str]]:

@@ -21,9 +21,8 @@ from __future__ import annotations
 import csv
 import dataclasses
 import re
-import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -34,6 +33,7 @@ from hsikit.io.inputs import RASTER_EXTENSIONS
 from hsikit.io.scene import Scene
 from hsikit.preprocess.chain import Chain, Step
 from hsikit.report import save_png, write_loss_curve_png
+from hsikit.training.run import Run, RunOptions, RunResult, jsonable, prepare_run
 
 NORMALIZATIONS = ("dataset", "zscore", "per-image", "none")
 SPECTRAL_MODES = ("auto", "select", "resample")
@@ -46,12 +46,8 @@ _REMOTE_OR_GLOB = re.compile(r"^(?:https?|s3|gs)://|[*?\[]")
 
 
 @dataclass
-class PretrainResult:
-    checkpoint: Path
-    metrics: dict[str, Any]
-    history: list[dict[str, float]] = field(default_factory=list)
-    report_dir: Path | None = None
-    seconds: float = 0.0
+class PretrainResult(RunResult):
+    """A pretrained SpectralGPT: see :class:`RunResult`."""
 
 
 # -- scene discovery -------------------------------------------------------------------------------------------------
@@ -287,30 +283,48 @@ def _previewer(folder: Path, sample, bands: Sequence[str], arch: str):
     return preview
 
 
-def prepare_run_dir(out: Path, report_dir: str | Path | None, *, overwrite: bool, resume: bool) -> Path:
-    """Check the checkpoint and report folder (existing ones need --overwrite or --resume); returns the folder.
-    ``--overwrite`` without ``--resume`` removes the earlier run's resumable state so it cannot leak in."""
-    from hsikit.io.atomic import check_output
-
-    check_output(out, overwrite or resume)
-    rdir = Path(report_dir) if report_dir else out.with_name(out.stem + "_report")
-    if rdir.exists() and not overwrite and not resume and any(rdir.iterdir()):
-        raise InputError(f"report folder exists and is not empty: {rdir} (use --overwrite, or --resume)")
-    if resume and not (rdir / "checkpoints" / "last.ckpt").exists():
-        warnings.warn(f"--resume: no interrupted run in {rdir}; starting from scratch", stacklevel=3)
-    if overwrite and not resume:
-        for stale in (rdir / "checkpoints" / "last.ckpt", rdir / "metrics.csv"):
-            if stale.exists():
-                stale.unlink()
-    rdir.mkdir(parents=True, exist_ok=True)
-    return rdir
+# -- shared by the SpectralGPT pipelines -----------------------------------------------------------------------------
+def step_budget(recipe: Any, steps: int | None, epochs: int | None, steps_per_epoch: int | None) -> Any:
+    """``recipe`` (a pretraining or fine-tuning recipe) with its budget: ``steps`` optimiser steps, or ``epochs``
+    of ``steps_per_epoch`` steps (default: the recipe's); neither keeps the recipe's steps."""
+    if steps is not None and epochs is not None:
+        raise OptionError("give --steps or --epochs, not both")
+    recipe = recipe.replace(steps_per_epoch=steps_per_epoch)
+    return recipe.replace(steps=steps if steps is not None else epochs * recipe.steps_per_epoch if epochs else None)
 
 
-def jsonable_config(cfg: Any) -> dict[str, Any]:
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(cfg).items()}
+def write_run_report(run: Run, arch: str, recipe: Any, fit: Any, metrics: dict[str, Any], facts: dict[str, Any],
+                     distributed: dict[str, Any] | None = None) -> Path:
+    """The run's report.json: model, config and recipe, the pipeline's ``facts``, compute, history, loss curve,
+    ``metrics`` and provenance (``fit``: the result of ``fit_pretrain`` or ``fit_head``)."""
+    from hsikit._version import __version__
+    from hsikit.report import write_json
+
+    report = {"model": arch, "config": jsonable(fit.net.cfg), "recipe": dataclasses.asdict(recipe), **facts,
+              "device": str(run.device), "precision": run.options.precision, "hsikit_version": __version__,
+              "history": fit.history, **({"distributed": distributed} if distributed is not None else {}),
+              "loss_curve": [round(v, 6) for v in fit.loss_curve], "metrics": metrics, "seconds": run.seconds,
+              "checkpoint": run.out.name, "command": run.options.command}
+    return write_json(report, run.dir / "report.json")
 
 
 # -- the pipeline ----------------------------------------------------------------------------------------------------
+@dataclass
+class PretrainData:
+    """The opened training and validation scenes of a pretraining run and what is drawn from them."""
+
+    scenes: list[Scene]
+    vscenes: list[Scene]
+    chains: list[Chain]  # per training scene: bands, normalisation, fill_invalid
+    stats: dict[str, Any] | None  # the sampled statistics of "dataset"/"zscore"
+    sampler: Any  # WindowSampler of the training scenes
+    val: list[Any]  # fixed validation batches (and mask seeds)
+
+    def close(self) -> None:
+        for s in self.scenes + self.vscenes:
+            s.close()
+
+
 def pretrain_spectralgpt(
     archives: Sequence[str | Path],
     *,
@@ -319,51 +333,55 @@ def pretrain_spectralgpt(
     model_config: dict[str, Any] | None = None,
     val: Sequence[str | Path] | None = None,
     steps: int | None = None,
+    epochs: int | None = None,
     steps_per_epoch: int | None = None,
     batch_size: int | None = None,
     lr: float | None = None,
     base_lr: float | None = None,
-    seed: int | None = None,
     chip: int | None = None,
     normalization: str = "dataset",
     spectral: str = "auto",
     preview_every: int | None = None,
     val_batches: int | None = None,
-    device: str = "auto",
-    precision: str = "32-true",
-    resume: bool = False,
-    overwrite: bool = False,
-    report_dir: str | Path | None = None,
-    progress: bool = True,
-    command: str | None = None,
-    devices: int = 1,
-    strategy: str = "auto",
-    num_nodes: int = 1,
+    run: RunOptions | None = None,
 ) -> PretrainResult:
     """Pretrain SpectralGPT (``variant`` tiny/small/base; ``model_config`` overrides, e.g. img_size, patch_size,
-    mask_ratio, bands) on windows sampled from ``archives`` (see :func:`list_scenes`); ``lr`` is the peak learning
-    rate (default 1.5e-3), ``base_lr`` alone applies the paper's rule base_lr x batch / 256; validation loss per epoch
-    on fixed windows of ``val`` scenes (or of the training scenes). Writes the checkpoint ``out``, and in the
-    report folder (default ``<out stem>_report``) report.json, loss_curve.png, metrics.csv, previews/*.png
-    (every ``preview_every`` steps) and Lightning's resumable ``checkpoints/last.ckpt`` (``resume``).
+    mask_ratio, bands) on windows sampled from ``archives`` (see :func:`list_scenes`) for ``steps`` (or
+    ``epochs`` of ``steps_per_epoch``) steps; ``lr`` is the peak learning rate (default 1.5e-3), ``base_lr`` alone
+    applies the paper's rule base_lr x batch / 256; validation loss per epoch on fixed windows of ``val`` scenes
+    (or of the training scenes). Writes the checkpoint ``out``, and in the report folder (default
+    ``<out stem>_report``) report.json, loss_curve.png, metrics.csv, previews/*.png (every ``preview_every``
+    steps) and Lightning's resumable ``checkpoints/last.ckpt``.
 
-    ``devices`` processes (CPU) or GPUs per node on ``num_nodes`` nodes train with DDP (``strategy`` "auto"/"ddp",
-    see :func:`hsikit.training.module.make_trainer`): each step averages ``world x batch_size`` windows, different
-    on every rank. Every rank runs this function; only the global rank 0 checks and writes outputs (the others
-    return a result without metrics)."""
-    import torch
+    ``run``: the compute, output and seed options (:class:`~hsikit.training.run.RunOptions`). More than one
+    process trains with DDP: each step averages ``world x batch_size`` windows, different on every rank. Every
+    rank runs this function; only the global rank 0 checks and writes outputs (the others return a result
+    without metrics)."""
+    options = run or RunOptions()
+    arch, cfg = _mae_config(variant, model_config, normalization)
+    recipe = _pretrain_recipe(options, steps=steps, epochs=epochs, steps_per_epoch=steps_per_epoch,
+                              batch_size=batch_size, lr=lr, base_lr=base_lr, val_batches=val_batches)
+    job = prepare_run(out, options)
+    recipe.world = job.processes
+    data = open_pretrain_data(archives, val, cfg, spectral, normalization, chip or cfg.img_size, recipe)
+    try:
+        fit, preview = _fit_mae(job, arch, cfg, recipe, data, preview_every)
+        if not job.lead:
+            return PretrainResult(job.out, {}, fit.history, job.dir, job.seconds)
+        if preview is not None:
+            preview(fit.net, len(fit.loss_curve))
+        metrics = _mae_metrics(fit, recipe, data)
+        _save_mae(job, arch, recipe, data, fit, metrics, normalization, spectral)
+    finally:
+        data.close()
+    return PretrainResult(job.out, metrics, fit.history, job.dir, job.seconds)
 
-    from hsikit._version import __version__
-    from hsikit.checkpoint import CheckpointMeta, save_checkpoint
-    from hsikit.engine.torch_predict import resolve_device
-    from hsikit.models.registry import create_model, make_config
-    from hsikit.models.spectralgpt import MAE_NAMES, mae_parameter_counts
-    from hsikit.pipelines.train_classifier import _created
-    from hsikit.report import write_json
-    from hsikit.training.module import is_global_zero, world_size
-    from hsikit.training.pretrain import PretrainRecipe, WindowSampler, fit_pretrain, validation_batches
 
-    t0 = time.perf_counter()
+def _mae_config(variant: str, model_config: dict[str, Any] | None, normalization: str) -> tuple[str, Any]:
+    """The MAE's registry name and config; refuses an unknown variant or normalisation."""
+    from hsikit.models.registry import make_config
+    from hsikit.models.spectralgpt import MAE_NAMES
+
     if variant not in MAE_NAMES:
         raise OptionError(f"--variant must be one of {', '.join(MAE_NAMES)}, not {variant!r}")
     arch = MAE_NAMES[variant]
@@ -372,87 +390,106 @@ def pretrain_spectralgpt(
         cfg_in["input_scaling"] = "minmax"
     if normalization not in NORMALIZATIONS:
         raise OptionError(f"--normalization must be one of {', '.join(NORMALIZATIONS)}, not {normalization!r}")
-    cfg = make_config(arch, **cfg_in)
-    recipe = PretrainRecipe().replace(steps=steps, steps_per_epoch=steps_per_epoch, batch_size=batch_size, lr=lr,
-                                      base_lr=base_lr, seed=seed, val_batches=val_batches)
+    return arch, make_config(arch, **cfg_in)
+
+
+def _pretrain_recipe(options: RunOptions, *, steps: int | None, epochs: int | None, steps_per_epoch: int | None,
+                     batch_size: int | None, lr: float | None, base_lr: float | None, val_batches: int | None):
+    from hsikit.training.pretrain import PretrainRecipe
+
+    recipe = PretrainRecipe().replace(batch_size=batch_size, lr=lr, base_lr=base_lr, seed=options.seed,
+                                      val_batches=val_batches)
+    recipe = step_budget(recipe, steps, epochs, steps_per_epoch)
     if base_lr is not None and lr is None:
         recipe.lr = None  # the paper's linear scaling rule
     if recipe.lr is not None and recipe.lr <= 0:
         raise OptionError("--lr must be positive")
     if recipe.steps < 1 or recipe.batch_size < 1:
         raise OptionError("--steps and --batch-size must be positive")
-    out = Path(out)
-    lead = is_global_zero()  # DDP re-runs this function on every rank: the other ranks neither check nor write
-    world = world_size(devices, num_nodes)
-    recipe.world = world
-    rdir = (prepare_run_dir(out, report_dir, overwrite=overwrite, resume=resume) if lead else
-            Path(report_dir) if report_dir else out.with_name(out.stem + "_report"))
+    return recipe
+
+
+def open_pretrain_data(archives: Sequence[str | Path], val: Sequence[str | Path] | None, cfg: Any, spectral: str,
+                       normalization: str, chip: int, recipe: Any) -> PretrainData:
+    """Open the scenes of ``archives`` (and ``val``) that have the model bands of ``cfg``, sample the
+    normalisation statistics, and build the window sampler (``chip`` px per sample) and the validation batches
+    (from the training scenes when there are no validation scenes). Closes what it opened if it fails."""
+    from hsikit.training.pretrain import WindowSampler, validation_batches
+
     paths = list_scenes(archives)
     val_paths = list_scenes(val) if val else []
     scenes, chains = open_model_scenes(paths, cfg.bands, spectral, skip_unusable=True)
-    vscenes, vchains = open_model_scenes(val_paths, cfg.bands, spectral, skip_unusable=True) if val_paths else ([], [])
+    vscenes, vchains = [], []
     try:
+        if val_paths:
+            vscenes, vchains = open_model_scenes(val_paths, cfg.bands, spectral, skip_unusable=True)
         stats = None
         if normalization in ("dataset", "zscore"):
-            stats = sample_statistics(scenes, chains, chip or cfg.img_size, seed=recipe.seed)
+            stats = sample_statistics(scenes, chains, chip, seed=recipe.seed)
         norm = normalization_step(normalization, stats)
         full = [with_normalization(c, norm) for c in chains]
         vfull = [with_normalization(c, norm) for c in vchains]
-        kw = dict(chip=chip or cfg.img_size, scale=tuple(recipe.crop_scale), hflip=recipe.hflip)
+        kw = dict(chip=chip, scale=tuple(recipe.crop_scale), hflip=recipe.hflip)
         sampler = WindowSampler(scenes, [c.apply for c in full], cfg.img_size, **kw)
-        vsampler = (WindowSampler(vscenes, [c.apply for c in vfull], cfg.img_size, **kw) if vscenes else
-                    WindowSampler(scenes, [c.apply for c in full], cfg.img_size, **kw))
-        val_set = validation_batches(vsampler, recipe)
-
-        torch.manual_seed(recipe.seed)
-        np.random.seed(recipe.seed)
-        dev = resolve_device(device)
-        net = create_model(arch, **jsonable_config(cfg)).to(dev)
-        every = int(preview_every if preview_every is not None else max(1, recipe.steps // 5))
-        preview = _previewer(rdir / "previews", val_set[0], cfg.bands, arch) if every > 0 and val_set else None
-        fit = fit_pretrain(net, sampler, recipe, val_set, device=dev, run_dir=rdir, progress=progress,
-                           precision=precision, resume=resume, preview=preview, preview_every=every,
-                           devices=devices, strategy=strategy, num_nodes=num_nodes)
-        net, history, curve = fit.net, fit.history, fit.loss_curve
-        if not lead:
-            return PretrainResult(out, {}, history, rdir, time.perf_counter() - t0)
-        if preview is not None:
-            preview(net, len(curve))
-        enc, dec = mae_parameter_counts(net)
-        first_val = history[0]["val_loss"] if history else float("nan")
-        last_val = history[-1]["val_loss"] if history else float("nan")
-        metrics = {"first_loss": curve[0] if curve else None, "last_loss": curve[-1] if curve else None,
-                   "first_val_loss": first_val, "last_val_loss": last_val,
-                   "steps": len(curve), "patches_seen": len(curve) * recipe.batch_size * world,
-                   "steps_this_run": fit.steps_run, "fit_seconds": fit.seconds,
-                   "patches_per_second": (fit.steps_run * recipe.batch_size * world / fit.seconds
-                                          if fit.seconds > 0 else None),
-                   "windows_with_nodata": sampler.invalid_windows}
-        names = [s.name for s in scenes]
-        meta = CheckpointMeta(
-            arch=arch, config=jsonable_config(net.cfg), task="masked-autoencoding", bands=scenes[0].bands.to_dict(),
-            preprocessing=full[0].to_dict(),
-            provenance={"command": command, "created": _created(), "seed": recipe.seed, "steps": len(curve),
-                        "n_scenes": len(scenes), "scenes": names[:100], "normalization": normalization,
-                        "spectral": spectral, "statistics_pixels": stats["pixels"] if stats else None,
-                        "val_loss": last_val, "model_card": MODEL_CARD},
-        )
-        save_checkpoint(out, net, meta, overwrite=True if resume else overwrite)
-        write_loss_curve_png(curve, history, rdir / "loss_curve.png", title=f"{arch} pretraining on {len(scenes)} scene(s)")
-        write_json({"model": arch, "config": jsonable_config(net.cfg), "recipe": dataclasses.asdict(recipe),
-                    "peak_lr": recipe.peak_lr, "normalization": normalization, "spectral": spectral,
-                    "statistics": stats, "scenes": names, "val_scenes": [s.name for s in vscenes],
-                    "parameters": {"encoder": enc, "decoder": dec}, "device": str(dev), "precision": precision,
-                    "hsikit_version": __version__, "history": history,
-                    "distributed": {"processes": world, "strategy": strategy if world > 1 else None,
-                                    "global_batch": recipe.batch_size * world},
-                    "loss_curve": [round(v, 6) for v in curve], "metrics": metrics,
-                    "seconds": time.perf_counter() - t0, "checkpoint": out.name, "command": command},
-                   rdir / "report.json")
-    finally:
+        vsampler = WindowSampler(vscenes or scenes, [c.apply for c in vfull or full], cfg.img_size, **kw)
+        return PretrainData(scenes, vscenes, full, stats, sampler, validation_batches(vsampler, recipe))
+    except BaseException:
         for s in scenes + vscenes:
             s.close()
-    return PretrainResult(out, metrics, history, rdir, time.perf_counter() - t0)
+        raise
+
+
+def _fit_mae(job: Run, arch: str, cfg: Any, recipe: Any, data: PretrainData, preview_every: int | None):
+    """Start the run, build the MAE and pretrain it; returns the fit and the previewer (None: no previews)."""
+    from hsikit.models.registry import create_model
+    from hsikit.training.pretrain import fit_pretrain
+
+    job.start(recipe.seed)
+    net = create_model(arch, **jsonable(cfg)).to(job.device)
+    every = int(preview_every if preview_every is not None else max(1, recipe.steps // 5))
+    preview = _previewer(job.dir / "previews", data.val[0], cfg.bands, arch) if every > 0 and data.val else None
+    fit = fit_pretrain(net, data.sampler, recipe, data.val, run=job, preview=preview, preview_every=every)
+    return fit, preview
+
+
+def _mae_metrics(fit: Any, recipe: Any, data: PretrainData) -> dict[str, Any]:
+    curve, history, world = fit.loss_curve, fit.history, recipe.world
+    return {"first_loss": curve[0] if curve else None, "last_loss": curve[-1] if curve else None,
+            "first_val_loss": history[0]["val_loss"] if history else float("nan"),
+            "last_val_loss": history[-1]["val_loss"] if history else float("nan"),
+            "steps": len(curve), "patches_seen": len(curve) * recipe.batch_size * world,
+            "steps_this_run": fit.steps_run, "fit_seconds": fit.seconds,
+            "patches_per_second": (fit.steps_run * recipe.batch_size * world / fit.seconds
+                                   if fit.seconds > 0 else None),
+            "windows_with_nodata": data.sampler.invalid_windows}
+
+
+def _save_mae(job: Run, arch: str, recipe: Any, data: PretrainData, fit: Any, metrics: dict[str, Any],
+              normalization: str, spectral: str) -> None:
+    """Write the checkpoint, loss_curve.png and report.json."""
+    from hsikit.checkpoint import CheckpointMeta
+    from hsikit.models.spectralgpt import mae_parameter_counts
+
+    net, stats, names = fit.net, data.stats, [s.name for s in data.scenes]
+    meta = CheckpointMeta(
+        arch=arch, config=jsonable(net.cfg), task="masked-autoencoding", bands=data.scenes[0].bands.to_dict(),
+        preprocessing=data.chains[0].to_dict(),
+        provenance=job.provenance(steps=len(fit.loss_curve), n_scenes=len(names), scenes=names[:100],
+                                  normalization=normalization, spectral=spectral,
+                                  statistics_pixels=stats["pixels"] if stats else None,
+                                  val_loss=metrics["last_val_loss"], model_card=MODEL_CARD),
+    )
+    job.save(net, meta)
+    write_loss_curve_png(fit.loss_curve, fit.history, job.dir / "loss_curve.png",
+                         title=f"{arch} pretraining on {len(names)} scene(s)")
+    enc, dec = mae_parameter_counts(net)
+    world = job.processes
+    write_run_report(job, arch, recipe, fit, metrics,
+                     {"peak_lr": recipe.peak_lr, "normalization": normalization, "spectral": spectral,
+                      "statistics": stats, "scenes": names, "val_scenes": [s.name for s in data.vscenes],
+                      "parameters": {"encoder": enc, "decoder": dec}},
+                     distributed={"processes": world, "strategy": job.options.strategy if world > 1 else None,
+                                  "global_batch": recipe.batch_size * world})
 
 
 MODEL_CARD = ("SpectralGPT (Hong et al., TPAMI 2024), clean-room hsikit implementation. D1 one config, variants "

@@ -22,6 +22,7 @@ import rasterio
 from hsikit.engine.engine import EngineStats
 from hsikit.errors import BandMismatchError, InputError, OptionError
 from hsikit.io.scene import Scene
+from hsikit.pipelines.options import check_format
 
 RESTORATION_TASKS = ("denoising", "super-resolution", "restoration")
 #: ``hsikit denoise --method``: training-free methods first, "model" runs a checkpoint
@@ -122,10 +123,10 @@ def resolve_task(meta, command: str, task: str | None, scale: int | None) -> tup
     return resolve_task(meta, "denoise", None, scale)
 
 
-def _restorer(net, meta, task: str, scale: int, nearest: bool):
-    """The network as ``x -> y`` for the engine: the task prompt bound, nearest pre-upsampling for models that
-    super-resolve at the target size (MP-HSIR), and the output clamped to [0, 1] for models trained on their
-    clamped output (MP-HSIR's loss)."""
+def restorer_module(net, meta, task: str, scale: int, nearest: bool):
+    """The network as ``x -> y`` for the engine (a torch module): the task prompt bound, nearest pre-upsampling
+    for models that super-resolve at the target size (MP-HSIR), and the output clamped to [0, 1] for models
+    trained on their clamped output (MP-HSIR's loss)."""
     import torch
 
     idx = list(meta.config.get("tasks") or []).index(task) if getattr(net, "takes_task", False) else -1
@@ -146,6 +147,16 @@ def _restorer(net, meta, task: str, scale: int, nearest: bool):
             return y.clamp(0, 1) if clamp else y
 
     return Restorer()
+
+
+def model_context(meta, scale: int = 1, nearest: bool = False) -> int:
+    """The receptive field of checkpoint ``meta``'s network in input px (the halo a tile needs); models that see
+    the nearest up-sampled tile (``nearest``) need ``scale`` times fewer input px."""
+    from hsikit.models.registry import get_entry
+
+    entry = get_entry(meta.arch)
+    context = int(entry.receptive_field(entry.config_cls(**meta.config)))
+    return max(1, math.ceil(context / scale)) if nearest else context
 
 
 @dataclass
@@ -185,11 +196,9 @@ def restore_setup(sc: Scene, model_path: str | Path, *, command: str = "restore"
                   scale: int | None = None, tile: int | None = None, overlap: int | None = None) -> RestoreSetup:
     """Check ``sc`` against the restoration checkpoint (georeferencing, task, bands) and plan the tiling."""
     from hsikit.checkpoint import read_checkpoint_meta
-    from hsikit.models.registry import get_entry
+    from hsikit.engine.engine import TileSpec, check_spec
     from hsikit.pipelines.common import check_georeferencing
     from hsikit.preprocess.chain import Chain
-
-    from hsikit.engine.engine import TileSpec, check_spec
 
     model_path = Path(model_path)
     check_spec(TileSpec(tile=1 if tile is None else tile, overlap=overlap))
@@ -202,10 +211,7 @@ def restore_setup(sc: Scene, model_path: str | Path, *, command: str = "restore"
     except BandMismatchError as e:
         raise BandMismatchError(f"{model_path.name}: {e}; train a model on this sensor's bands with `hsikit "
                                 f"train {_TRAIN_COMMAND[meta.task]} SCENE... -o MODEL.safetensors`") from None
-    entry = get_entry(meta.arch)
-    context = int(entry.receptive_field(entry.config_cls(**meta.config)))
-    if nearest:  # the network sees the up-sampled tile: its context in input px shrinks by the scale
-        context = max(1, math.ceil(context / s))
+    context = model_context(meta, s, nearest)
     return RestoreSetup(model_path, meta, command, task_name, s, nearest, chain, context,
                         default_tile(context, s) if tile is None else tile, overlap, chain.output_bands(sc.bands),
                         _output_nodata(sc.nodata))
@@ -215,7 +221,7 @@ def restore_predictor(net, setup: RestoreSetup, device: str = "auto"):
     """The engine's ``predict`` for a loaded restoration network (prompt bound, no softmax)."""
     from hsikit.engine.torch_predict import TorchPredictor
 
-    return TorchPredictor(_restorer(net, setup.meta, setup.task, setup.scale, setup.nearest), device=device,
+    return TorchPredictor(restorer_module(net, setup.meta, setup.task, setup.scale, setup.nearest), device=device,
                           softmax=False, out_scale=setup.scale)
 
 
@@ -298,8 +304,7 @@ def restore_scene(
     from hsikit.io.outputs import check_suffix
 
     out = Path(out)
-    if fmt not in ("cog", "gtiff"):
-        raise OptionError(f"--format must be cog or gtiff, not {fmt!r}")
+    check_format(fmt)
     check_output(check_suffix(out), overwrite)
     t0 = time.perf_counter()
     own = not isinstance(scene, Scene)
@@ -365,6 +370,101 @@ _SPATIAL = {"subspace": "nlm", "pca": "wavelet", "wavelet": "none", "tv": "none"
 _CLASSICAL_CONTEXT = 16
 
 
+def _repaired(raw: np.ndarray, valid: np.ndarray, *, repair: bool) -> np.ndarray:
+    """A window as the classical methods see it: float32, dead columns repaired for the subspace methods."""
+    from hsikit.restoration.subspace import repair_dead_columns
+
+    return repair_dead_columns(raw) if repair else raw.astype(np.float32)
+
+
+@dataclass
+class ClassicalDenoiser:
+    """A training-free denoiser fitted on one scene (pass 1 of :func:`denoise_classical`): the subspace model
+    (noise sigma per band, band means, signal subspace), its parameters as written to the output's tags, and the
+    scene's value range."""
+
+    method: str
+    model: object
+    mean: np.ndarray
+    params: dict
+    value_range: tuple[float, float]
+
+    @property
+    def repair(self) -> bool:
+        return self.method in ("subspace", "pca")
+
+    def centred(self, raw: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """The engine's input: centred, so its zero fill of invalid pixels is the band mean, not an outlier."""
+        return _repaired(raw, valid, repair=self.repair) - self.mean[:, None, None]
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        """Denoise a batch (N, C, h, w) of centred tiles."""
+        from hsikit.restoration import classical
+
+        def one(x: np.ndarray) -> np.ndarray:
+            if self.repair:
+                return self.model.denoise_centred(x)
+            if self.method == "wavelet":
+                return classical.wavelet_denoise(x, sigma=self.model.sigma)
+            return classical.tv_denoise(x, weight=classical.TV_WEIGHT_PER_SIGMA * self.model.sigma)
+
+        return np.stack([one(x) for x in batch])
+
+
+def fit_classical_denoiser(sc: Scene, method: str, block: int = 256) -> ClassicalDenoiser:
+    """Fit ``method`` on ``sc`` in one streamed pass of ``block`` px windows: the band covariance, per-band noise
+    sigma (HySime regression) and the whitened covariance's signal subspace."""
+    from hsikit.restoration import classical
+    from hsikit.restoration.subspace import fit_subspace_scene
+
+    repair = method in ("subspace", "pca")
+    prepare = functools.partial(_repaired, repair=repair)
+    model, acc = fit_subspace_scene(sc, transform=prepare, block=block, spatial=_SPATIAL[method])
+    if repair:
+        params = model.params()
+    else:
+        params = {"noise": "hysime-regression", "noise_sigma_median": float(np.median(model.sigma))}
+        params.update({"wavelet": "db1", "threshold": "BayesShrink"} if method == "wavelet"
+                      else {"tv_weight_per_sigma": classical.TV_WEIGHT_PER_SIGMA})
+    params["dead_column_repair"] = repair
+    return ClassicalDenoiser(method, model, model.mean.astype(np.float32), params,
+                             (float(np.min(acc.min)), float(np.max(acc.max))))
+
+
+def _classical_spec(tile: int | None, overlap: int | None):
+    """The tiling of a classical denoiser: 256 px tiles overlapping by twice its reach unless told otherwise."""
+    from hsikit.engine.engine import TileSpec, check_spec
+
+    tile = 256 if tile is None else tile
+    spec = TileSpec(tile=tile, overlap=overlap, batch_size=1, max_strip_width=RESTORE_STRIP_WIDTH)
+    check_spec(spec)
+    if overlap is None:  # the engine's default (a quarter of the tile) is more than this reach needs
+        spec.overlap = min(2 * _CLASSICAL_CONTEXT, tile // 2)
+    return spec
+
+
+def _classical_writer(out: Path, sc: Scene, spec, fitted: ClassicalDenoiser, *, command_line: str | None, fmt: str,
+                      overwrite: bool):
+    """The RasterWriter of a classically denoised scene: float32, every band, the method and its parameters."""
+    from hsikit.engine.engine import planned_overlap
+    from hsikit.io.gaps import fill_tags
+    from hsikit.io.writer import RasterWriter
+    from hsikit.pipelines.common import provenance_tags, spectral_band_tags
+
+    context = _CLASSICAL_CONTEXT
+    ov, margin = planned_overlap(spec, context, False, (sc.height, sc.width))
+    tags = provenance_tags(
+        scene=sc, command=command_line, bands_used=list(sc.bands.names),
+        tile={"tile": spec.tile, "overlap": ov, "margin": margin, "context": context, "blend": "raised-cosine"},
+        extra={"HSIKIT_TASK": "denoise", "HSIKIT_METHOD": fitted.method,
+               "HSIKIT_METHOD_PARAMS": json.dumps(fitted.params), **fill_tags(sc)},
+    )
+    return RasterWriter(out, width=sc.width, height=sc.height, count=sc.count, dtype="float32", crs=sc.crs,
+                        transform=sc.transform, nodata=_output_nodata(sc.nodata), kind="continuous",
+                        overwrite=overwrite, band_descriptions=list(sc.bands.names),
+                        band_tags=spectral_band_tags(sc.bands), tags=tags, fmt=fmt)
+
+
 @_bounded_gdal_cache
 def denoise_classical(
     scene: str | Path | Scene,
@@ -388,91 +488,44 @@ def denoise_classical(
     DCT Wiener), "pca" (same subspace, BayesShrink wavelet shrinkage of the eigen-images), "wavelet" and "tv"
     (per band, with the band's estimated noise sigma). All bands are kept, in the input's units.
     """
-    from hsikit.engine.engine import TileSpec, check_spec, planned_overlap, run_tiled
+    from hsikit.engine.engine import run_tiled
     from hsikit.io.atomic import check_output
-    from hsikit.io.gaps import check_band_gaps, fill_tags
+    from hsikit.io.gaps import check_band_gaps
     from hsikit.io.open import open_scene
     from hsikit.io.outputs import check_suffix
-    from hsikit.io.writer import RasterWriter
-    from hsikit.pipelines.common import check_georeferencing, provenance_tags, spectral_band_tags
-    from hsikit.restoration import classical
-    from hsikit.restoration.subspace import fit_subspace_scene, repair_dead_columns
+    from hsikit.pipelines.common import check_georeferencing
 
     out = Path(out)
     if method not in _SPATIAL:
         raise OptionError(f"--method {method!r}: training-free methods are {', '.join(_SPATIAL)}")
-    if fmt not in ("cog", "gtiff"):
-        raise OptionError(f"--format must be cog or gtiff, not {fmt!r}")
+    check_format(fmt)
     check_output(check_suffix(out), overwrite)
-    tile = 256 if tile is None else tile
-    spec = TileSpec(tile=tile, overlap=overlap, batch_size=1, max_strip_width=RESTORE_STRIP_WIDTH)
-    check_spec(spec)
-    context = _CLASSICAL_CONTEXT
-    if overlap is None:  # the engine's default (a quarter of the tile) is more than this reach needs
-        spec.overlap = min(2 * context, tile // 2)
+    spec = _classical_spec(tile, overlap)
     t0 = time.perf_counter()
     own = not isinstance(scene, Scene)
     sc = open_scene(scene) if own else scene
     try:
         check_band_gaps(sc)
         check_georeferencing(sc)
-        repair = method in ("subspace", "pca")
-
-        def prepare(raw: np.ndarray, valid: np.ndarray) -> np.ndarray:
-            return repair_dead_columns(raw) if repair else raw.astype(np.float32)
-
-        model, acc = fit_subspace_scene(sc, transform=prepare, block=block, spatial=_SPATIAL[method])
-        mean = model.mean.astype(np.float32)
-        if method in ("subspace", "pca"):
-            params = model.params()
-        else:
-            params = {"noise": "hysime-regression", "noise_sigma_median": float(np.median(model.sigma))}
-            params.update({"wavelet": "db1", "threshold": "BayesShrink"} if method == "wavelet"
-                          else {"tv_weight_per_sigma": classical.TV_WEIGHT_PER_SIGMA})
-        params["dead_column_repair"] = repair
-
-        def one(x: np.ndarray) -> np.ndarray:
-            if method in ("subspace", "pca"):
-                return model.denoise_centred(x)
-            if method == "wavelet":
-                return classical.wavelet_denoise(x, sigma=model.sigma)
-            return classical.tv_denoise(x, weight=classical.TV_WEIGHT_PER_SIGMA * model.sigma)
-
-        def predict(batch: np.ndarray) -> np.ndarray:
-            return np.stack([one(x) for x in batch])
-
-        def to_centred(raw: np.ndarray, valid: np.ndarray) -> np.ndarray:
-            # centred, so the engine's zero fill of invalid pixels is the band mean, not an outlier
-            return prepare(raw, valid) - mean[:, None, None]
-
-        nodata = _output_nodata(sc.nodata)
-        ov, margin = planned_overlap(spec, context, False, (sc.height, sc.width))
-        tags = provenance_tags(
-            scene=sc, command=command_line, bands_used=list(sc.bands.names),
-            tile={"tile": tile, "overlap": ov, "margin": margin, "context": context, "blend": "raised-cosine"},
-            extra={"HSIKIT_TASK": "denoise", "HSIKIT_METHOD": method, "HSIKIT_METHOD_PARAMS": json.dumps(params),
-                   **fill_tags(sc)},
-        )
-        writer = RasterWriter(out, width=sc.width, height=sc.height, count=sc.count, dtype="float32", crs=sc.crs,
-                              transform=sc.transform, nodata=nodata, kind="continuous", overwrite=overwrite,
-                              band_descriptions=list(sc.bands.names), band_tags=spectral_band_tags(sc.bands),
-                              tags=tags, fmt=fmt)
+        fitted = fit_classical_denoiser(sc, method, block)
+        mean = fitted.mean
+        writer = _classical_writer(out, sc, spec, fitted, command_line=command_line, fmt=fmt, overwrite=overwrite)
 
         def sink(window, values: np.ndarray, valid: np.ndarray) -> None:
             v = values + mean[:, None, None]
-            v[:, ~valid] = nodata
+            v[:, ~valid] = writer.nodata
             writer.write(v.astype(np.float32, copy=False), window)
 
         with writer:
-            stats = run_tiled(sc, predict, out_channels=sc.count, sink=sink, spec=spec, context=context,
-                              transform_input=to_centred, progress=progress, gdal_cache_mb=GDAL_CACHE_MB)
+            stats = run_tiled(sc, fitted.predict, out_channels=sc.count, sink=sink, spec=spec,
+                              context=_CLASSICAL_CONTEXT, transform_input=fitted.centred, progress=progress,
+                              gdal_cache_mb=GDAL_CACHE_MB)
     finally:
         if own:
             sc.close()
-    lo, hi = float(np.min(acc.min)), float(np.max(acc.max))
     return RestoreResult(output=out, seconds=time.perf_counter() - t0, pixels=int(stats.pixels),
-                         tiles=int(stats.tiles), scale=1, task="denoise", value_range=(lo, hi), engine=stats,
-                         method=method, params=params)
+                         tiles=int(stats.tiles), scale=1, task="denoise", value_range=fitted.value_range,
+                         engine=stats, method=method, params=fitted.params)
 
 
 def super_resolve(scene, *, out, model, scale: int | None = None, **kw) -> RestoreResult:

@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from hsikit.errors import BandMismatchError, InputError, OptionError
+from hsikit.pipelines.options import check_format
 from hsikit.report import save_png
 
 #: spatial chunk (px) of series opened from files; blocks follow it
@@ -389,6 +390,237 @@ def load_stress_model(model: str | Path):
     return net, meta, filt
 
 
+@dataclass
+class StressScene:
+    """A series checked against a stress model: its grid, the block size, the resolved filter and the season
+    grid (``dates`` as ISO strings), the bands and variables read, the model's classes and legend, and the field
+    ids (None: no field map)."""
+
+    ds: Any
+    name: str
+    height: int
+    width: int
+    crs: Any
+    transform: Any
+    block: int
+    filt: Any
+    grid: np.ndarray
+    dates: list[str]
+    bands: list[str]
+    variables: list[str]
+    names: list[str]
+    legend: Any
+    field_ids: FieldIds | None = None
+
+
+def open_stress_series(series: Any, reader: Reader | None, net: Any, meta: Any, filt: Any, *, block: int | None,
+                       season_start: str | None, explain: bool, fields: Any) -> StressScene:
+    """Open ``series`` and check it against the model (bands on every date, the length of the season grid); the
+    warnings raised on the way are shown only once every check has passed (:func:`warnings_after_checks`)."""
+    from hsikit.io.legend import Legend
+    from hsikit.timeseries.filter import season_grid, series_variables
+
+    with warnings_after_checks():
+        ds, name = open_series_input(series, reader)
+        h, w, crs, transform = series_grid(ds)
+        block = int(block) if block is not None else default_block(ds)
+        if crs is None:
+            from hsikit.io.writer import note_no_crs_reported
+
+            warnings.warn(f"{name} has no CRS: outputs are written on its pixel grid without georeferencing",
+                          stacklevel=3)
+            note_no_crs_reported(w, h, transform)  # the outputs' writers need not say it again
+        variables = series_variables(ds)
+        band_names = [str(b) for b in ds["band"].values] if "band" in ds.coords else []
+        nir = filt.cfg.nir
+        try:
+            filt.resolve(band_names, variables)
+        except BandMismatchError:
+            check_bands_on_every_date(ds, filt, nir, band_names, variables)
+            raise
+        if season_start is not None:
+            filt.cfg.season_start = season_start
+        grid = season_grid(np.asarray(ds["time"].values), filt.cfg)
+        bands, var_read = filt.needed_bands(variables), filt.needed_variables(variables)
+        names = list(meta.class_names or [f"class_{i + 1}" for i in range(net.cfg.num_classes)])
+        t = len(grid)
+        if net.cfg.length != t:
+            raise InputError(f"the model expects T = {net.cfg.length} grid dates, its filter gives {t}")
+        if explain and t > 254:
+            raise OptionError(f"the date map holds at most 254 grid dates, the model has {t}; use --no-explain")
+        legend = Legend.from_names(names, meta.class_colors)
+        field_ids = FieldIds(fields, ds) if fields is not None else None
+    return StressScene(ds, name, h, w, crs, transform, block, filt, grid, [str(g) for g in grid], bands, var_read,
+                       names, legend, field_ids)
+
+
+def stress_tags(scene: StressScene, meta: Any, model_path: Path, command: str | None) -> dict[str, str]:
+    """The provenance tags of every raster a stress run writes."""
+    from hsikit.checkpoint import checkpoint_sha256
+    from hsikit.pipelines.common import provenance_tags
+
+    return provenance_tags(
+        scene=SimpleNamespace(name=scene.name), command=command, model=meta.arch,
+        checkpoint_sha256=checkpoint_sha256(model_path), bands_used=scene.bands + scene.variables,
+        normalization="FFDNN photochemical filter, z-score with the checkpoint's training statistics",
+        tile={"block": int(scene.block)},
+        extra={"HSIKIT_CLASS_OFFSET": "1", "HSIKIT_TIME_GRID": json.dumps(scene.dates),
+               "HSIKIT_FEATURES": json.dumps(list(scene.filt.cfg.features))},
+    )
+
+
+@dataclass
+class StressTotals:
+    """What the block loop adds up: pixels per class value (0 = nodata), classified pixels, the capsule-length
+    sums and pixel counts per field id, and the explanation summary (None: no explanation)."""
+
+    counts: np.ndarray
+    field_sum: np.ndarray
+    field_n: np.ndarray
+    summary: ExplanationSummary | None = None
+    classified: int = 0
+
+    @classmethod
+    def start(cls, k: int, features: int, t: int, explain: bool) -> "StressTotals":
+        return cls(np.zeros(k + 1, np.int64), np.zeros((1, k)), np.zeros(1, np.int64),
+                   ExplanationSummary(k, features, t) if explain else None)
+
+    def add_fields(self, fid: np.ndarray, lengths: np.ndarray) -> None:
+        """Add the capsule lengths of classified pixels to the sums of their field ids."""
+        top = int(fid.max()) + 1
+        if top > self.field_n.size:  # ids are only known block by block
+            grow = top - self.field_n.size
+            self.field_sum = np.concatenate([self.field_sum, np.zeros((grow, self.field_sum.shape[1]))])
+            self.field_n = np.concatenate([self.field_n, np.zeros(grow, np.int64)])
+        np.add.at(self.field_sum, fid, lengths)
+        np.add.at(self.field_n, fid, 1)
+
+    def field_classes(self) -> np.ndarray:
+        """Class value (1..K) per field id: the class of its mean capsule lengths; 0 for id 0 and for fields
+        without a classified pixel."""
+        cls = np.zeros(self.field_n.size, np.uint8)
+        has = self.field_n > 0
+        cls[has] = (self.field_sum[has].argmax(1) + 1).astype(np.uint8)
+        cls[0] = 0
+        return cls
+
+    def class_counts(self, names: Sequence[str]) -> dict[str, int]:
+        return {"nodata": int(self.counts[0]), **{names[i]: int(self.counts[i + 1]) for i in range(len(names))}}
+
+
+def classify_block(net: Any, scene: StressScene, blk: Any, ys: slice, xs: slice, totals: StressTotals, *,
+                   device: Any, explain: bool, batch_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Class values (uint8, 0 = not classified), capsule lengths (K, N) and most influential grid date (uint8,
+    1..T) of the N pixels of one block, added to ``totals``; and the number of pixels classified."""
+    import torch
+
+    from hsikit.timeseries.filter import filter_in_chunks
+    from hsikit.training.stress import predict_lengths
+
+    filt, k, t = scene.filt, len(scene.names), len(scene.grid)
+    hh, ww = blk.shape
+    keep = np.zeros(hh * ww, bool)
+    x = np.zeros((hh * ww, filt.num_features, t), np.float32)
+    for sl, fb in filter_in_chunks(filt, blk, scene.grid):  # bounds the filter's temporaries
+        keep[sl], x[sl] = fb.keep, fb.x
+    lab = np.zeros(hh * ww, np.uint8)
+    lens = np.full((k, hh * ww), np.nan, np.float32)
+    dmap = np.zeros(hh * ww, np.uint8)
+    idx = np.flatnonzero(keep)
+    if idx.size:
+        xk = x[idx]
+        if explain:
+            with torch.enable_grad():
+                # backward passes keep the routing tensors: smaller chunks bound the memory
+                ln, st, sf = saliency(net, xk, device, chunk=max(1, int(batch_size) // 8))
+            pred = ln.argmax(1)
+            totals.summary.add(pred, ln, st, sf)
+            dmap[idx] = (np.abs(st).sum(1).argmax(1) + 1).astype(np.uint8)
+        else:
+            ln = predict_lengths(net, xk, device, chunk=int(batch_size))
+            pred = ln.argmax(1)
+        lab[idx] = (pred + 1).astype(np.uint8)
+        lens[:, idx] = ln.T
+        if scene.field_ids is not None:
+            totals.add_fields(scene.field_ids.read(ys, xs).ravel()[idx], ln)
+    totals.counts += np.bincount(lab, minlength=k + 1)[: k + 1]
+    totals.classified += int(idx.size)
+    return lab, lens, dmap, int(idx.size)
+
+
+def write_maps(net: Any, scene: StressScene, paths: dict[str, Path], common: dict[str, Any], totals: StressTotals,
+               *, device: Any, explain: bool, batch_size: int, progress: bool) -> tuple[list, Any]:
+    """Classify the series block by block into the class map, the capsule lengths and (``explain``) the date
+    map; returns the block plan and the dates' coverage (:class:`hsikit.timeseries.filter.DateCoverage`)."""
+    import rasterio
+    from rasterio.windows import Window
+
+    from hsikit.io.writer import RasterWriter
+    from hsikit.progress import Progress
+    from hsikit.timeseries.filter import DateCoverage, blocks, read_block
+
+    k = len(scene.names)
+    plan = blocks(scene.width, scene.height, int(scene.block))
+    cover = DateCoverage(int(scene.ds.sizes["time"]), scene.bands + scene.variables)
+    with ExitStack() as stack:
+        # GDAL's block cache (default 5 % of RAM) would otherwise grow with the scene until full
+        stack.enter_context(rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB))
+        cls_w = stack.enter_context(RasterWriter(paths["class_map"], count=1, dtype="uint8", nodata=0,
+                                                 kind="categorical", legend=scene.legend, band_descriptions=["class"],
+                                                 **common))
+        len_w = stack.enter_context(RasterWriter(paths["lengths"], count=k, dtype="float32", nodata=float("nan"),
+                                                 kind="continuous",
+                                                 band_descriptions=[f"length({n})" for n in scene.names], **common))
+        date_w = None
+        if explain:
+            date_w = stack.enter_context(RasterWriter(paths["date_map"], count=1, dtype="uint8", nodata=0,
+                                                      kind="categorical", legend=date_legend(scene.dates),
+                                                      band_descriptions=["most influential date"], **common))
+        bar = stack.enter_context(Progress(progress, len(plan), scene.name))
+        for ys, xs in plan:
+            blk = read_block(scene.ds, ys, xs, scene.bands, scene.variables, scene.filt.cfg.cloud_scl)
+            cover.add(blk)
+            hh, ww = blk.shape
+            lab, lens, dmap, n = classify_block(net, scene, blk, ys, xs, totals, device=device, explain=explain,
+                                                batch_size=batch_size)
+            win = Window(xs.start, ys.start, ww, hh)
+            cls_w.write(lab.reshape(1, hh, ww), win)
+            len_w.write(lens.reshape(k, hh, ww), win)
+            if date_w is not None:
+                date_w.write(dmap.reshape(1, hh, ww), win)
+            bar.advance(pixels=hh * ww, skipped=n == 0)
+    return plan, cover
+
+
+def write_field_map(scene: StressScene, totals: StressTotals, plan: list, path: Path, common: dict[str, Any]) -> Path:
+    """The field map: every pixel of a field gets the class of the field's mean capsule lengths."""
+    from rasterio.windows import Window
+
+    from hsikit.io.writer import RasterWriter
+
+    field_cls = totals.field_classes()
+    with RasterWriter(path, count=1, dtype="uint8", nodata=0, kind="categorical", legend=scene.legend,
+                      band_descriptions=["class of field"], **common) as fw:
+        for ys, xs in plan:
+            f = scene.field_ids.read(ys, xs)
+            f = np.where(f < field_cls.size, f, 0)  # fields without any classified pixel
+            fw.write(field_cls[f][None], Window(xs.start, ys.start, f.shape[1], f.shape[0]))
+    return path
+
+
+def write_explanation(summary: ExplanationSummary, scene: StressScene, meta: Any, paths: dict[str, Path],
+                      command: str | None) -> None:
+    """The explanation JSON and its PNG."""
+    from hsikit._version import __version__
+    from hsikit.io.atomic import atomic_outputs
+
+    d = summary.to_dict(scene.names, list(scene.filt.cfg.features), scene.dates, int(scene.filt.cfg.step_days))
+    d.update({"model": meta.arch, "series": scene.name, "hsikit_version": __version__, "command": command})
+    with atomic_outputs([paths["explanation"]], overwrite=True) as t:  # checked with the other outputs
+        t[paths["explanation"]].write_text(json.dumps(d, indent=2) + "\n")
+    write_explanation_png(d, paths["explanation_png"])
+
+
 def stress(
     series: Any,
     *,
@@ -419,176 +651,47 @@ def stress(
     The series is read lazily, ``block``×``block`` pixels at a time, so memory does not grow with the scene.
     ``season_start`` ("MM-DD" or ISO date) overrides the model's season window start.
     """
-    import torch
-
-    from hsikit._version import __version__
-    from hsikit.checkpoint import checkpoint_sha256
-    from hsikit.progress import Progress
     from hsikit.engine.torch_predict import resolve_device
-    from hsikit.io.atomic import atomic_outputs, output_group
-    from hsikit.io.legend import Legend
+    from hsikit.io.atomic import output_group
     from hsikit.io.outputs import check_outputs, check_suffix
-    from hsikit.io.writer import RasterWriter
-    from hsikit.pipelines.common import provenance_tags
-    from hsikit.timeseries.filter import (DateCoverage, blocks, filter_in_chunks, read_block, season_grid,
-                                          series_variables)
-    from rasterio.windows import Window
+    from hsikit.io.quicklook import read_decimated, save_class_quicklook
 
     t0 = time.perf_counter()
     out = Path(out)
-    if fmt not in ("cog", "gtiff"):
-        raise OptionError(f"--format must be cog or gtiff, not {fmt!r}")
+    check_format(fmt)
     if block is not None and int(block) < 8:
         raise OptionError(f"block must be at least 8 px, not {block}")
     paths = output_paths(check_suffix(out), png=png, explain=explain, fields=fields is not None)
     check_outputs({role.replace("_", " "): p for role, p in paths.items()}, overwrite)
     model_path = Path(model)
     net, meta, filt = load_stress_model(model_path)
-    with warnings_after_checks():
-        ds, name = open_series_input(series, reader)
-        h, w, crs, transform = series_grid(ds)
-        block = int(block) if block is not None else default_block(ds)
-        if crs is None:
-            from hsikit.io.writer import note_no_crs_reported
-
-            warnings.warn(f"{name} has no CRS: outputs are written on its pixel grid without georeferencing",
-                          stacklevel=2)
-            note_no_crs_reported(w, h, transform)  # the outputs' writers need not say it again
-        variables = series_variables(ds)
-        band_names = [str(b) for b in ds["band"].values] if "band" in ds.coords else []
-        nir = filt.cfg.nir
-        try:
-            filt.resolve(band_names, variables)
-        except BandMismatchError:
-            check_bands_on_every_date(ds, filt, nir, band_names, variables)
-            raise
-        if season_start is not None:
-            filt.cfg.season_start = season_start
-        grid = season_grid(np.asarray(ds["time"].values), filt.cfg)
-        grid_iso = [str(g) for g in grid]
-        bands = filt.needed_bands(variables)
-        var_read = filt.needed_variables(variables)
-        names = list(meta.class_names or [f"class_{i + 1}" for i in range(net.cfg.num_classes)])
-        k, t = len(names), len(grid)
-        if net.cfg.length != t:
-            raise InputError(f"the model expects T = {net.cfg.length} grid dates, its filter gives {t}")
-        if explain and t > 254:
-            raise OptionError(f"the date map holds at most 254 grid dates, the model has {t}; use --no-explain")
-        lg = Legend.from_names(names, meta.class_colors)
-        field_ids = FieldIds(fields, ds) if fields is not None else None
-
+    scene = open_stress_series(series, reader, net, meta, filt, block=block, season_start=season_start,
+                               explain=explain, fields=fields)
     dev = resolve_device(device)
     net = net.to(dev).eval()
     for prm in net.parameters():
         prm.requires_grad_(False)
-    tags = provenance_tags(
-        scene=SimpleNamespace(name=name), command=command, model=meta.arch,
-        checkpoint_sha256=checkpoint_sha256(model_path), bands_used=bands + var_read,
-        normalization="FFDNN photochemical filter, z-score with the checkpoint's training statistics",
-        tile={"block": int(block)},
-        extra={"HSIKIT_CLASS_OFFSET": "1", "HSIKIT_TIME_GRID": json.dumps(grid_iso),
-               "HSIKIT_FEATURES": json.dumps(list(filt.cfg.features))},
-    )
-    common = dict(width=w, height=h, crs=crs, transform=transform, overwrite=overwrite, tags=tags, fmt=fmt)
-    counts = np.zeros(k + 1, np.int64)
-    summary = ExplanationSummary(k, filt.num_features, t) if explain else None
-    field_sum = np.zeros((1, k))
-    field_n = np.zeros(1, np.int64)
-    plan = blocks(h, w, int(block))
-    cover = DateCoverage(int(ds.sizes["time"]), bands + var_read)
-    n_done = 0
+    common = dict(width=scene.width, height=scene.height, crs=scene.crs, transform=scene.transform,
+                  overwrite=overwrite, tags=stress_tags(scene, meta, model_path, command), fmt=fmt)
+    totals = StressTotals.start(len(scene.names), filt.num_features, len(scene.grid), explain)
     with output_group() as group:  # every output appears together when all are done, or none
-        with ExitStack() as stack:
-            import rasterio
-
-            # GDAL's block cache (default 5 % of RAM) would otherwise grow with the scene until full
-            stack.enter_context(rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB))
-            cls_w = stack.enter_context(RasterWriter(paths["class_map"], count=1, dtype="uint8", nodata=0,
-                                                     kind="categorical", legend=lg, band_descriptions=["class"], **common))
-            len_w = stack.enter_context(RasterWriter(paths["lengths"], count=k, dtype="float32", nodata=float("nan"),
-                                                     kind="continuous", band_descriptions=[f"length({n})" for n in names],
-                                                     **common))
-            date_w = None
-            if explain:
-                date_w = stack.enter_context(RasterWriter(paths["date_map"], count=1, dtype="uint8", nodata=0,
-                                                          kind="categorical", legend=date_legend(grid_iso),
-                                                          band_descriptions=["most influential date"], **common))
-            bar = stack.enter_context(Progress(progress, len(plan), name))
-            for ys, xs in plan:
-                blk = read_block(ds, ys, xs, bands, var_read, filt.cfg.cloud_scl)
-                cover.add(blk)
-                hh, ww = blk.shape
-                keep = np.zeros(hh * ww, bool)
-                x = np.zeros((hh * ww, filt.num_features, t), np.float32)
-                for sl, fb in filter_in_chunks(filt, blk, grid):  # bounds the filter's temporaries
-                    keep[sl], x[sl] = fb.keep, fb.x
-                lab = np.zeros(hh * ww, np.uint8)
-                lens = np.full((k, hh * ww), np.nan, np.float32)
-                dmap = np.zeros(hh * ww, np.uint8)
-                idx = np.flatnonzero(keep)
-                if idx.size:
-                    xk = x[idx]
-                    if explain:
-                        with torch.enable_grad():
-                            # backward passes keep the routing tensors: smaller chunks bound the memory
-                            ln, st, sf = saliency(net, xk, dev, chunk=max(1, int(batch_size) // 8))
-                        pred = ln.argmax(1)
-                        summary.add(pred, ln, st, sf)
-                        dmap[idx] = (np.abs(st).sum(1).argmax(1) + 1).astype(np.uint8)
-                    else:
-                        from hsikit.training.stress import predict_lengths
-
-                        ln = predict_lengths(net, xk, dev, chunk=int(batch_size))
-                        pred = ln.argmax(1)
-                    lab[idx] = (pred + 1).astype(np.uint8)
-                    lens[:, idx] = ln.T
-                    if field_ids is not None:
-                        fid = field_ids.read(ys, xs).ravel()[idx]
-                        top = int(fid.max()) + 1
-                        if top > field_n.size:  # ids are only known block by block
-                            field_sum = np.concatenate([field_sum, np.zeros((top - field_n.size, k))])
-                            field_n = np.concatenate([field_n, np.zeros(top - field_n.size, np.int64)])
-                        np.add.at(field_sum, fid, ln)
-                        np.add.at(field_n, fid, 1)
-                counts += np.bincount(lab, minlength=k + 1)[: k + 1]
-                win = Window(xs.start, ys.start, ww, hh)
-                cls_w.write(lab.reshape(1, hh, ww), win)
-                len_w.write(lens.reshape(k, hh, ww), win)
-                if date_w is not None:
-                    date_w.write(dmap.reshape(1, hh, ww), win)
-                n_done += int(idx.size)
-                bar.advance(pixels=hh * ww, skipped=idx.size == 0)
-
-        off_grid = np.asarray(ds["off_grid"].values, bool) if "off_grid" in ds.coords else None
-        for note in cover.notes(date_labels(ds), skip=off_grid):
+        plan, cover = write_maps(net, scene, paths, common, totals, device=dev, explain=explain,
+                                 batch_size=batch_size, progress=progress)
+        off_grid = np.asarray(scene.ds["off_grid"].values, bool) if "off_grid" in scene.ds.coords else None
+        for note in cover.notes(date_labels(scene.ds), skip=off_grid):
             warnings.warn(note, stacklevel=2)
-        res = StressResult(class_map=paths["class_map"], qml=paths["qml"], lengths=paths["lengths"], blocks=len(plan),
-                           pixels=h * w, classified=n_done, grid=grid_iso)
-        if field_ids is not None:
-            field_cls = np.zeros(field_n.size, np.uint8)
-            has = field_n > 0
-            field_cls[has] = (field_sum[has].argmax(1) + 1).astype(np.uint8)
-            field_cls[0] = 0
-            with RasterWriter(paths["field_map"], count=1, dtype="uint8", nodata=0, kind="categorical", legend=lg,
-                              band_descriptions=["class of field"], **common) as fw:
-                for ys, xs in plan:
-                    f = field_ids.read(ys, xs)
-                    f = np.where(f < field_cls.size, f, 0)  # fields without any classified pixel
-                    fw.write(field_cls[f][None], Window(xs.start, ys.start, f.shape[1], f.shape[0]))
-            res.field_map = paths["field_map"]
+        res = StressResult(class_map=paths["class_map"], qml=paths["qml"], lengths=paths["lengths"],
+                           blocks=len(plan), pixels=scene.height * scene.width, classified=totals.classified,
+                           grid=scene.dates)
+        if scene.field_ids is not None:
+            res.field_map = write_field_map(scene, totals, plan, paths["field_map"], common)
         if explain:
-            d = summary.to_dict(names, list(filt.cfg.features), grid_iso, int(filt.cfg.step_days))
-            d.update({"model": meta.arch, "series": name, "hsikit_version": __version__, "command": command})
-            with atomic_outputs([paths["explanation"]], overwrite=True) as t:  # checked with the others above
-                t[paths["explanation"]].write_text(json.dumps(d, indent=2) + "\n")
-            write_explanation_png(d, paths["explanation_png"])
-            res.explanation, res.explanation_png, res.date_map = paths["explanation"], paths["explanation_png"], paths["date_map"]
+            write_explanation(totals.summary, scene, meta, paths, command)
+            res.explanation, res.explanation_png = paths["explanation"], paths["explanation_png"]
+            res.date_map = paths["date_map"]
         if png:
-            from hsikit.io.quicklook import save_class_quicklook
-            from hsikit.pipelines.classify import _read_decimated
-
-            save_class_quicklook(_read_decimated(group.staged(paths["class_map"])), lg, paths["png"])
+            save_class_quicklook(read_decimated(group.staged(paths["class_map"])), scene.legend, paths["png"])
             res.png = paths["png"]
-    res.class_counts = {"nodata": int(counts[0]), **{names[i]: int(counts[i + 1]) for i in range(k)}}
+    res.class_counts = totals.class_counts(scene.names)
     res.seconds = time.perf_counter() - t0
     return res

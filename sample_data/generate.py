@@ -20,6 +20,7 @@ def main() -> None:
 
     from hsikit.pipelines.train_classifier import train_classifier
     from hsikit.synthetic import make_scene, write_labels, write_scene_geotiff
+    from hsikit.training.run import RunOptions
 
     torch.set_num_threads(1)  # bit-for-bit repeatable training on CPU
     os.environ.setdefault("SOURCE_DATE_EPOCH", "1767225600")  # fixed creation time in the model metadata
@@ -36,9 +37,9 @@ def main() -> None:
     write_scene_geotiff(scene, paths["scene"])
     write_labels(scene, paths["labels"], paths["polygons"])
     res = train_classifier(paths["scene"], paths["labels"], out=paths["model"], model="freenet", protocol="paper",
-                           model_config={"reduction_ratio": 0.5}, device="cpu", overwrite=True,
-                           report_dir=HERE / "_report", progress=sys.stderr.isatty(),
-                           command="sample_data/generate.py")
+                           model_config={"reduction_ratio": 0.5},
+                           run=RunOptions(device="cpu", overwrite=True, report_dir=HERE / "_report",
+                                          progress=sys.stderr.isatty(), command="sample_data/generate.py"))
     for name, p in paths.items():
         print(f"{name:9s} {p.relative_to(HERE.parent)}  {p.stat().st_size / 1e6:.2f} MB")
     m = res.metrics

@@ -62,14 +62,16 @@ def test_resume_continues_an_interrupted_run(potsdam, tmp_path):
     """Lightning's last.ckpt carries weights, optimiser, schedule and history: a resumed run picks up where the
     first stopped instead of starting over."""
     from hsikit.pipelines.train_classifier import train_classifier
+    from hsikit.training.run import RunOptions
 
-    kw = dict(model="freenet", split=_split(potsdam), model_config={"reduction_ratio": 0.25}, progress=False,
-              report_dir=tmp_path / "rep")
-    first = train_classifier(potsdam.scene, potsdam.labels, out=tmp_path / "a.safetensors", iterations=6, **kw)
+    opts = RunOptions(progress=False, report_dir=tmp_path / "rep")
+    kw = dict(model="freenet", split=_split(potsdam), model_config={"reduction_ratio": 0.25})
+    first = train_classifier(potsdam.scene, potsdam.labels, out=tmp_path / "a.safetensors", iterations=6, run=opts,
+                             **kw)
     assert (tmp_path / "rep/checkpoints/last.ckpt").exists()
     steps_first = first.history[-1]["step"]
     again = train_classifier(potsdam.scene, potsdam.labels, out=tmp_path / "a.safetensors", iterations=12,
-                             resume=True, **kw)
+                             run=opts.replace(resume=True), **kw)
     assert again.history[: len(first.history)] == first.history
     assert again.history[-1]["step"] == 12 > steps_first
 

@@ -99,13 +99,13 @@ def test_gs2_stream_ranks_split_each_epoch(monkeypatch):
 
 
 def test_restoration_batches_disjoint_per_rank_and_resumable(monkeypatch):
-    from hsikit.training.restoration import _Batches, restoration_recipe
+    from hsikit.training.restoration import CropBatches, restoration_recipe
 
     x = np.random.default_rng(0).random((6, 32, 32), dtype=np.float32)
     v = np.ones((32, 32), bool)
     recipe = restoration_recipe("hsdt").replace(crop=8, batch_size=2, seed=4, spectral_window=0)
     noisy = lambda c, rng: (c + rng.normal(0, 0.1, c.shape).astype(np.float32), -1)  # noqa: E731
-    ds = _Batches([x], [v], noisy, recipe, 3)
+    ds = CropBatches([x], [v], noisy, recipe, 3)
     ds.start = 6  # epoch starting at optimiser step 6 (e.g. after a resume)
     one = [b[0] for b in ds]
     assert all(np.array_equal(a, ds.batch(6 + k)[0]) for k, a in enumerate(one))

@@ -119,7 +119,8 @@ def test_test_pixels_never_reach_the_loss():
 
 def test_recipe_is_the_papers():
     r = recipe_for("freenet")
-    assert (r.optimizer, r.lr, r.momentum, r.weight_decay, r.schedule, r.poly_power) == ("sgd", 1e-3, 0.9, 1e-3, "poly", 0.9)
+    assert (r.optimizer, r.lr, r.momentum, r.weight_decay, r.schedule, r.poly_power) == (
+        "sgd", 1e-3, 0.9, 1e-3, "poly", 0.9)
     assert (r.iterations, r.grad_clip, r.sub_minibatch, r.seed, r.train_pixels) == (1000, 35.0, 20, 2333, 200)
     assert not r.select_best  # the paper reports the last iteration, no model selection
 
@@ -127,6 +128,7 @@ def test_recipe_is_the_papers():
 def test_poly_schedule_and_gradient_clipping(tmp_path, monkeypatch):
     """lr at step i is 1e-3 (1 - i/1000)^0.9 and the gradient norm seen by the optimiser never exceeds 35."""
     from hsikit.training.module import fit
+    from hsikit.training.run import Run, RunOptions
 
     seen: list[tuple[float, float]] = []
 
@@ -144,12 +146,12 @@ def test_poly_schedule_and_gradient_clipping(tmp_path, monkeypatch):
     lab = rng.integers(1, 4, (32, 32))
     sp = stratified_split(lab, train=40, seed=0)
     x = (rng.normal(size=(5, 32, 32)) * 1e4).astype(np.float32)  # huge inputs: huge gradients to clip
+    run = Run.at(tmp_path, RunOptions(device="cpu", progress=False))
     torch.manual_seed(0)
     net = create_model("freenet", in_bands=5, num_classes=3, reduction_ratio=0.25)
     recipe = recipe_for("freenet").replace(iterations=1000)
     recipe.iterations = 6
-    fit(net, GS2Data(x, lab, sp.train, seed=0), recipe, sp.val, device=torch.device("cpu"), run_dir=tmp_path,
-        progress=False)
+    fit(net, GS2Data(x, lab, sp.train, seed=0), recipe, sp.val, run)
     assert len(seen) == 6
     for i, (lr, g) in enumerate(seen):
         assert lr == pytest.approx(1e-3 * (1 - i / 6) ** 0.9)  # the schedule spans the run's iterations
@@ -161,7 +163,9 @@ def test_tiled_inference_agrees_with_whole_image(tmp_path):
     the receptive-field halo a trained model's class maps agree on almost every pixel."""
     from hsikit.training.data import tiled_argmax
     from hsikit.training.module import fit
+    from hsikit.training.run import Run, RunOptions
 
+    run = Run.at(tmp_path, RunOptions(device="cpu", progress=False))  # seeds torch with 0
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     # smooth land-cover regions: 4 classes with their own mean spectrum
@@ -173,8 +177,7 @@ def test_tiled_inference_agrees_with_whole_image(tmp_path):
     net = create_model("freenet", in_bands=6, num_classes=int(lab.max()), reduction_ratio=0.25)
     r = recipe_for("freenet")
     r.iterations, r.lr = 40, 0.05
-    net, _, _ = fit(net, GS2Data(x, lab, sp.train, seed=0), r, sp.val, device=torch.device("cpu"), run_dir=tmp_path,
-                 progress=False)
+    net, _, _ = fit(net, GS2Data(x, lab, sp.train, seed=0), r, sp.val, run)
     with torch.no_grad():
         whole = net(torch.from_numpy(x)[None])[0].argmax(0).numpy()
     assert (whole[sp.test] == lab[sp.test] - 1).mean() > 0.8  # it learned the regions
@@ -186,19 +189,20 @@ def test_tiled_inference_agrees_with_whole_image(tmp_path):
 
 def test_same_seed_same_weights(tmp_path):
     from hsikit.training.module import fit
+    from hsikit.training.run import Run, RunOptions
 
     rng = np.random.default_rng(0)
     lab = rng.integers(1, 4, (32, 32))
     sp = stratified_split(lab, train=20, seed=0)
     x = rng.normal(size=(5, 32, 32)).astype(np.float32)
     outs = []
-    for run in range(2):
+    for i in range(2):
+        run = Run.at(tmp_path / str(i), RunOptions(device="cpu", progress=False))
         torch.manual_seed(7)
         net = create_model("freenet", in_bands=5, num_classes=3, reduction_ratio=0.25)
         r = recipe_for("freenet")
         r.iterations = 3
-        fit(net, GS2Data(x, lab, sp.train, seed=7), r, sp.val, device=torch.device("cpu"), run_dir=tmp_path / str(run),
-            progress=False)
+        fit(net, GS2Data(x, lab, sp.train, seed=7), r, sp.val, run)
         outs.append(torch.cat([p.detach().ravel() for p in net.parameters()]))
     assert torch.equal(outs[0], outs[1])
 
@@ -218,11 +222,11 @@ def test_fixed_count_capped_on_indian_pines_small_classes(shared_data):
 
 
 def test_disjoint_split_keeps_test_windows_apart():
-    from hsikit.pipelines.train_classifier import _disjoint
+    from hsikit.pipelines.train_classifier import disjoint_split
 
     rng = np.random.default_rng(0)
     lab = rng.integers(1, 4, (60, 60))
-    sp = _disjoint(stratified_split(lab, train=0.02, val=0.02, seed=0), radius=2)
+    sp = disjoint_split(stratified_split(lab, train=0.02, val=0.02, seed=0), radius=2)
     tr = np.argwhere(sp.train)
     for mask in (sp.test, sp.val):
         te = np.argwhere(mask)

@@ -16,7 +16,7 @@ from test_import_weights import official_layout
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-import hsikit.weights.freenet  # noqa: E402  (registers the importer)
+import hsikit.weights.freenet  # noqa: E402,F401  (registers the importer)
 
 F = torch.nn.functional
 PAVIA = "freenet-paviau-103b-9c"

@@ -14,9 +14,11 @@ from rasterio.transform import from_origin
 from clirun import cli
 from fakedata import write_fake_geotiff, write_labels_for
 from hsikit.errors import InputError
+from hsikit.training.run import RunOptions
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "sample_data"
+QUIET = RunOptions(progress=False)
 
 
 def shifted_copy(src_path: Path, out: Path, dx: float, dy: float = 0.0) -> Path:
@@ -43,10 +45,10 @@ def test_train_classifier_refuses_labels_half_a_pixel_off(scene_and_labels, tmp_
     off = shifted_copy(labels, tmp_path / "labels_off.tif", 15.0)
     with pytest.raises(InputError, match=r"^labels_off\.tif is not on the grid of scene\.tif: its origin is "
                                          r"shifted by \(\+0\.5, 0\) px \(15 m east\); pass --allow-resample"):
-        train_classifier(scene, off, out=tmp_path / "m.safetensors", model="random-forest", progress=False)
+        train_classifier(scene, off, out=tmp_path / "m.safetensors", model="random-forest", run=QUIET)
     assert not (tmp_path / "m.safetensors").exists()
     with pytest.warns(UserWarning, match=r"labels_off\.tif is resampled by nearest neighbour"):
-        res = train_classifier(scene, off, out=tmp_path / "m.safetensors", model="random-forest", progress=False,
+        res = train_classifier(scene, off, out=tmp_path / "m.safetensors", model="random-forest", run=QUIET,
                                allow_resample=True)
     assert res.checkpoint.exists()
 
@@ -65,9 +67,9 @@ def test_train_classifier_split_raster_path_on_other_grid(scene_and_labels, tmp_
     with pytest.raises(InputError, match=r"^split_off\.tif is not on the grid of scene\.tif: its origin is shifted "
                                          r"by \(0, -0\.3333\) px \(10 m north\)"):
         train_classifier(scene, labels, out=tmp_path / "m.safetensors", model="random-forest", split=off,
-                         progress=False)
+                         run=QUIET)
     res = train_classifier(scene, labels, out=tmp_path / "m.safetensors", model="random-forest",
-                           split=tmp_path / "split.tif", progress=False)
+                           split=tmp_path / "split.tif", run=QUIET)
     counts = json.loads((res.report_dir / "report.json").read_text())["split"]["counts"]
     assert sum(counts["train"].values()) == int((split == 1).sum())
 
@@ -121,17 +123,17 @@ def test_evaluate_split_and_labels_off_grid(tmp_path):
 
 def test_segmenter_labels_off_grid(tmp_path):
     """The segmenter's label rasters go through the same check (before any model is built)."""
-    from hsikit.pipelines.finetune import _open_labelled, train_segmenter
+    from hsikit.pipelines.finetune import open_labelled, train_segmenter
 
     scene = write_fake_geotiff(tmp_path / "scene.tif", bands=120)  # dense enough to resample onto S2 bands
     labels = write_labels_for(scene, tmp_path / "labels.tif")
     off = shifted_copy(labels, tmp_path / "labels_off.tif", 7.5)
     with pytest.raises(InputError, match=r"^labels_off\.tif is not on the grid of scene\.tif: its origin is shifted "
                                          r"by \(\+0\.25, 0\) px \(7\.5 m east\)"):
-        train_segmenter([scene], [off], out=tmp_path / "seg.safetensors", steps=1, progress=False)
+        train_segmenter([scene], [off], out=tmp_path / "seg.safetensors", steps=1, run=QUIET)
     with pytest.warns(UserWarning, match="nearest neighbour"):
-        opened = _open_labelled([(str(scene), str(off))], ("B02", "B03", "B04", "B08"), "auto", None,
-                                allow_resample=True)
+        opened = open_labelled([(str(scene), str(off))], ("B02", "B03", "B04", "B08"), "auto", None,
+                               allow_resample=True)
     try:
         assert len(opened) == 1 and opened[0][2].values.shape == (40, 50)
     finally:

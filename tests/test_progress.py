@@ -77,3 +77,22 @@ def test_downloads_report_progress_in_a_log(tmp_path, capsys):
     assert (tmp_path / "cube.mat").read_bytes() == data
     fetch(src.as_uri(), tmp_path / "again.mat", f, progress=False)
     assert capsys.readouterr().err == ""
+
+
+def test_training_reports_steps_with_the_loss_in_a_log(tmp_path, capsys):
+    from fakedata import write_fake_geotiff, write_labels_for
+
+    from hsikit.pipelines.train_classifier import train_classifier
+    from hsikit.training.run import RunOptions
+
+    scene = write_fake_geotiff(tmp_path / "scene.tif", bands=6, height=24, width=24)
+    labels = write_labels_for(scene, tmp_path / "labels.tif")
+    train_classifier(scene, labels, out=tmp_path / "m.safetensors", model="spectral-cnn", epochs=3,
+                     run=RunOptions(device="cpu", seed=0))
+    err = capsys.readouterr().err  # not a terminal: plain lines from hsikit's reporter, not a redrawn bar
+    assert re.search(r"^training: \d+ % \(\d+/\d+ steps, loss [\d.e+-]+(, val OA [\d.]+)?\)", err, re.M), err
+    assert re.search(r"^training: done, \d+ steps in [\d.]+ s", err, re.M), err
+    assert "\r" not in err and "━" not in err
+    train_classifier(scene, labels, out=tmp_path / "q.safetensors", model="spectral-cnn", epochs=1,
+                     run=RunOptions(device="cpu", seed=0, progress=False))
+    assert "training:" not in capsys.readouterr().err

@@ -10,7 +10,7 @@ torch = pytest.importorskip("torch")
 from hsikit.restoration.tasks import TASKS, task_sampler  # noqa: E402
 from hsikit.training.restoration import (  # noqa: E402
     RestorationModule,
-    _Batches,
+    CropBatches,
     augment,
     random_crop,
     restoration_recipe,
@@ -55,7 +55,7 @@ def test_batches_are_reproducible_and_spectral_windows_apply():
     def noisy(c, rng):
         return c + rng.normal(0, 0.1, c.shape).astype(np.float32), -1
 
-    da, db = _Batches([x], [v], noisy, recipe, 4), _Batches([x], [v], noisy, recipe, 4)
+    da, db = CropBatches([x], [v], noisy, recipe, 4), CropBatches([x], [v], noisy, recipe, 4)
     a = [da[i] for i in range(4)]
     b = [db[i] for i in range(4)]
     for (xa, ya, ta), (xb, yb, tb) in zip(a, b):

@@ -210,12 +210,12 @@ def test_models_trained_on_clamped_output_are_clamped(models):
     import torch
 
     from hsikit.checkpoint import load_checkpoint
-    from hsikit.pipelines.restore import _restorer
+    from hsikit.pipelines.restore import restorer_module
 
     net, meta = load_checkpoint(models["mp-hsir"])
     assert meta.restoration["clamp_output"] is True
     x = torch.rand(1, net.cfg.in_bands, 32, 32) * 3 - 1
-    y = _restorer(net, meta, "gaussian", 1, False)(x)
+    y = restorer_module(net, meta, "gaussian", 1, False)(x)
     assert y.min() >= 0 and y.max() <= 1
     _, hmeta = load_checkpoint(models["hsdt"])
     assert hmeta.restoration["clamp_output"] is False

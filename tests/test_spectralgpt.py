@@ -385,6 +385,7 @@ def test_label_pairs_and_chip_lists(tmp_path):
 def test_frozen_encoder_probe_trains_the_head_only(tmp_path):
     """`train segmenter --freeze-encoder`: the encoder keeps its (e.g. pretrained) weights, the head learns."""
     from hsikit.training.finetune import LabelledScene, SegmentationData, fit_head, segmenter_recipe
+    from hsikit.training.run import Run, RunOptions
 
     rng = np.random.default_rng(0)
     sc = ArrayScene(rng.random((12, 16, 16), dtype=np.float32), bands=BandInfo(tuple(SPECTRALGPT_BANDS)))
@@ -394,7 +395,7 @@ def test_frozen_encoder_probe_trains_the_head_only(tmp_path):
     torch.manual_seed(0)
     net = create_model("spectralgpt-segmenter", variant="tiny", img_size=16, patch_size=4, num_classes=3)
     before = {k: v.clone() for k, v in net.state_dict().items()}
-    fit = fit_head(net, data, recipe, device=torch.device("cpu"), run_dir=tmp_path, progress=False)
+    fit = fit_head(net, data, recipe, run=Run.at(tmp_path, RunOptions(device="cpu", progress=False)))
     after = fit.net.state_dict()
     enc = [k for k in after if k.startswith("encoder.")]
     rest = [k for k in after if not k.startswith("encoder.") and after[k].is_floating_point()]

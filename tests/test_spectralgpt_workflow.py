@@ -33,11 +33,13 @@ def potsdam(shared_data):
 def test_pretraining_lowers_the_loss_on_a_real_sentinel2_scene(shared_data, tmp_path):
     """The real 4-band Demmin S2 scene (B4, B3, B2, B8; groups of 3, so one padded group)."""
     from hsikit.pipelines.pretrain import pretrain_spectralgpt
+    from hsikit.training.run import RunOptions
 
     scene = shared_data / "demmin_sentinel2" / "sentinel2_fields.tif"
     res = pretrain_spectralgpt([scene], out=tmp_path / "mae.safetensors", variant="tiny",
                                model_config={"img_size": 32, "bands": ["B02", "B03", "B04", "B08"]}, steps=40,
-                               steps_per_epoch=10, batch_size=8, lr=2e-3, progress=False, preview_every=0)
+                               steps_per_epoch=10, batch_size=8, lr=2e-3, preview_every=0,
+                               run=RunOptions(progress=False))
     val = [h["val_loss"] for h in res.history]
     assert len(val) == 4 and val[-1] < 0.6 * val[0]
     assert res.history[-1]["val_loss_token"] < res.history[0]["val_loss_token"]

@@ -138,7 +138,7 @@ def test_read_block_masks_clouds_from_scl_without_a_cloud_variable():
     assert with_cloud.invalid.any() and not with_cloud.invalid.all()
     # every block of the plan covers the grid exactly once
     cover = np.zeros((ds.sizes["y"], ds.sizes["x"]), int)
-    for ys, xs in blocks(ds.sizes["y"], ds.sizes["x"], 7):
+    for ys, xs in blocks(ds.sizes["x"], ds.sizes["y"], 7):
         cover[ys, xs] += 1
     assert (cover == 1).all()
     whole = read_block(ds, slice(None), slice(None), bands, [])

@@ -14,6 +14,7 @@ import rasterio
 
 from hsikit.cli.main import run
 from hsikit.errors import InputError
+from hsikit.training.run import RunOptions
 
 torch = pytest.importorskip("torch")
 
@@ -29,7 +30,7 @@ def test_training_on_simulated_fields_reaches_90_percent_and_beats_single_date_n
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         res = train_stress(ds, "labels", fields="fields", out=tmp_path / "m.safetensors", epochs=10, patience=4,
-                           seed=0, progress=False)
+                           run=RunOptions(seed=0, progress=False))
     m = res.metrics
     assert m["oa"] >= 0.90, m
     assert set(res.split["test"]).isdisjoint(res.split["train"]) and set(res.split["val"]).isdisjoint(res.split["train"])
@@ -151,7 +152,8 @@ def test_real_eolearn_ndvi_series_loss_falls(shared_data, tmp_path):
         warnings.simplefilter("ignore")
         res = train_stress(ds, labels, fields=fields, out=tmp_path / "eo.safetensors", features=("NDVI",),
                            season_start="2015-07-11", step_days=28, length=32, ndvi_min=None, epochs=4, patience=0,
-                           max_pixels_per_field=6, model_config={"width": 32}, seed=0, progress=False)
+                           max_pixels_per_field=6, model_config={"width": 32},
+                           run=RunOptions(seed=0, progress=False))
     report = json.loads((tmp_path / "eo_report" / "report.json").read_text())
     curve = np.array(report["loss_curve"])
     assert len(curve) > 60 and np.isfinite(curve).all()
@@ -160,7 +162,8 @@ def test_real_eolearn_ndvi_series_loss_falls(shared_data, tmp_path):
     assert report["filter"]["features"] == ["NDVI"] and res.metrics["n"] > 0
     with pytest.raises(InputError, match="fields"):
         train_stress(ds, labels, out=tmp_path / "bad.safetensors", features=("NDVI",), ndvi_min=None,
-                     season_start="2015-07-11", step_days=28, fields=np.where(labels > 0, 1, 0), progress=False)
+                     season_start="2015-07-11", step_days=28, fields=np.where(labels > 0, 1, 0),
+                     run=RunOptions(progress=False))
 
 
 # -- distributed data parallel (two CPU processes, gloo) through the CLI -------------------------------------------
@@ -169,7 +172,7 @@ DDP_OA_TOLERANCE = 0.05
 
 
 def test_epoch_steps_per_rank():
-    from hsikit.training.module import sharded_steps
+    from hsikit.training.distributed import sharded_steps
     from hsikit.training.stress import epoch_steps
 
     assert epoch_steps(768, 64, 1) == (12, False) and epoch_steps(768, 64, 2) == (6, False)

@@ -14,6 +14,7 @@ from clirun import cli
 from fakedata import write_fake_geotiff, write_labels_for
 from hsikit.errors import InputError, OptionError
 from hsikit.pipelines.train_classifier import train_classifier
+from hsikit.training.run import RunOptions
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +46,8 @@ def _report(res) -> dict:
 def _train(data, tmp_path, **kw):
     scene, labels = data[:2]
     lines: list[str] = []
-    res = train_classifier(scene, labels, out=tmp_path / "m.safetensors", model="random-forest", progress=False,
+    run = RunOptions(progress=False, overwrite=kw.pop("overwrite", False))
+    res = train_classifier(scene, labels, out=tmp_path / "m.safetensors", model="random-forest", run=run,
                            echo=lines.append, **kw)
     return res, _report(res), lines
 
@@ -181,7 +183,8 @@ def test_cli_prints_and_records_the_counts(data, tmp_path, capsys):
 def test_neural_model_states_what_validation_does(data, tmp_path):
     scene, labels = data[:2]
     lines: list[str] = []
-    train_classifier(scene, labels, out=tmp_path / "c.safetensors", epochs=1, progress=False, echo=lines.append)
+    train_classifier(scene, labels, out=tmp_path / "c.safetensors", epochs=1, run=RunOptions(progress=False),
+                     echo=lines.append)
     assert "early stopping, best epoch kept" in lines[0]
 
 

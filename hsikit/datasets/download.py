@@ -12,7 +12,6 @@ import hashlib
 import http.client
 import os
 import socket
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass

@@ -21,6 +21,17 @@ def _save(fig, png_path: Path) -> None:
     save_png(fig, png_path, bbox_inches="tight")
 
 
+def read_decimated(path: str | Path, max_size: int = 1024) -> np.ndarray:
+    """Band 1 of a raster at most ``max_size`` px on a side, from its overviews (nearest), for quicklooks."""
+    import rasterio
+    from rasterio.enums import Resampling
+
+    with rasterio.open(path) as src:
+        f = max(1, int(np.ceil(max(src.width, src.height) / max_size)))
+        shape = (max(1, src.height // f), max(1, src.width // f))
+        return src.read(1, out_shape=shape, resampling=Resampling.nearest)
+
+
 def save_class_quicklook(class_map: np.ndarray, legend: Legend, png_path: str | Path, max_size: int = 1024) -> Path:
     """Class map (values 0..K, 0 = nodata, transparent) in the legend's colours, with a legend of class names."""
     import matplotlib

@@ -42,7 +42,8 @@ _SCL_FILE = re.compile(r"(?:^|_)SCL(?:_(\d{2})m)?(?:_|\.)", re.IGNORECASE)
 _CLDPRB_FILE = re.compile(r"MSK_CLDPRB_(\d{2})m\.(?:jp2|tiff?)$", re.IGNORECASE)
 _CLASSI_FILE = re.compile(r"MSK_CLASSI_B00\.(?:jp2|tiff?)$", re.IGNORECASE)
 _RES_DIR = re.compile(r"^R(\d{2})m$")
-_TILE = re.compile(r"(?<![A-Za-z0-9])T(\d{2}[C-X][A-Z]{2})(?![A-Za-z0-9])")
+#: an MGRS tile id in a name ("T32UQD"), captured without its "T"
+TILE_PATTERN = re.compile(r"(?<![A-Za-z0-9])T(\d{2}[C-X][A-Z]{2})(?![A-Za-z0-9])")
 _DATE_IN_NAME = re.compile(r"(?<!\d)(\d{4})(-?)(\d{2})\2(\d{2})(?:T(\d{2})(\d{2})(\d{2}))?(?!\d)")
 
 
@@ -245,7 +246,8 @@ def read_safe_metadata(path: str | Path, *, granule: str | None = None) -> SafeI
     if when is None:
         raise InputError(f"{root_dir.name}: no acquisition time in {mtd.name} (PRODUCT_START_TIME) or the folder name")
 
-    tile_m = _TILE.search(gran.name) or _TILE.search(root_dir.name) or _TILE.search(_text(tl_root, "TILE_ID") or "")
+    tile_m = (TILE_PATTERN.search(gran.name) or TILE_PATTERN.search(root_dir.name)
+              or TILE_PATTERN.search(_text(tl_root, "TILE_ID") or ""))
     cc = _text(root, "Cloud_Coverage_Assessment") or _text(root, "CLOUDY_PIXEL_PERCENTAGE")
     info = SafeInfo(path=root_dir, metadata_file=mtd, level=level, baseline=baseline, quantification=quant,
                     add_offsets=offsets, sensing_time=when, tile=f"T{tile_m.group(1)}" if tile_m else "",
@@ -313,7 +315,7 @@ def _list_granule_files(info: SafeInfo) -> None:
             info.classi_file = f
 
 
-def _pick_file(files: dict[int, Path], target_res: float) -> Path:
+def pick_file(files: dict[int, Path], target_res: float) -> Path:
     """The file at the target resolution, else the coarsest finer one, else the finest (least resampling)."""
     finer = [r for r in files if r <= target_res + 1e-6]
     return files[max(finer)] if finer else files[min(files)]

@@ -107,7 +107,7 @@ class Scene(ABC):
     def missing(self, values: np.ndarray) -> np.ndarray:
         """True where ``values`` (any shape) are NaN or this scene's nodata."""
         miss = np.isnan(values) if np.issubdtype(values.dtype, np.floating) else np.zeros(values.shape, dtype=bool)
-        if _matchable_nodata(self.nodata, values.dtype):
+        if matchable_nodata(self.nodata, values.dtype):
             miss |= values == np.asarray(self.nodata, dtype=values.dtype)
         return miss
 
@@ -116,7 +116,7 @@ class Scene(ABC):
         in cache-sized pieces (three times faster on 100-band tiles)."""
         miss = np.zeros(data.shape[1:], dtype=bool)
         floating = np.issubdtype(data.dtype, np.floating)
-        nd = np.asarray(self.nodata, dtype=data.dtype) if _matchable_nodata(self.nodata, data.dtype) else None
+        nd = np.asarray(self.nodata, dtype=data.dtype) if matchable_nodata(self.nodata, data.dtype) else None
         if not floating and nd is None:
             return miss
         scratch = np.empty(data.shape[1:], dtype=bool)
@@ -228,7 +228,7 @@ class Scene(ABC):
         return f"<{type(self).__name__} {self.name} {self.count}x{self.height}x{self.width} {self.dtype} {crs}>"
 
 
-def _matchable_nodata(nodata: float | None, dtype: np.dtype) -> bool:
+def matchable_nodata(nodata: float | None, dtype: np.dtype) -> bool:
     """Whether stored values can equal ``nodata``: NaN is handled separately, and an integer raster cannot hold a
     fractional or out-of-range nodata value (e.g. an ENVI ``data ignore value = -99`` on uint16 data)."""
     if nodata is None or np.isnan(nodata):

@@ -53,10 +53,10 @@ from rasterio.windows import Window
 
 from hsikit.errors import BandMismatchError, InputError, OptionError
 from hsikit.io.bandinfo import BandInfo
-from hsikit.io.scene import Scene, _matchable_nodata
+from hsikit.io.scene import Scene, matchable_nodata
 from hsikit.io.safe import (  # noqa: F401  (constants and SAFE helpers re-exported as part of this API)
-    _TILE, BASELINE_04_OFFSET, CLOUD_CLASSES, DEFAULT_QUANTIFICATION, NATIVE_RESOLUTION, SCL_CLASSES, SafeInfo,
-    _pick_file, baseline_tuple, date_in_name, is_safe, parse_time, read_safe_metadata,
+    BASELINE_04_OFFSET, CLOUD_CLASSES, DEFAULT_QUANTIFICATION, NATIVE_RESOLUTION, SCL_CLASSES, TILE_PATTERN, SafeInfo,
+    baseline_tuple, date_in_name, is_safe, parse_time, pick_file, read_safe_metadata,
 )
 from hsikit.preprocess.sensors import SENTINEL2, canonical_band_name
 
@@ -227,7 +227,7 @@ class Sentinel2Scene(Scene):
             data = self.read_layer("CLOUD", w)
             m = data != 0
             nd = self.extras["CLOUD"].nodata
-            if nd is not None and _matchable_nodata(nd, data.dtype):
+            if nd is not None and matchable_nodata(nd, data.dtype):
                 m &= data != nd
             if np.issubdtype(data.dtype, np.floating):
                 m &= ~np.isnan(data)
@@ -371,7 +371,7 @@ def reflectance(scene: Scene, window: Window | None = None, bands: Sequence[int]
         valid = np.ones(raw.shape[1:], dtype=bool)
         if np.issubdtype(raw.dtype, np.floating):
             valid &= ~np.isnan(raw).any(axis=0)
-        if _matchable_nodata(scene.nodata, raw.dtype):
+        if matchable_nodata(scene.nodata, raw.dtype):
             valid &= ~(raw == np.asarray(scene.nodata, dtype=raw.dtype)).any(axis=0)
     b = scene.bands
     scale = np.asarray([b.scale[i] for i in idx] if b.scale is not None else [1.0] * len(idx), np.float64)
@@ -390,7 +390,7 @@ def cloud_mask(source: Any, window: Window | None = None, classes: Iterable[int]
     raise OptionError(f"cloud_mask needs an SCL array or a Sentinel-2 scene, not {type(source).__name__}")
 
 
-def _select_bands(available: Sequence[str], wanted: Sequence[str] | None, label: str) -> list[str]:
+def select_bands(available: Sequence[str], wanted: Sequence[str] | None, label: str) -> list[str]:
     if wanted is None:
         return [b for b in SENTINEL2.bands if b in available]
     out, missing = [], []
@@ -457,20 +457,20 @@ def open_safe(
     """
     info = read_safe_metadata(path, granule=granule)
     res = _check_resolution(resolution)
-    names = _select_bands([b for b in SENTINEL2.bands if b in info.band_files], bands, info.path.name)
+    names = select_bands([b for b in SENTINEL2.bands if b in info.band_files], bands, info.path.name)
     if not names:
         raise BandMismatchError(f"{info.path.name}: no Sentinel-2 bands selected")
     target = grid if grid is not None else tile_grid(info, res)
     target_res = target.res[0] if target.crs is not None and target.crs.is_projected else float(res)
-    layers = [Layer(b, str(_pick_file(info.band_files[b], target_res))) for b in names]
+    layers = [Layer(b, str(pick_file(info.band_files[b], target_res))) for b in names]
     extras: dict[str, Layer] = {}
     if info.scl_files:
-        extras["SCL"] = Layer("SCL", str(_pick_file(info.scl_files, target_res)), kind="mask", nodata=0)
+        extras["SCL"] = Layer("SCL", str(pick_file(info.scl_files, target_res)), kind="mask", nodata=0)
     if info.classi_file is not None:
         extras["OPAQUE_CLOUDS"] = Layer("OPAQUE_CLOUDS", str(info.classi_file), 1, kind="mask", nodata=None)
         extras["CIRRUS"] = Layer("CIRRUS", str(info.classi_file), 2, kind="mask", nodata=None)
     if info.cloud_prob_files:
-        extras["CLDPRB"] = Layer("CLDPRB", str(_pick_file(info.cloud_prob_files, target_res)), kind="mask",
+        extras["CLDPRB"] = Layer("CLDPRB", str(pick_file(info.cloud_prob_files, target_res)), kind="mask",
                                  nodata=None)
     q = info.quantification
     scale = [1.0 / q] * len(names)
@@ -590,7 +590,7 @@ def open_s2_geotiff(
         raise InputError(f"{p.name}: band names repeat ({', '.join(seen)})")
     if skipped:
         warnings.warn(f"{p.name}: skipping bands that are not Sentinel-2 bands: {', '.join(skipped)}", stacklevel=2)
-    names = seen if bands is None else _select_bands(seen, bands, p.name)  # file order unless bands are picked
+    names = seen if bands is None else select_bands(seen, bands, p.name)  # file order unless bands are picked
     index_of = dict(spectral)
     idx = [index_of[b] for b in names]
     dtype = dtypes[idx[0] - 1]
@@ -612,7 +612,7 @@ def open_s2_geotiff(
             extras[kind] = Layer(kind, str(f), 1, kind="mask", nodata=0 if kind == "SCL" else m_nodata)
     acquired = geotiff_date(tags, p)
     tile_txt = _tag([tags], "TILE_ID", "MGRS_TILE") or p.name
-    tm = _TILE.search(tile_txt) or re.fullmatch(r"T?(\d{2}[C-X][A-Z]{2})", tile_txt)
+    tm = TILE_PATTERN.search(tile_txt) or re.fullmatch(r"T?(\d{2}[C-X][A-Z]{2})", tile_txt)
     out_tags = {k: v for k, v in tags.items() if k.upper() != "AREA_OR_POINT"}
     if acquired is not None:
         out_tags["ACQUISITION_DATE"] = acquired.isoformat()

@@ -43,8 +43,8 @@ from rasterio.windows import Window
 from hsikit.errors import BandMismatchError, InputError, OptionError
 from hsikit.io.eopatch import is_eopatch, open_eopatch
 from hsikit.io.rasterio_scene import gdal_reason
-from hsikit.io.sentinel2 import (CLOUD_CLASSES, Grid, Sentinel2Scene, _select_bands, is_safe, is_sibling_mask,
-                                 open_s2_geotiff, open_safe, reflectance)
+from hsikit.io.sentinel2 import (CLOUD_CLASSES, Grid, Sentinel2Scene, is_safe, is_sibling_mask, open_s2_geotiff,
+                                 open_safe, reflectance, select_bands)
 from hsikit.preprocess.sensors import SENTINEL2
 
 try:  # GDAL's own errors (CPLE_*) escape some reads directly instead of as RasterioIOError
@@ -359,7 +359,7 @@ def _series_bands(scenes: list[Sentinel2Scene], bands: Sequence[str] | None) -> 
         names = None
         for s in scenes:
             label = f"{s.name} ({s.acquired:%Y-%m-%d})"
-            names = _select_bands(list(s.bands.names), bands, label)
+            names = select_bands(list(s.bands.names), bands, label)
         return names
     common = [b for b in SENTINEL2.bands if all(b in s.bands.names for s in scenes)]
     if not common:

@@ -247,6 +247,18 @@ class Chain:
             x[~np.isfinite(x)] = 0.0
         return np.ascontiguousarray(x)
 
+    def apply_scene(self, scene: Scene, *, block: int = 512) -> np.ndarray:
+        """The whole of ``scene`` through the fitted chain, read ``block`` px windows at a time: float32
+        (B', H, W), invalid pixels 0. For training sets, which are held in memory."""
+        from hsikit.windows import iter_windows
+
+        x = np.zeros((self.output_bands(scene.bands).count, scene.height, scene.width), dtype=np.float32)
+        for w in iter_windows(scene.width, scene.height, block):
+            r0, c0, h, wd = int(w.row_off), int(w.col_off), int(w.height), int(w.width)
+            raw = scene.read(w)
+            x[:, r0 : r0 + h, c0 : c0 + wd] = self.apply(raw, scene.read_valid(w, raw))
+        return x
+
     def used_input_bands(self, count: int) -> list[int]:
         """0-based indices of the input bands that reach the model (after every band selection)."""
         idx = list(range(count))

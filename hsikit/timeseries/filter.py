@@ -486,8 +486,9 @@ def filter_in_chunks(filt: PhotochemicalFilter, block: SeriesBlock, grid: np.nda
         yield sl, filt.filter(block.take(sl), grid)
 
 
-def blocks(height: int, width: int, size: int) -> list[tuple[slice, slice]]:
-    """Row-major ``size``×``size`` blocks covering a ``height``×``width`` grid."""
+def blocks(width: int, height: int, size: int) -> list[tuple[slice, slice]]:
+    """Row-major ``size``×``size`` blocks covering a ``width``×``height`` grid, as (rows, cols) slices; sizes in
+    the order of :func:`hsikit.windows.iter_windows`."""
     size = max(1, int(size))
     return [(slice(r, min(r + size, height)), slice(c, min(c + size, width)))
             for r in range(0, height, size) for c in range(0, width, size)]

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, IterableDataset, TensorDataset
 
 from hsikit.sampling import gs2_minibatches
+from hsikit.training.distributed import shard_info, sharded_steps
 
 
 class ClassifierData:
@@ -158,13 +159,9 @@ class _CropStream(IterableDataset):
         self._rank: int | None = None
 
     def __len__(self) -> int:
-        from hsikit.training.module import sharded_steps
-
         return sharded_steps(self.steps, self.data.world)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        from hsikit.training.module import shard_info
-
         rank, world = shard_info()
         if world > 1 and self._rank != rank:
             self.data.rng = np.random.default_rng([self.data.seed, rank])
@@ -223,14 +220,10 @@ class _GS2Stream(IterableDataset):
         self.data = data
 
     def __len__(self) -> int:
-        from hsikit.training.module import sharded_steps
-
         n = self.data.minibatches_per_epoch()
         return sharded_steps(n, self.data.world) if n else 0
 
     def __iter__(self) -> Iterator[torch.Tensor]:
-        from hsikit.training.module import shard_info
-
         masks = self.data.epoch_masks()
         rank, world = shard_info()
         if world <= 1:

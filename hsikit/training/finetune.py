@@ -31,6 +31,7 @@ from rasterio.windows import Window
 
 from hsikit.io.scene import Scene
 from hsikit.training.pretrain import StepKeyedModule, Transform, resize, step_loader, warmup_cosine
+from hsikit.training.run import Run
 
 
 @dataclass
@@ -395,25 +396,20 @@ class FinetuneFit(NamedTuple):
     seconds: float
 
 
-def fit_head(net: torch.nn.Module, data: Any, recipe: FinetuneRecipe, *, device: torch.device, run_dir: Path,
-             progress: bool = True, precision: str = "32-true", resume: bool = False, devices: int = 1,
-             strategy: str = "auto", num_nodes: int = 1) -> FinetuneFit:
-    """Fine-tune for ``recipe.steps`` steps (history row + validation every ``steps_per_epoch``); keeps the best
-    validation weights when ``recipe.select_best`` and a validation set exists, else the last.
+def fit_head(net: torch.nn.Module, data: Any, recipe: FinetuneRecipe, *, run: Run) -> FinetuneFit:
+    """Fine-tune for ``recipe.steps`` steps (history row + validation every ``steps_per_epoch``) with the compute
+    options of ``run`` (started); keeps the best validation weights when ``recipe.select_best`` and a validation
+    set exists, else the last.
 
-    ``devices`` x ``num_nodes`` > 1 trains with DDP: every rank draws its own batch per step (rank-keyed seed),
-    so a step averages ``world x batch_size`` samples; steps, schedule and lr are the recipe's. Every rank
-    validates the same weights on the same data, so the best-weights choice agrees across ranks."""
-    from hsikit.training.module import make_trainer, run_fit
-
+    More than one process trains with DDP: every rank draws its own batch per step (rank-keyed seed), so a step
+    averages ``world x batch_size`` samples; steps, schedule and lr are the recipe's. Every rank validates the
+    same weights on the same data, so the best-weights choice agrees across ranks."""
     steps = max(1, min(int(recipe.steps_per_epoch), int(recipe.steps)))
-    module = FinetuneModule(net, data, recipe, run_dir / "checkpoints" / "last.ckpt")
-    trainer = make_trainer(run_dir, device=device, progress=progress, precision=precision, max_epochs=-1,
-                           max_steps=int(recipe.steps), grad_clip=recipe.grad_clip, steps_per_epoch=steps,
-                           devices=devices, strategy=strategy, num_nodes=num_nodes,
-                           use_distributed_sampler=False)  # batches are keyed by (rank, step): never shard them
+    module = FinetuneModule(net, data, recipe, run.dir / "checkpoints" / "last.ckpt")
+    trainer = run.trainer(max_steps=int(recipe.steps), grad_clip=recipe.grad_clip, steps_per_epoch=steps,
+                          use_distributed_sampler=False)  # batches are keyed by (rank, step): never shard them
     t0 = time.perf_counter()
-    run_fit(trainer, module, step_loader(steps), run_dir, resume)
+    run.fit(trainer, module, step_loader(steps))
     seconds = time.perf_counter() - t0
     if recipe.select_best and data.val and module.best_state is not None:
         net.load_state_dict(module.best_state)

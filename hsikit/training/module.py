@@ -1,53 +1,30 @@
-"""Lightning module and fit loop for classifiers: checkpoint/resume, mixed precision, early stopping, progress
-bars and DDP come from Lightning; the recipe picks the optimiser and schedule of each paper.
+"""Lightning module and fit loop for classifiers: checkpoint/resume, mixed precision, early stopping and DDP
+come from Lightning, progress from hsikit's reporter; the recipe picks the optimiser and schedule of each paper.
 
 Distributed data parallel: :func:`make_trainer` with ``devices`` > 1 (or ``num_nodes`` > 1) and strategy "auto" or
 "ddp" runs one process per device (gloo on CPU, NCCL on GPUs); Lightning re-launches the command for the other
 ranks, or takes the ranks from ``torchrun``. Map-style loaders get a DistributedSampler from Lightning; streamed
-(iterable) datasets shard themselves with :func:`shard_info`. Only the global rank 0 writes checkpoints, logs
-and reports (:func:`is_global_zero`)."""
+(iterable) datasets shard themselves with :func:`hsikit.training.distributed.shard_info`. Only the global rank 0
+writes checkpoints, logs and reports (:func:`hsikit.training.distributed.is_global_zero`)."""
 
 from __future__ import annotations
 
 import copy
 import math
-import os
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import numpy as np
 import torch
 
 from hsikit.training.data import ClassifierData
+from hsikit.training.distributed import world_size
 from hsikit.training.recipes import Recipe
 
-
-def shard_info() -> tuple[int, int]:
-    """(rank, world size) of this process in a running distributed job, (0, 1) otherwise. Streamed datasets call it
-    when iterated (inside ``trainer.fit``) to draw different samples on every rank."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def is_global_zero() -> bool:
-    """Whether this process is the global rank 0, or no distributed job at all: only it writes outputs. Works
-    before ``trainer.fit`` too, from the variables Lightning's launcher and torchrun set for the other ranks."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank() == 0
-    return all(int(os.environ.get(k, "0") or 0) == 0 for k in ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK"))
-
-
-def world_size(devices: int | list[int] = 1, num_nodes: int = 1) -> int:
-    """Processes of a run on ``devices`` per node (an int, or a list of device indices) times ``num_nodes``."""
-    n = len(devices) if isinstance(devices, (list, tuple)) else int(devices)
-    return max(1, n) * max(1, int(num_nodes))
+if TYPE_CHECKING:
+    from hsikit.training.run import Run
 
 
 def resume_step(run_dir: Path) -> int | None:
@@ -59,12 +36,6 @@ def resume_step(run_dir: Path) -> int | None:
     return int(ck.get("global_step", 0))
 
 
-def sharded_steps(steps: int, world: int) -> int:
-    """Optimiser steps of one epoch when ``steps`` batches are shared by ``world`` ranks (Lightning's
-    DistributedSampler pads the last share)."""
-    return max(1, -(-int(steps) // max(1, int(world))))
-
-
 class RunState:
     """Per-epoch history, per-step losses and the best weights so far, carried in Lightning's resumable
     checkpoint. The training data are not part of it; only weights, optimiser, schedule and loop state are."""
@@ -74,6 +45,14 @@ class RunState:
     best_state: dict[str, torch.Tensor] | None
     best_score: float
     ema_state: dict[str, torch.Tensor] | None = None
+
+    def start_state(self) -> None:
+        """A fresh run's state: no history, losses or best weights yet."""
+        self.history = []
+        self.loss_curve = []  # every optimiser step's loss
+        self._epoch_loss: list[float] = []
+        self.best_state = None
+        self.best_score = -math.inf
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["hsikit_history"] = self.history
@@ -101,11 +80,7 @@ class ClassifierModule(RunState, L.LightningModule):
         self.val_mask = val_mask
         self.val_y = data.labels[val_mask].astype(np.int64) - 1
         self.total_steps = max(1, int(total_steps))
-        self.history: list[dict[str, float]] = []
-        self._epoch_loss: list[float] = []
-        self.loss_curve: list[float] = []  # every optimiser step's loss
-        self.best_state: dict[str, torch.Tensor] | None = None
-        self.best_score = -math.inf
+        self.start_state()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -200,32 +175,19 @@ class ClassifierModule(RunState, L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
+def fit(net: torch.nn.Module, data: ClassifierData, recipe: Recipe, val_mask: np.ndarray,
+        run: Run) -> tuple[torch.nn.Module, list[dict[str, float]], list[float]]:
+    """Train ``net`` with Lightning as ``run`` says (device, precision, processes, resume); returns the network
+    to keep (best-on-validation or last, per the recipe), the per-epoch history and the loss of every optimiser
+    step. Lightning's own resumable checkpoint is ``<run.dir>/checkpoints/last.ckpt`` (loaded back with torch's
+    weights-only unpickler); the model users get is the safetensors file.
 
-def fit(
-    net: torch.nn.Module,
-    data: ClassifierData,
-    recipe: Recipe,
-    val_mask: np.ndarray,
-    *,
-    device: torch.device,
-    run_dir: Path,
-    progress: bool = True,
-    precision: str = "32-true",
-    resume: bool = False,
-    devices: int = 1,
-    strategy: str = "auto",
-    num_nodes: int = 1,
-) -> tuple[torch.nn.Module, list[dict[str, float]], list[float]]:
-    """Train ``net`` with Lightning; returns the network to keep (best-on-validation or last, per the recipe),
-    the per-epoch history and the loss of every optimiser step. Lightning's own resumable checkpoint is ``run_dir/checkpoints/last.ckpt``
-    (loaded back with torch's weights-only unpickler); the model users get is the safetensors file.
-
-    With ``devices`` x ``num_nodes`` > 1 processes (DDP) every rank trains on its share of each epoch's batches:
-    an epoch still covers the training set once, in 1/world as many optimiser steps of a world-times larger
-    effective batch; the learning rate is the recipe's and an ``iterations`` budget counts optimiser steps."""
+    With ``run.processes`` > 1 (DDP) every rank trains on its share of each epoch's batches: an epoch still covers
+    the training set once, in 1/world as many optimiser steps of a world-times larger effective batch; the
+    learning rate is the recipe's and an ``iterations`` budget counts optimiser steps."""
     from lightning.pytorch.callbacks import EarlyStopping
 
-    data.world = world_size(devices, num_nodes)
+    data.world = run.processes
     steps_per_epoch = max(1, data.steps_per_epoch())
     if recipe.iterations and recipe.iterations > 0:
         # no epoch bound: a resumed run must not stop at an epoch count derived from the earlier budget
@@ -238,11 +200,9 @@ def fit(
     if recipe.early_stopping and val_mask.any():
         extra.append(EarlyStopping(monitor="score", mode="max", patience=int(recipe.patience),
                                    check_on_train_epoch_end=True))
-    trainer = make_trainer(run_dir, device=device, progress=progress, precision=precision, max_epochs=max_epochs,
-                           max_steps=max_steps, grad_clip=recipe.grad_clip, steps_per_epoch=steps_per_epoch,
-                           devices=devices, strategy=strategy, num_nodes=num_nodes, callbacks=extra,
-                           save_every_epoch=True)
-    run_fit(trainer, module, data.train_loader(), run_dir, resume)
+    trainer = run.trainer(max_epochs=max_epochs, max_steps=max_steps, grad_clip=recipe.grad_clip,
+                          steps_per_epoch=steps_per_epoch, callbacks=extra, save_every_epoch=True)
+    run.fit(trainer, module, data.train_loader())
     if recipe.select_best and module.best_state is not None:
         net.load_state_dict(module.best_state)
     elif module.kept_state() is not None:
@@ -272,8 +232,9 @@ def make_trainer(run_dir: Path, *, device: torch.device, progress: bool, precisi
                  strategy: str = "auto", callbacks: list[Any] | None = None, num_nodes: int = 1,
                  save_every_epoch: bool = False, use_distributed_sampler: bool = True) -> L.Trainer:
     """A Lightning trainer as every hsikit training run uses it: resumable ``run_dir/checkpoints/last.ckpt``,
-    Rich progress bar, ``metrics.csv``, gradient-norm clipping, no sanity/validation loops (hsikit validates
-    at the end of each training epoch itself).
+    progress through :class:`hsikit.training.progress.TrainingProgress` (a bar on a terminal, plain lines in logs),
+    ``metrics.csv``, gradient-norm clipping, no sanity/validation loops (hsikit validates at the end of each
+    training epoch itself).
 
     ``devices`` processes per node (CPU processes, or GPUs) on ``num_nodes`` nodes: more than one in total runs
     DDP ("auto"/"ddp": Lightning's DDP with unused-parameter detection; gloo on CPU, NCCL on GPUs; other Lightning
@@ -286,8 +247,10 @@ def make_trainer(run_dir: Path, *, device: torch.device, progress: bool, precisi
     from sharding map-style loaders (a loader whose batches are already keyed by rank and step)."""
     import logging
 
-    from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+    from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
+
+    from hsikit.training.progress import TrainingProgress
 
     # Lightning's start-up banners (accelerators found, logger tips) are noise in a CLI tool's output
     for name in ("lightning.pytorch", "lightning.fabric", "lightning.pytorch.utilities.rank_zero"):
@@ -299,15 +262,15 @@ def make_trainer(run_dir: Path, *, device: torch.device, progress: bool, precisi
         last = ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0,
                                enable_version_counter=False)
     cbs: list[Any] = [last, *(callbacks or [])]
-    if progress:
-        cbs.append(RichProgressBar(leave=True))
+    if progress:  # hsikit's reporter: a bar on a terminal, plain lines in logs
+        cbs.append(TrainingProgress())
     if device.type == "cuda" and device.index is not None and devices == 1:
         devices = [device.index]
     return L.Trainer(
         accelerator="gpu" if device.type == "cuda" else "cpu", devices=devices, num_nodes=int(num_nodes),
         strategy=_strategy(strategy, world_size(devices, num_nodes)),
         precision=precision, max_epochs=max_epochs, max_steps=max_steps, callbacks=cbs,
-        logger=CSVLogger(str(run_dir), name="", version=""), enable_progress_bar=progress,
+        logger=CSVLogger(str(run_dir), name="", version=""), enable_progress_bar=False,
         enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0, gradient_clip_val=grad_clip,
         gradient_clip_algorithm="norm", default_root_dir=str(run_dir),
         log_every_n_steps=max(1, min(50, steps_per_epoch)), deterministic=False,

@@ -37,6 +37,7 @@ from torch.utils.data import DataLoader
 
 from hsikit.io.scene import Scene
 from hsikit.training.module import RunState
+from hsikit.training.run import Run
 
 #: raw window (B, h, w) and its validity (h, w) -> model input (C, h, w) float32, invalid pixels 0
 Transform = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -194,11 +195,8 @@ class StepKeyedModule(RunState, L.LightningModule):
         self.draw, self.seed = draw, int(seed)
         self.total_steps = max(1, int(total_steps))
         self.ckpt_path = Path(ckpt_path) if ckpt_path is not None else None
-        self.history: list[dict[str, Any]] = []
-        self.loss_curve: list[float] = []
+        self.start_state()
         self.steps_run = 0  # optimiser steps of this process (not restored on resume)
-        self.best_state: dict[str, torch.Tensor] | None = None
-        self.best_score = -math.inf
         self.last_batch_sum = float("nan")  # checksum of this rank's latest input batch
 
     def step_batch(self) -> tuple[list[torch.Tensor], int]:
@@ -322,37 +320,18 @@ class FitResult(NamedTuple):
     seconds: float  # wall time of trainer.fit
 
 
-def fit_pretrain(
-    net: torch.nn.Module,
-    sampler: WindowSampler,
-    recipe: PretrainRecipe,
-    val: list[ValBatch],
-    *,
-    device: torch.device,
-    run_dir: Path,
-    progress: bool = True,
-    precision: str = "32-true",
-    resume: bool = False,
-    preview: Preview | None = None,
-    preview_every: int = 0,
-    devices: int = 1,
-    strategy: str = "auto",
-    num_nodes: int = 1,
-) -> FitResult:
-    """Pretrain for ``recipe.steps`` optimiser steps; returns the network (CPU, eval), per-epoch history,
-    per-step loss (of this rank), steps trained here and seconds.
-    Resumes from ``run_dir/checkpoints/last.ckpt`` when ``resume``; ``preview(net, step)`` runs every
-    ``preview_every`` steps on rank 0. ``devices`` x ``num_nodes`` > 1 trains with DDP (see the module notes)."""
-    from hsikit.training.module import make_trainer, run_fit
-
+def fit_pretrain(net: torch.nn.Module, sampler: WindowSampler, recipe: PretrainRecipe, val: list[ValBatch], *,
+                 run: Run, preview: Preview | None = None, preview_every: int = 0) -> FitResult:
+    """Pretrain for ``recipe.steps`` optimiser steps with the compute options of ``run`` (started); returns the
+    network (CPU, eval), per-epoch history, per-step loss (of this rank), steps trained here and seconds.
+    Resumes from ``<run.dir>/checkpoints/last.ckpt`` when the run resumes; ``preview(net, step)`` runs every
+    ``preview_every`` steps on rank 0. More than one process trains with DDP (see the module notes)."""
     steps = max(1, min(int(recipe.steps_per_epoch), int(recipe.steps)))
     module = PretrainModule(net, recipe, val, lambda rng: (sampler.batch(recipe.batch_size, rng),),
-                            run_dir / "checkpoints" / "last.ckpt", preview=preview, preview_every=preview_every)
-    trainer = make_trainer(run_dir, device=device, progress=progress, precision=precision, max_epochs=-1,
-                           max_steps=int(recipe.steps), grad_clip=recipe.grad_clip, steps_per_epoch=steps,
-                           devices=devices, strategy=strategy, num_nodes=num_nodes,
-                           use_distributed_sampler=False)  # batches are keyed by (rank, step): never shard them
+                            run.dir / "checkpoints" / "last.ckpt", preview=preview, preview_every=preview_every)
+    trainer = run.trainer(max_steps=int(recipe.steps), grad_clip=recipe.grad_clip, steps_per_epoch=steps,
+                          use_distributed_sampler=False)  # batches are keyed by (rank, step): never shard them
     t0 = time.perf_counter()
-    run_fit(trainer, module, step_loader(steps), run_dir, resume)
+    run.fit(trainer, module, step_loader(steps))
     seconds = time.perf_counter() - t0
     return FitResult(net.cpu().eval(), module.history, module.loss_curve, module.steps_run, seconds)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import lightning as L
@@ -22,6 +21,7 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from hsikit.errors import InputError
 from hsikit.training.module import RunState
+from hsikit.training.run import Run
 
 #: one training pair: degraded input (C, h, w), clean target (C, s*h, s*w), task index (-1: none)
 Pair = tuple[np.ndarray, np.ndarray, int]
@@ -104,7 +104,7 @@ def augment(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.ascontiguousarray(y[:, :, ::-1] if k >= 4 else y)
 
 
-class _Batches(IterableDataset):
+class CropBatches(IterableDataset):
     """``steps`` batches per epoch on every rank. Batch k of the epoch that starts at optimiser step ``start`` is
     drawn from a generator seeded with (seed, (start + k) * world + rank): one process draws (seed, 0), (seed,
     1), ... over the run, ranks draw disjoint streams, and a resumed run continues where it stopped (the
@@ -118,7 +118,7 @@ class _Batches(IterableDataset):
         return self.steps
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        from hsikit.training.module import shard_info
+        from hsikit.training.distributed import shard_info
 
         rank, world = shard_info()
         for k in range(self.steps):
@@ -146,6 +146,8 @@ class _Batches(IterableDataset):
             ts.append(t)
         return (torch.from_numpy(np.stack(xs)).float(), torch.from_numpy(np.stack(ys)).float(),
                 torch.tensor(ts, dtype=torch.long))
+
+
 
 
 def validation_pairs(cubes, valids, degrade: DegradeFn, crop: int, count: int, seed: int) -> list[Pair]:
@@ -180,12 +182,8 @@ class RestorationModule(RunState, L.LightningModule):
         super().__init__()
         self.net, self.recipe, self.val = net, recipe, val
         self.total_steps = max(1, int(total_steps))
-        self.history: list[dict[str, float]] = []
-        self.loss_curve: list[float] = []
-        self._epoch_loss: list[float] = []
-        self.best_state: dict[str, torch.Tensor] | None = None
-        self.best_score = -math.inf
-        self.stream: _Batches | None = None
+        self.start_state()
+        self.stream: CropBatches | None = None
 
     def on_train_epoch_start(self) -> None:
         if self.stream is not None:  # batches are keyed by optimiser step: resumed runs draw what they would have
@@ -270,30 +268,21 @@ def fit_restorer(
     recipe: RestorationRecipe,
     val: list[Pair],
     *,
-    device: torch.device,
-    run_dir: Path,
-    progress: bool = True,
-    precision: str = "32-true",
-    resume: bool = False,
-    devices: int = 1,
-    strategy: str = "auto",
-    num_nodes: int = 1,
+    run: Run,
 ) -> tuple[torch.nn.Module, list[dict[str, float]], list[float]]:
-    """Train for ``recipe.iterations`` steps; returns (network, per-epoch history, per-step loss).
+    """Train for ``recipe.iterations`` steps in the started ``run`` (its device, precision, processes, report
+    folder and resume); returns (network, per-epoch history, per-step loss).
 
     With several processes (DDP) each optimiser step averages the gradients of one batch per rank (effective
     batch world x ``recipe.batch_size``, the ranks' crops disjoint); steps, epochs and learning rate are the
     recipe's."""
-    from hsikit.training.module import make_trainer, run_fit
-
     steps = max(1, min(int(recipe.steps_per_epoch), int(recipe.iterations)))
     module = RestorationModule(net, recipe, val, recipe.iterations)
-    trainer = make_trainer(run_dir, device=device, progress=progress, precision=precision, max_epochs=-1,
-                           max_steps=int(recipe.iterations), grad_clip=recipe.grad_clip, steps_per_epoch=steps,
-                           devices=devices, strategy=strategy, num_nodes=num_nodes, save_every_epoch=True)
-    module.stream = _Batches(cubes, valids, degrade, recipe, steps)
+    trainer = run.trainer(max_epochs=-1, max_steps=int(recipe.iterations), grad_clip=recipe.grad_clip,
+                          steps_per_epoch=steps, save_every_epoch=True)
+    module.stream = CropBatches(cubes, valids, degrade, recipe, steps)
     loader = DataLoader(module.stream, batch_size=None, shuffle=False)
-    run_fit(trainer, module, loader, run_dir, resume)
+    run.fit(trainer, module, loader)
     if recipe.select_best and module.best_state is not None:
         net.load_state_dict(module.best_state)
     return net.cpu().eval(), module.history, module.loss_curve

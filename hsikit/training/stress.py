@@ -14,7 +14,6 @@ import copy
 import dataclasses
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -22,7 +21,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler, TensorDataset
 
-from hsikit.training.module import RunState, make_trainer, run_fit, world_size
+from hsikit.training.module import RunState
+from hsikit.training.run import Run
 
 
 @dataclass
@@ -108,8 +108,8 @@ def balanced_loader(x: np.ndarray, y: np.ndarray, recipe: StressRecipe, world: i
 @torch.no_grad()
 def predict_lengths(net: torch.nn.Module, x: np.ndarray, device: torch.device, chunk: int = 8192) -> np.ndarray:
     """Capsule lengths (N, K) of ``x`` (N, F, T) in chunks; the network is used as it is (train/eval mode)."""
-    out = [net(torch.from_numpy(np.ascontiguousarray(x[s : s + chunk], dtype=np.float32)).to(device)).float().cpu().numpy()
-           for s in range(0, len(x), chunk)]
+    out = [net(torch.from_numpy(np.ascontiguousarray(x[s : s + chunk], dtype=np.float32)).to(device))
+           .float().cpu().numpy() for s in range(0, len(x), chunk)]
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
@@ -122,11 +122,7 @@ class StressModule(RunState, L.LightningModule):
         self.net, self.recipe = net, recipe
         self.val_x, self.val_y = val_x, val_y.astype(np.int64)
         self.total_steps = max(1, int(total_steps))
-        self.history: list[dict[str, float]] = []
-        self.loss_curve: list[float] = []
-        self._epoch_loss: list[float] = []
-        self.best_state: dict[str, torch.Tensor] | None = None
-        self.best_score = -math.inf
+        self.start_state()
 
     def loss(self, lengths: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         from hsikit.models.ffdnn import margin_loss
@@ -200,18 +196,12 @@ def fit_stress(
     val_y: np.ndarray,
     recipe: StressRecipe,
     *,
-    device: torch.device,
-    run_dir: Path,
-    progress: bool = True,
-    precision: str = "32-true",
-    resume: bool = False,
-    devices: int = 1,
-    strategy: str = "auto",
-    num_nodes: int = 1,
+    run: Run,
 ) -> tuple[torch.nn.Module, list[dict[str, float]], list[float]]:
     """Train ``net`` on (``train_x`` (N, F, T), ``train_y`` 0-based) with validation on (``val_x``, ``val_y``);
-    returns (network, per-epoch history, loss of every step). ``last.ckpt`` in ``run_dir/checkpoints`` is rewritten
-    after every epoch, so a killed run resumes (``resume``) from its last finished epoch.
+    returns (network, per-epoch history, loss of every step). ``last.ckpt`` in the run's
+    ``<report>/checkpoints`` is rewritten after every epoch, so a killed run resumes (``--resume``) from its last
+    finished epoch. The run (:class:`hsikit.training.run.Run`, started) gives the device, precision and processes.
 
     ``devices`` x ``num_nodes`` > 1 processes train with DDP: each rank takes its share of every epoch's
     balanced draw (1/world of the optimiser steps, a world-times larger effective batch, the same learning rate
@@ -220,7 +210,7 @@ def fit_stress(
     from lightning.pytorch.callbacks import EarlyStopping
 
     torch.manual_seed(int(recipe.seed))
-    world = world_size(devices, num_nodes)
+    world = run.processes
     loader = balanced_loader(train_x, train_y, recipe, world)
     steps, _ = epoch_steps(len(train_y), int(recipe.batch_size), world)
     module = StressModule(net, recipe, val_x, val_y, steps * int(recipe.epochs))
@@ -228,11 +218,9 @@ def fit_stress(
     if len(val_y) and recipe.patience and recipe.patience > 0:
         extra.append(EarlyStopping(monitor="val_loss", mode="min", patience=int(recipe.patience),
                                    check_on_train_epoch_end=True))
-    trainer = make_trainer(run_dir, device=device, progress=progress, precision=precision,
-                           max_epochs=int(recipe.epochs), max_steps=-1, grad_clip=recipe.grad_clip,
-                           steps_per_epoch=steps, devices=devices, strategy=strategy, num_nodes=num_nodes,
-                           callbacks=extra, save_every_epoch=True)
-    run_fit(trainer, module, loader, run_dir, resume)
+    trainer = run.trainer(max_epochs=int(recipe.epochs), max_steps=-1, grad_clip=recipe.grad_clip,
+                          steps_per_epoch=steps, callbacks=extra, save_every_epoch=True)
+    run.fit(trainer, module, loader)
     if recipe.select_best and module.best_state is not None:
         net.load_state_dict(module.best_state)
     return net.cpu().eval(), module.history, module.loss_curve

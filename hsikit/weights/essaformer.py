@@ -16,7 +16,7 @@ import re
 from typing import Any
 
 from hsikit.errors import InputError
-from hsikit.weights import Importer, Tensors, register_importer
+from hsikit.weights.base import Importer, Tensors, register_importer
 
 #: official unit name -> hsikit unit name
 _UNITS = {"convup": "unit_hr", "convdown": "unit_lo"}

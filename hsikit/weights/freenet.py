@@ -21,7 +21,7 @@ import re
 from typing import Any
 
 from hsikit.errors import InputError
-from hsikit.weights import Importer, Tensors, register_importer
+from hsikit.weights.base import Importer, Tensors, register_importer
 
 #: the official configurations (``configs/freenet/*.py``): (in_channels, num_classes) -> config name, scene
 _OFFICIAL = {

@@ -11,7 +11,7 @@ import re
 from typing import Any
 
 from hsikit.errors import InputError
-from hsikit.weights import Importer, Tensors, register_importer
+from hsikit.weights.base import Importer, Tensors, register_importer
 
 _OFFICIAL_NAMES = {"s": "hsdt_8", "m": "hsdt", "l": "hsdt_deep"}
 

@@ -17,7 +17,7 @@ import re
 from typing import Any
 
 from hsikit.errors import InputError
-from hsikit.weights import Importer, Tensors, register_importer
+from hsikit.weights.base import Importer, Tensors, register_importer
 
 NOTEBOOK_HEADS = 4  # SSMambaModel(out_channels=64, num_heads=4, ...) in the notebook; no tensor records it
 

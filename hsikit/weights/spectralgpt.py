@@ -23,7 +23,7 @@ import re
 from typing import Any
 
 from hsikit.errors import InputError
-from hsikit.weights import Importer, Tensors, register_importer
+from hsikit.weights.base import Importer, Tensors, register_importer
 
 #: (encoder width, depth) -> (official factory size, encoder heads); the decoder uses the constructor's 16 heads
 _OFFICIAL_SIZES = {(768, 12): ("base", 12), (1024, 24): ("large", 16), (1280, 32): ("huge", 16)}
