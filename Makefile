@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 OUT ?= demo_output
 
-.PHONY: demo test sample bench clean install
+.PHONY: demo test sample bench clean install qgis-plugin
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -36,6 +36,11 @@ sample: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_tiled.py --sizes 1024 4096 8192
+
+# The QGIS Processing provider as an installable plugin zip (Plugins > Install from ZIP). It bundles hsikit's
+# option declarations, hence the venv.
+qgis-plugin: $(STAMP)
+	$(BIN)/python qgis/build_plugin.py --out dist/hsikit_qgis.zip
 
 clean:
 	rm -rf $(OUT) .pytest_cache build *.egg-info

@@ -50,8 +50,8 @@ _INPUTS = inspect.Parameter("inputs", inspect.Parameter.POSITIONAL_OR_KEYWORD, a
 #: options every task takes, in --help order after the task's own
 _COMMON = [
     _p("out", Path, typer.Option(..., "-o", "--out", help="Output folder: one output per scene (named after it; "
-       "inputs that share a file name get a short hash of their path added), the manifest hsikit-batch.sqlite and "
-       "a hidden work folder .hsikit-batch/.")),
+       "inputs that share a file name get a short hash of their path added), the manifest hsikit-batch.sqlite, a STAC "
+       "catalogue of the outputs (catalog.json) and a hidden work folder .hsikit-batch/.")),
     _p("workers", Optional[int], typer.Option(None, "--workers", "-w", min=1, help="Worker processes of the local "
        "cluster (default: half the CPU cores).")),
     _p("scheduler", Optional[str], typer.Option(None, "--scheduler", help="Use the Dask scheduler at this address "
@@ -110,6 +110,8 @@ def _summary(res) -> None:
         f"{res.pending} pending; {res.mpx_per_s:.2f} Mpx/s" + (f" on {res.cluster}" if res.cluster else ""))
     _failures(res.failures)
     typer.echo(f"manifest: {Path(res.outdir) / 'hsikit-batch.sqlite'}")
+    if res.catalog:
+        typer.echo(f"STAC catalogue: {res.catalog}")
 
 
 def _failures(failures: list[tuple[str, str]]) -> None:

@@ -8,23 +8,9 @@ from typing import Optional
 import typer
 
 from hsikit.cli.app import app, benchmark_app, train_app
-from hsikit.cli.options import (
-    ALLOW_RESAMPLE_HELP,
-    CHECKPOINT_OUT,
-    CLASSIFIER_HELP,
-    DEVICE_HELP,
-    RASTER_OUT,
-    RECIPE_HELP,
-    RECORD_HELP,
-    SET_METAVAR,
-    Protocol,
-    command_line,
-    exists,
-    model_config,
-    positive,
-    run_options,
-    share,
-)
+from hsikit.cli.options import (ALLOW_RESAMPLE_HELP, CHECKPOINT_OUT, CLASSIFIER_HELP, DEVICE_HELP, RASTER_OUT,
+                                RECIPE_HELP, RECORD_HELP, SET_METAVAR, Protocol, command_line, exists, model_config,
+                                positive, run_options, share)
 from hsikit.cli.specs import spec_options
 from hsikit.cli.state import state
 from hsikit.pipelines.options import CLASSIFY

@@ -14,7 +14,7 @@ from typing import Any
 import typer
 
 # each command module registers its commands on the app
-from hsikit.cli import batch, classify, foundation, restoration, scene, sentinel2, stress  # noqa: F401
+from hsikit.cli import batch, classify, export, foundation, restoration, scene, sentinel2, stress  # noqa: F401
 from hsikit.cli.app import app, plain_help
 from hsikit.cli.options import param_name
 from hsikit.cli.state import NOTHING_WRITTEN, state

@@ -11,18 +11,8 @@ from typing import Optional
 import typer
 
 from hsikit.cli.app import app, text_width, train_app, wrap
-from hsikit.cli.options import (
-    CHECKPOINT_OUT,
-    DEVICE_HELP,
-    RASTER_OUT,
-    RECORD_HELP,
-    SET_METAVAR,
-    command_line,
-    exists,
-    model_config,
-    positive,
-    run_options,
-)
+from hsikit.cli.options import (CHECKPOINT_OUT, DEVICE_HELP, RASTER_OUT, RECORD_HELP, SET_METAVAR, command_line, exists,
+                                model_config, positive, run_options)
 from hsikit.cli.specs import spec_options
 from hsikit.cli.state import state
 from hsikit.pipelines.options import DENOISE, RESTORE, SUPER_RESOLVE, CommandSpec

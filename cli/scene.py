@@ -10,14 +10,7 @@ from typing import Optional
 import typer
 
 from hsikit.cli.app import app, text_width, wrap
-from hsikit.cli.options import (
-    CHECKPOINT_OUT,
-    RASTER_OUT,
-    SET_METAVAR,
-    command_line,
-    exists,
-    model_config,
-)
+from hsikit.cli.options import (CHECKPOINT_OUT, RASTER_OUT, SET_METAVAR, command_line, exists, model_config)
 from hsikit.cli.specs import spec_options
 from hsikit.cli.state import state
 from hsikit.pipelines.options import PREPROCESS

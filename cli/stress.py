@@ -11,17 +11,8 @@ from typing import Optional
 import typer
 
 from hsikit.cli.app import app, train_app
-from hsikit.cli.options import (
-    ALLOW_RESAMPLE_HELP,
-    CHECKPOINT_OUT,
-    RASTER_OUT,
-    SET_METAVAR,
-    command_line,
-    exists,
-    model_config,
-    positive,
-    run_options,
-)
+from hsikit.cli.options import (ALLOW_RESAMPLE_HELP, CHECKPOINT_OUT, RASTER_OUT, SET_METAVAR, command_line, exists,
+                                model_config, positive, run_options)
 from hsikit.cli.specs import spec_options
 from hsikit.cli.state import state
 from hsikit.pipelines.options import STRESS, STRESS_SEASON_HELP

@@ -96,7 +96,9 @@ def essa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.T
     """
     n = q.shape[-2]
     qf, kf = _qk_features(q, k)
-    return v + qf @ (kf.transpose(-2, -1) @ v) / math.sqrt(n)
+    # n ** 0.5 rather than math.sqrt(n): traced for ONNX, the token count then stays a graph value, so an exported
+    # model scales correctly on tiles of other sizes
+    return v + qf @ (kf.transpose(-2, -1) @ v) / n ** 0.5
 
 
 def essa_attention_explicit(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

@@ -72,6 +72,7 @@ class BatchResult:
     model_loads: dict[str, dict[str, int]] = field(default_factory=dict)
     dashboard: str | None = None
     cluster: str = ""
+    catalog: Path | None = None  # OUTDIR/catalog.json, the STAC catalogue of the done scenes
 
     @property
     def exit_code(self) -> int:
@@ -287,8 +288,23 @@ def _finish_run(b: _Batch, man: Manifest, todo: list[_Scene], status: str) -> No
     result.seconds = time.perf_counter() - b.t_start
     man.finish_run(scenes=len(b.items), done=result.done, failed=result.failed, skipped=result.skipped,
                    status=status if status != "done" or result.exit_code == 0 else "failed")
+    if status == "done":
+        _write_catalog(b, man)
     if b.tmp_root.exists() and not any(b.tmp_root.iterdir()):
         b.tmp_root.rmdir()
+
+
+def _write_catalog(b: _Batch, man: Manifest) -> None:
+    """Bring OUTDIR's STAC catalogue up to date with the manifest (:mod:`hsikit.pipelines.batch_stac`); a done
+    scene whose outputs cannot be read is left out with a note."""
+    from hsikit.pipelines.batch_stac import write_batch_catalog
+
+    cat = write_batch_catalog(b.outdir, models={b.ref.sha256: b.ref.path} if b.ref else None, manifest=man)
+    b.result.catalog = cat.path
+    for name, why in cat.skipped:
+        b.echo(f"note: {name} is not in the STAC catalogue ({cat.path.name}): {why}")
+    for text in cat.notes:
+        b.info(f"note: {text}")
 
 
 def _model_ref(tk: Task, model: str | Path | None) -> ModelRef | None:
@@ -303,8 +319,11 @@ def _model_ref(tk: Task, model: str | Path | None) -> ModelRef | None:
         if tk.name != "classify":
             raise OptionError(f"batch {tk.name} needs --model")
         model = default_model()
+    from hsikit.export.onnx import is_exported, read_exported
+
     p = Path(model).resolve()
-    read_checkpoint_meta(p)  # a missing or foreign file is a clear error before anything starts
+    # a missing or foreign file is a clear error before anything starts
+    read_exported(p) if is_exported(p) else read_checkpoint_meta(p)
     return ModelRef(str(p), checkpoint_sha256(p))
 
 

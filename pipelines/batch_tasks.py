@@ -115,8 +115,10 @@ _LOCK = threading.Lock()
 
 def cached_model(ref: ModelRef):
     """(network, metadata) of ``ref``, loaded once per worker process and kept for later blocks and scenes.
-    The worker checks the file's SHA-256 against the client's once, so every worker runs the same weights."""
+    The worker checks the file's SHA-256 against the client's once, so every worker runs the same weights.
+    An exported .onnx model loads as an onnxruntime model (no torch)."""
     from hsikit.checkpoint import checkpoint_sha256, load_checkpoint
+    from hsikit.export.onnx import is_exported
 
     key = (ref.path, ref.sha256)
     with _LOCK:
@@ -124,7 +126,13 @@ def cached_model(ref: ModelRef):
             if checkpoint_sha256(ref.path) != ref.sha256:
                 raise InputError(f"{Path(ref.path).name} on worker {socket.gethostname()} differs from the "
                                  "client's copy")
-            _MODELS[key] = load_checkpoint(ref.path, device="cpu")
+            if is_exported(ref.path):
+                from hsikit.engine.onnx_predict import OnnxModel
+
+                onnx_model = OnnxModel(ref.path)
+                _MODELS[key] = (onnx_model, onnx_model.meta)
+            else:
+                _MODELS[key] = load_checkpoint(ref.path, device="cpu")
             _LOADS[key] = _LOADS.get(key, 0) + 1
         return _MODELS[key]
 
@@ -385,8 +393,9 @@ def _classify_setup(sc, model: ModelRef, opts: dict, command: str | None = None,
 
 def _classify_validate(model: ModelRef | None, opts: dict) -> None:
     from hsikit.checkpoint import read_checkpoint_meta
+    from hsikit.export.onnx import is_exported, read_exported
 
-    meta = read_checkpoint_meta(model.path)
+    meta = read_exported(model.path)[0] if is_exported(model.path) else read_checkpoint_meta(model.path)
     if meta.task != "classification":
         raise OptionError(f"{Path(model.path).name} is a {meta.task} model, not a classifier")
 

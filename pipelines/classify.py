@@ -68,6 +68,8 @@ class ClassifySetup:
     spec: object
     tile_tag: dict
     tags: dict[str, str]
+    #: the model is an exported ONNX file, run with onnxruntime (no torch)
+    exported: bool = False
 
     @property
     def n_classes(self) -> int:
@@ -87,46 +89,37 @@ def classify_setup(sc: Scene, model_path: str | Path, *, tile: int | None = 512,
                    chain: dict | None = None, max_memory: int | str | None = None, net=None) -> ClassifySetup:
     """Check ``sc`` against the checkpoint (georeferencing, task, bands, legend) and plan the tiling.
 
+    ``model_path``: a checkpoint (.safetensors) or a model exported by ``hsikit export`` (.onnx, read without
+    torch: its metadata says what the registry says of a checkpoint's architecture).
     ``tile`` None: the largest tiles that fit ``max_memory`` bytes (or a size such as "8G"; default a third of the
-    RAM), from the model's measured activation memory (:mod:`hsikit.engine.budget`).
+    RAM), from the model's measured activation memory (:mod:`hsikit.engine.budget`; an exported model's was
+    measured when it was exported).
     ``chain``: the preprocessing already fitted on ``sc`` (a batch fits a per-scene chain once, not per block).
     ``net``: the loaded network, probed for the tile plan instead of building another one."""
-    from hsikit.checkpoint import checkpoint_sha256, read_checkpoint_meta
+    from hsikit.checkpoint import checkpoint_sha256
     from hsikit.engine.budget import default_budget, parse_size
     from hsikit.engine.engine import TileSpec, check_spec, planned_overlap
     from hsikit.io.gaps import fill_tags
     from hsikit.io.legend import Legend
-    from hsikit.models.registry import get_entry
     from hsikit.pipelines.common import check_georeferencing, provenance_tags
-    from hsikit.preprocess.chain import Chain
 
     model_path = Path(model_path)
     check_spec(TileSpec(tile=1 if tile is None else tile, overlap=overlap, batch_size=batch_size or 1))
     budget = None if max_memory is None else parse_size(max_memory)
     check_georeferencing(sc)
-    meta = read_checkpoint_meta(model_path)
-    if meta.task != "classification":
-        raise InputError(f"{model_path.name} is a {meta.task} model, not a classifier")
-    chain = Chain.from_dict(chain or meta.preprocessing)
-    if not chain.fitted:  # imported weights whose official code normalises each scene with its own statistics
-        chain = chain.fit(sc)
-    try:
-        chain.check_input(sc.bands, source=sc.name)
-    except BandMismatchError as e:
-        raise BandMismatchError(f"{model_path.name}: {e}; train a classifier on this sensor's bands with `hsikit "
-                                "train classifier SCENE --labels LABELS -o MODEL.safetensors`") from None
+    facts = _model_facts(model_path)
+    meta, context = facts.meta, facts.context
+    chain = _replayed_chain(sc, model_path, facts, chain)
     n_cls = len(meta.class_names)
     lg = Legend.read(legend, n_cls) if legend else Legend.from_names(meta.class_names, meta.class_colors)
     if lg.count != n_cls:
         raise BandMismatchError(f"legend has {lg.count} classes, the model {n_cls}")
-    entry = get_entry(meta.arch)
-    context = int(entry.receptive_field(entry.config_cls(**meta.config)))
     # pixel-local models are fed in pixel chunks by the predictor: batching whole tiles only costs memory
     # batch_size None: one tile per call when the tiles are planned (the budget goes to one large tile, fewer
     # halos), else two
     batch_size = (batch_size or (1 if tile is None else 2)) if context > 0 else 1
     if tile is None:
-        tile = _planned_tile(sc, meta, entry, n_cls, context, overlap, batch_size,
+        tile = _planned_tile(sc, facts, n_cls, overlap, batch_size,
                              budget if budget is not None else default_budget(), net)
     spec = TileSpec(tile=tile, overlap=overlap, batch_size=batch_size)
     used_overlap, margin = planned_overlap(spec, context, context == 0, (sc.height, sc.width))
@@ -138,36 +131,93 @@ def classify_setup(sc: Scene, model_path: str | Path, *, tile: int | None = 512,
         model=meta.arch,
         checkpoint_sha256=checkpoint_sha256(model_path),
         bands_used=[sc.bands.names[i] for i in chain.used_input_bands(sc.count)],
-        normalization="checkpoint statistics: " + " > ".join(s.op for s in chain.steps),
+        normalization="checkpoint statistics: " + " > ".join(facts.chain_ops or [s.op for s in chain.steps])
+        + (f" ({', '.join(facts.exported.folded)} folded into {model_path.name})"
+           if facts.exported is not None and facts.exported.folded else ""),
         tile=tile_tag,
         extra={"HSIKIT_CLASS_OFFSET": "1", **fill_tags(sc)},
     )
-    return ClassifySetup(model_path, meta.arch, list(meta.class_names), lg, chain, context, entry.size_multiple,
-                         spec, tile_tag, tags)
+    return ClassifySetup(model_path, meta.arch, list(meta.class_names), lg, chain, context, facts.size_multiple,
+                         spec, tile_tag, tags, exported=facts.exported is not None)
+
+
+@dataclass
+class _ModelFacts:
+    """What classifying with a model file takes from it: its metadata, the preprocessing replayed before the
+    network, its receptive field and size multiple; for an exported model also its export record."""
+
+    meta: object
+    chain: dict | None
+    context: int
+    size_multiple: int
+    features: int | None = None
+    chain_ops: list[str] | None = None
+    exported: object | None = None
+
+
+def _model_facts(model_path: Path) -> _ModelFacts:
+    """The facts of a checkpoint (metadata and registry entry) or of an exported .onnx model (its metadata alone:
+    no torch, no registry); refuses a model that is not a classifier."""
+    from hsikit.export.onnx import is_exported, read_exported
+
+    if is_exported(model_path):
+        meta, info = read_exported(model_path)
+        facts = _ModelFacts(meta, info.input_chain, int(info.context), int(info.size_multiple), int(info.in_features),
+                            list(info.chain_ops), info)
+    else:
+        from hsikit.checkpoint import read_checkpoint_meta
+
+        meta = read_checkpoint_meta(model_path)
+        facts = _ModelFacts(meta, meta.preprocessing, 0, 1)
+    if meta.task != "classification":
+        raise InputError(f"{model_path.name} is a {meta.task} model, not a classifier")
+    if facts.exported is None:
+        from hsikit.models.registry import get_entry
+
+        entry = get_entry(meta.arch)
+        cfg = entry.config_cls(**meta.config)
+        facts.context, facts.size_multiple = int(entry.receptive_field(cfg)), entry.size_multiple
+        facts.features = int(getattr(cfg, "in_bands", 0) or len(getattr(cfg, "bands", ())) or 0) or None
+    return facts
+
+
+def _replayed_chain(sc: Scene, model_path: Path, facts: _ModelFacts, chain: dict | None):
+    """The preprocessing replayed on ``sc`` before the network (fitted on it when it came unfitted), checked
+    against its bands; for an exported model with folded preprocessing, followed by the per-band offsets."""
+    from hsikit.export.fold import OffsetChain
+    from hsikit.preprocess.chain import Chain
+
+    ch = Chain.from_dict(chain or facts.chain)
+    if not ch.fitted:  # imported weights whose official code normalises each scene with its own statistics
+        ch = ch.fit(sc)
+    try:
+        ch.check_input(sc.bands, source=sc.name)
+    except BandMismatchError as e:
+        raise BandMismatchError(f"{model_path.name}: {e}; train a classifier on this sensor's bands with `hsikit "
+                                "train classifier SCENE --labels LABELS -o MODEL.safetensors`") from None
+    offset = facts.exported.offset if facts.exported is not None else None
+    return OffsetChain(ch, offset) if offset is not None else ch
 
 
 #: the largest planned tile of a pixel-local model (measured best for the spectral 1-D CNN on 100 bands)
 PIXEL_LOCAL_TILE = 512
 
 
-def _planned_tile(sc: Scene, meta, entry, n_cls: int, context: int, overlap: int | None, batch_size: int,
+def _planned_tile(sc: Scene, facts: _ModelFacts, n_cls: int, overlap: int | None, batch_size: int,
                   budget: int, net=None) -> tuple[int, int]:
-    """The largest tile (rows, cols) of ``sc`` whose memory fits ``budget``, for this checkpoint's network
-    (``net``, or one built without weights: building some encoders takes a second, so pass it when loaded)."""
-    import torch
-
-    from hsikit.engine.budget import activation_probe, plan_tile
+    """The largest tile (rows, cols) of ``sc`` whose memory fits ``budget``, for this model's network (``net``,
+    or one built without weights: building some encoders takes a second, so pass it when loaded). An exported
+    model's activation memory is the one measured with torch when it was exported (no torch here)."""
+    from hsikit.engine.budget import plan_tile
     from hsikit.engine.engine import TileSpec, planned_overlap
-    from hsikit.models.registry import create_model
 
-    cfg = entry.config_cls(**meta.config)
-    features = int(getattr(cfg, "in_bands", 0) or len(getattr(cfg, "bands", ())) or sc.count)
+    context = facts.context
+    features = facts.features or sc.count
     probe = None
     if context > 0:  # pixel-local models are fed in fixed chunks: their activations do not grow with the tile
-        if net is None:
-            with torch.device("meta"):  # shapes only: no weights initialised, none loaded
-                net = create_model(meta.arch, **meta.config).to_empty(device="cpu")
-        probe = activation_probe(net, features, entry.size_multiple)
+        exported = facts.exported
+        probe = exported.activation_bytes() if exported is not None else _torch_probe(facts, features, net)
+
     def overlap_for(side: int) -> int:
         return planned_overlap(TileSpec(tile=side, overlap=overlap), context, context == 0)[0]
 
@@ -177,12 +227,45 @@ def _planned_tile(sc: Scene, meta, entry, n_cls: int, context: int, overlap: int
     largest = PIXEL_LOCAL_TILE if context == 0 else None
     return plan_tile(sc.height, sc.width, budget=budget, model=probe, in_bands=sc.count,
                      raw_itemsize=np.dtype(sc.dtype).itemsize, features=features, out_channels=n_cls,
-                     overlap=overlap_for, batch_size=batch_size, size_multiple=entry.size_multiple, least=least,
+                     overlap=overlap_for, batch_size=batch_size, size_multiple=facts.size_multiple, least=least,
                      largest=largest)
 
 
+def _torch_probe(facts: _ModelFacts, features: int, net=None):
+    """The activation memory of a checkpoint's network, measured (:func:`activation_probe`)."""
+    import torch
+
+    from hsikit.engine.budget import activation_probe
+    from hsikit.models.registry import create_model
+
+    meta = facts.meta
+    if net is None:
+        with torch.device("meta"):  # shapes only: no weights initialised, none loaded
+            net = create_model(meta.arch, **meta.config).to_empty(device="cpu")
+    return activation_probe(net, features, facts.size_multiple)
+
+
+def load_classifier(model_path: str | Path):
+    """The network of ``model_path`` for :func:`classify_predictor`: an exported .onnx model for onnxruntime
+    (torch is not imported), else the checkpoint's torch network on the CPU."""
+    from hsikit.export.onnx import is_exported
+
+    if is_exported(model_path):
+        from hsikit.engine.onnx_predict import OnnxModel
+
+        return OnnxModel(model_path)
+    from hsikit.checkpoint import load_checkpoint
+
+    return load_checkpoint(model_path, device="cpu")[0]
+
+
 def classify_predictor(net, setup: ClassifySetup, device: str = "auto"):
-    """The engine's ``predict`` for a loaded classifier (softmax unless the model outputs probabilities)."""
+    """The engine's ``predict`` for a loaded classifier (softmax unless the model outputs probabilities; an
+    exported model has it inside)."""
+    if setup.exported:
+        from hsikit.engine.onnx_predict import OnnxPredictor
+
+        return OnnxPredictor(net, device=device, size_multiple=setup.size_multiple, pixel_local=setup.pixel_local)
     from hsikit.engine.torch_predict import TorchPredictor
 
     # models whose outputs are already probabilities (random forest) must not be softmaxed again
@@ -256,6 +339,8 @@ def classify(
 ) -> ClassifyResult:
     """Classify ``scene`` with the checkpoint ``model`` and write ``out`` (uint8 class map, 0 = nodata).
 
+    ``model`` may also be an ONNX file written by ``hsikit export``: it runs with onnxruntime, without torch.
+
     Class i of the model is written as value i + 1 with the model's colours and names (GDAL colour table,
     category names, ``.qml`` style). ``probabilities`` adds ``<out>_probabilities.tif`` with one band per class
     (float32 with NaN nodata, or uint8 with value = round(p * 254) and nodata 255); ``confidence`` adds
@@ -264,7 +349,6 @@ def classify(
     ``tile`` None plans the largest tiles that fit ``max_memory`` (default: a third of the RAM).
     The options' defaults and accepted values are those of :data:`hsikit.pipelines.options.CLASSIFY`.
     """
-    from hsikit.checkpoint import load_checkpoint
     from hsikit.io.gaps import check_band_gaps
     from hsikit.io.open import open_scene
     from hsikit.io.outputs import check_outputs, check_suffix
@@ -281,7 +365,7 @@ def classify(
     try:
         model_path = Path(model) if model is not None else default_model(sc)
         check_band_gaps(sc)
-        net, _ = load_checkpoint(model_path, device="cpu")
+        net = load_classifier(model_path)
         setup = classify_setup(sc, model_path, tile=tile, overlap=overlap, batch_size=batch_size, legend=legend,
                                command=command, max_memory=max_memory, net=net)
         done = _write_class_maps(sc, setup, classify_predictor(net, setup, device), wanted, progress)

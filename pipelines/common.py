@@ -14,7 +14,10 @@ from hsikit.errors import InputError, OptionError
 from hsikit.io.scene import Scene
 from hsikit.threads import current_threads
 
-#: the model `hsikit classify` uses when no --model is given (the one trained on the embedded sample)
+#: the model `hsikit classify` uses when no --model is given (the one trained on the embedded sample). sample_data/
+#: installs as the package `hsikit.sample_data`, so two folders up from this file holds it in both layouts: the
+#: repository root of a source checkout (pipelines/ beside sample_data/) and the `hsikit` folder of an installed
+#: wheel (hsikit/pipelines/ beside hsikit/sample_data/).
 SAMPLE_MODEL = Path(__file__).resolve().parents[1] / "sample_data" / "sample_model.safetensors"
 
 
@@ -43,7 +46,8 @@ def default_model(scene: Scene | None = None) -> Path:
         facts = _model_facts(SAMPLE_MODEL, "trained on the synthetic sample scene", "pass --model for real scenes")
         warnings.warn(f"no --model given: using the sample model {SAMPLE_MODEL.name}{facts}", stacklevel=2)
         return SAMPLE_MODEL
-    raise OptionError("no --model given and no default model found (set HSIKIT_DEFAULT_MODEL or pass --model)")
+    raise OptionError(f"no --model given and the sample model {SAMPLE_MODEL} is missing from this installation "
+                      "(pass --model or set $HSIKIT_DEFAULT_MODEL)")
 
 
 def _model_facts(path: Path, trained_on: str | None = None, advice: str | None = None) -> str:

@@ -24,16 +24,8 @@ import numpy as np
 from hsikit.errors import InputError, OptionError
 from hsikit.io.inputs import find_rasters
 from hsikit.io.scene import Scene
-from hsikit.pipelines.pretrain import (
-    MODEL_CARD,
-    NORMALIZATIONS,
-    band_chain,
-    normalization_step,
-    sample_statistics,
-    step_budget,
-    with_normalization,
-    write_run_report,
-)
+from hsikit.pipelines.pretrain import (MODEL_CARD, NORMALIZATIONS, band_chain, normalization_step, sample_statistics,
+                                       step_budget, with_normalization, write_run_report)
 from hsikit.preprocess.chain import Chain
 from hsikit.report import write_loss_curve_png
 from hsikit.training.run import Run, RunOptions, RunResult, jsonable, prepare_run

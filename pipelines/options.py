@@ -116,7 +116,8 @@ def check_format(fmt: Any) -> str:
 
 # -- classify --------------------------------------------------------------------------------------------------------
 CLASSIFY = CommandSpec("classify", Option(
-    "model", ("--model", "-m"), Path, None, "Checkpoint (.safetensors); default: the bundled sample model.",
+    "model", ("--model", "-m"), Path, None, "Checkpoint (.safetensors) or exported model (.onnx, run with "
+    "onnxruntime); default: the bundled sample model.",
     check="file"), (
     Option("tile", ("--tile",), int, None, "Tile size in pixels (default: the largest tiles that fit --max-memory, "
            "the whole scene when it fits).", low=1,

@@ -20,6 +20,8 @@ from rasterio.transform import from_origin
 
 pytest.importorskip("lightning")
 
+import hsikit.training.data as tdata  # noqa: E402
+import hsikit.training.distributed as td  # noqa: E402
 import hsikit.training.module as tm  # noqa: E402
 from hsikit.training.data import CropData, GS2Data, PixelData  # noqa: E402
 
@@ -29,7 +31,9 @@ OA_TOLERANCE = 0.04
 
 
 def _as_rank(monkeypatch, rank: int, world: int) -> None:
-    monkeypatch.setattr(tm, "shard_info", lambda: (rank, world))
+    # the crop and GS2 streams (hsikit.training.data) and the restoration stream (lazily, from distributed) ask
+    monkeypatch.setattr(tdata, "shard_info", lambda: (rank, world))
+    monkeypatch.setattr(td, "shard_info", lambda: (rank, world))
 
 
 def _labels(h=24, w=30):
@@ -39,17 +43,17 @@ def _labels(h=24, w=30):
 
 
 def test_world_helpers():
-    assert tm.world_size(2, 1) == 2 and tm.world_size([0, 1], 2) == 4 and tm.world_size(1) == 1
-    assert tm.sharded_steps(9, 2) == 5 and tm.sharded_steps(8, 2) == 4 and tm.sharded_steps(3, 1) == 3
-    assert tm.shard_info() == (0, 1) and tm.is_global_zero()
+    assert td.world_size(2, 1) == 2 and td.world_size([0, 1], 2) == 4 and td.world_size(1) == 1
+    assert td.sharded_steps(9, 2) == 5 and td.sharded_steps(8, 2) == 4 and td.sharded_steps(3, 1) == 3
+    assert td.shard_info() == (0, 1) and td.is_global_zero()
 
 
 def test_is_global_zero_reads_launcher_variables(monkeypatch):
     monkeypatch.setenv("LOCAL_RANK", "1")
-    assert not tm.is_global_zero()
+    assert not td.is_global_zero()
     monkeypatch.setenv("LOCAL_RANK", "0")
     monkeypatch.setenv("NODE_RANK", "1")
-    assert not tm.is_global_zero()
+    assert not td.is_global_zero()
 
 
 def test_pixel_data_steps_per_rank():
