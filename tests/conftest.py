@@ -11,6 +11,16 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("HSIKIT_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
 
+def pytest_configure(config) -> None:
+    # Run as a background job, the suite inherits an ignored SIGINT, which its child processes would inherit too,
+    # so the tests that interrupt a command could not reach it. A handler is not inherited: children start with
+    # SIGINT at its default, as when the suite runs in a terminal.
+    import signal
+
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """Path of ../shared/data; tests using it skip when it is not beside the clone."""

@@ -33,15 +33,16 @@ def scene_and_model(tmp_path_factory):
     assert run(["-q", "train", "classifier", str(train), "--labels", str(labels), "-o", str(model), "--epochs", "2",
                 "--seed", "0"]) == 0
     # big enough that classifying it takes several seconds on one thread
-    scene = write_fake_geotiff(d / "big.tif", bands=12, height=1000, width=1000, seed=2)
+    scene = write_fake_geotiff(d / "big.tif", bands=12, height=1500, width=1500, seed=2)
     return scene, model
 
 
 def _classify(scene: Path, model: Path, out: Path) -> subprocess.Popen:
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    # one thread (hsikit takes every core unless told): the run must outlast the test's random wait of up to 1.5 s
     return subprocess.Popen([str(HSIKIT), "classify", str(scene), "-m", str(model), "-o", str(out / "classes.tif"),
-                             "--probabilities", "--tile", "256"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env)
+                             "--probabilities", "--tile", "256", "--threads", "1"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
 
 
 def _wait_for_work(proc: subprocess.Popen, out: Path, timeout: float = 120.0) -> None:
@@ -84,5 +85,5 @@ def test_killed_run_leaves_nothing_a_rerun_cannot_clean(scene_and_model, tmp_pat
     assert _outputs(out) == ["classes.qml", "classes.tif", "classes.tif.aux.xml", "classes_probabilities.tif"]
     with rasterio.open(out / "classes.tif") as src, rasterio.open(out / "classes_probabilities.tif") as p:
         cls = src.read(1)
-        assert cls.shape == (1000, 1000) and cls.min() >= 1
+        assert cls.shape == (1500, 1500) and cls.min() >= 1
         assert np.allclose(p.read().sum(axis=0), 1.0, atol=1e-3)

@@ -122,6 +122,11 @@ def _pump(pipe, name: str, lines: "queue.Queue") -> None:
         lines.put((name, None))
 
 
+def _default_sigint() -> None:
+    """In the child before hsikit starts: SIGINT back to its default, so that hsikit installs its handler."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _interrupt(proc: subprocess.Popen) -> None:
     """Ask hsikit to stop as Ctrl-C would: it removes its temporary files and exits 130."""
     if os.name == "nt":  # no SIGINT for a child on Windows: CTRL_BREAK_EVENT reaches its process group
@@ -138,9 +143,11 @@ def run(executable: str, args: Sequence[str], *, on_line: Callable[[Line], None]
     When ``is_cancelled()`` turns true the child gets SIGINT and is waited for ``grace`` seconds (then SIGTERM, then
     SIGKILL), so that it removes its temporaries; the result then says ``cancelled``."""
     flags = getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0) if os.name == "nt" else 0
+    # an ignored SIGINT (QGIS started from a background shell) would be inherited, and cancel would not reach hsikit
+    reset = None if os.name == "nt" else _default_sigint
     proc = subprocess.Popen([executable, *args], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, encoding="utf-8", errors="replace", bufsize=1,
-                            env=child_environment() if env is None else env, creationflags=flags)
+                            env=child_environment() if env is None else env, creationflags=flags, preexec_fn=reset)
     lines: "queue.Queue" = queue.Queue()
     readers = [threading.Thread(target=_pump, args=(pipe, name, lines), daemon=True)
                for pipe, name in ((proc.stdout, "stdout"), (proc.stderr, "stderr"))]
