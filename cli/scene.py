@@ -24,11 +24,12 @@ def info(
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
     variable: Optional[str] = typer.Option(None, help="Variable name inside a .mat file."),
 ) -> None:
-    """Show a scene's size, bands, wavelength range, bad bands, CRS, resolution, nodata and dtype, or a model
-    checkpoint's card (architecture, configuration, bands, classes, preprocessing, provenance)."""
+    """Show a scene's size, bands, wavelength range, bad bands, CRS, resolution, nodata and dtype, or a model's
+    card (a checkpoint or an exported .onnx: architecture, configuration, bands, classes, preprocessing,
+    provenance)."""
     from hsikit.pipelines.info import format_info, format_model_card, model_card, scene_info
 
-    if scene.suffix.lower() == ".safetensors":  # a model: its card
+    if scene.suffix.lower() in (".safetensors", ".onnx"):  # a model (or one exported to ONNX): its card
         card = model_card(scene)
         typer.echo(json.dumps(card, indent=2) if as_json else format_model_card(card))
         return

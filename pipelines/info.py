@@ -129,11 +129,19 @@ def _ranges(values: list[int]) -> str:
 
 
 def model_card(path: str | Path) -> dict[str, Any]:
-    """What an hsikit checkpoint is, from its header only (no weights are read): architecture, configuration,
-    task, bands, classes, preprocessing, provenance and the scores of evaluation runs stored with it."""
+    """What an hsikit checkpoint (or a model exported from one to ONNX) is, from its header only (no weights are
+    read): architecture, configuration, task, bands, classes, preprocessing, provenance, the scores of evaluation
+    runs stored with it, and for an exported model how it was exported."""
     from hsikit.checkpoint import read_checkpoint_meta
+    from hsikit.export.onnx import is_exported, read_exported
 
-    meta = read_checkpoint_meta(path)
+    exported = None
+    if is_exported(path):  # an exported model carries its checkpoint's metadata and how it was exported
+        meta, info = read_exported(path)
+        exported = {"format": "ONNX", "opset": info.opset, "folded": info.folded,
+                    "checkpoint": info.source.get("checkpoint"), "max_difference": info.max_difference}
+    else:
+        meta = read_checkpoint_meta(path)
     bands = meta.bands or {}
     steps = [s.get("op") for s in (meta.preprocessing or {}).get("steps", [])]
     wl = bands.get("wavelengths")
@@ -151,6 +159,7 @@ def model_card(path: str | Path) -> dict[str, Any]:
         "provenance": meta.provenance,
         "evaluations": meta.evaluations,
         "hsikit_version": meta.hsikit_version,
+        "exported": exported,
     }
 
 
@@ -178,6 +187,11 @@ def format_model_card(card: dict[str, Any]) -> str:
     for key in ("oa", "kappa", "val_psnr", "metrics"):
         if prov.get(key) is not None:
             lines.append(f"{key + ':':<14} {prov[key]}")
+    ex = card.get("exported")
+    if ex:
+        folded = f"; folded in: {', '.join(ex['folded'])}" if ex["folded"] else ""
+        diff = f"; max difference from torch {ex['max_difference']:.2g}" if ex["max_difference"] is not None else ""
+        lines.append(f"exported:      {ex['format']} opset {ex['opset']} from {ex['checkpoint']}{folded}{diff}")
     lines.append(f"hsikit:        {card['hsikit_version']}")
     evals = card.get("evaluations") or []
     if evals:

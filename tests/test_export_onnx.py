@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -346,6 +347,17 @@ def test_classify_with_the_exported_sample_model_equals_the_checkpoint_and_needs
 
     with rasterio.open(tmp_path / "onnx.tif") as src:
         assert "folded into sample_model.onnx" in src.tags()["HSIKIT_NORMALIZATION"]
+
+
+def test_info_prints_the_card_of_an_exported_model(capsys, sample_export):
+    code, out, err = cli(capsys, "info", sample_export)
+    assert code == 0, err
+    assert "architecture:  freenet (classification)" in out and "classes:       1=water" in out
+    assert re.search(r"^exported: +ONNX opset 17 from sample_model\.safetensors; folded in: scale, normalize; "
+                     r"max difference from torch [\d.e+-]+$", out, re.M), out
+    code, out, _ = cli(capsys, "info", sample_export, "--json")
+    card = json.loads(out)
+    assert code == 0 and card["exported"]["checkpoint"] == "sample_model.safetensors" and card["arch"] == "freenet"
 
 
 def test_preprocessing_fitted_on_each_scene_runs_before_the_exported_network(tmp_path, capsys):
