@@ -123,14 +123,6 @@ class Run:
         return run
 
     @property
-    def resume(self) -> bool:
-        return self.options.resume
-
-    @property
-    def progress(self) -> bool:
-        return self.options.progress
-
-    @property
     def processes(self) -> int:
         return self.options.processes
 
@@ -145,8 +137,6 @@ class Run:
         import numpy as np
         import torch
 
-        from hsikit.engine.torch_predict import resolve_device
-
         if self.lead:
             opts = self.options
             if opts.resume and not (self.dir / "checkpoints" / "last.ckpt").exists():
@@ -159,8 +149,7 @@ class Run:
         self.seed = int(seed)
         torch.manual_seed(self.seed)
         np.random.seed(self.seed)
-        self.device = resolve_device(self.options.device)
-        return self.device
+        return self._device()
 
     def trainer(self, *, max_epochs: int = -1, max_steps: int = -1, grad_clip: float | None = None,
                 steps_per_epoch: int = 1, callbacks: list[Any] | None = None, save_every_epoch: bool = False,
