@@ -455,7 +455,7 @@ def train_stress(
                                     time_shift=time_shift, balanced=balanced, seed=job.options.seed)
     inputs = StressInputs(series, labels, fields, attribute, allow_resample, features, season_start, step_days,
                           length, soil_slope, soil_mask, ndvi_min, nir, max_pixels_per_field, block, reader)
-    data = stress_pixels(inputs, seed=recipe.seed, progress=job.progress)
+    data = stress_pixels(inputs, seed=recipe.seed, progress=job.options.progress)
     fit = fit_ffdnn(data, recipe, model_config, job)
     if not job.lead:
         return StressTrainResult(job.out, {}, fit.history, job.dir, job.seconds, data.split)
